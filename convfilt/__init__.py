@@ -1,0 +1,42 @@
+"""convfilt: image filtering by the cheapest exact road (direct, separable or FFT convolution).
+
+The public API is imported lazily, so that ``import convfilt`` (and so ``convfilt --help``)
+does not pay for numpy, scipy or Pillow until a function is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "convolve": "engine",
+    "correlate": "engine",
+    "plan": "engine",
+    "Plan": "engine",
+    "gaussian_blur": "filters",
+    "box_blur": "filters",
+    "unsharp_mask": "filters",
+    "match_template": "matching",
+    "find_matches": "matching",
+    "Match": "matching",
+}
+
+__all__ = [*_API, "__version__"]
+
+if TYPE_CHECKING:
+    from .engine import Plan, convolve, correlate, plan
+    from .filters import box_blur, gaussian_blur, unsharp_mask
+    from .matching import Match, find_matches, match_template
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'convfilt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
