@@ -6,7 +6,7 @@ The public signatures and the Plan fields are a contract other modules build aga
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,8 +53,12 @@ def correlate(
     mode: str = "reflect",
     cval: float = 0.0,
     method: str = "auto",
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> NDArray[np.floating]:
-    """Correlate (kernel as is) an (H, W) or (H, W, C) image with a 2-D kernel, per channel."""
+    """Correlate (kernel as is) an (H, W) or (H, W, C) image with a 2-D kernel, per channel.
+
+    ``on_plan``, if given, is called once with the Plan that was carried out (``--explain``).
+    """
     import scipy.ndimage as ndi  # TEMPORARY
 
     x = np.asarray(image)
@@ -75,6 +79,7 @@ def convolve(
     mode: str = "reflect",
     cval: float = 0.0,
     method: str = "auto",
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> NDArray[np.floating]:
     """Convolve (kernel flipped) an (H, W) or (H, W, C) image with a 2-D kernel, per channel."""
     import scipy.ndimage as ndi  # TEMPORARY
