@@ -25,7 +25,19 @@ _API = {
     "Match": "matching",
 }
 
-__all__ = [*_API, "__version__"]
+__all__ = [
+    "Match",
+    "Plan",
+    "__version__",
+    "box_blur",
+    "convolve",
+    "correlate",
+    "find_matches",
+    "gaussian_blur",
+    "match_template",
+    "plan",
+    "unsharp_mask",
+]
 
 if TYPE_CHECKING:
     from .engine import Plan, convolve, correlate, plan

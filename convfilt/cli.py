@@ -7,10 +7,9 @@ starts fast.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -44,7 +43,7 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """Boundary modes, with scipy.ndimage's names and meanings."""
 
     reflect = "reflect"
@@ -54,7 +53,7 @@ class Mode(str, Enum):
     constant = "constant"
 
 
-class Method(str, Enum):
+class Method(StrEnum):
     """Convolution strategies; ``auto`` lets the planner choose."""
 
     auto = "auto"
@@ -87,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

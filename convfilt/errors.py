@@ -10,6 +10,6 @@ class ConvfiltError(Exception):
 
 
 class UsageError(ConvfiltError):
-    """A bad option value or an impossible request, such as a probe larger than the scene (exit 2)."""
+    """A bad option value or an impossible request, e.g. a probe larger than the scene (exit 2)."""
 
     exit_code = 2

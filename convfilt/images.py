@@ -38,7 +38,7 @@ class Picture:
 
 
 def load(path: str | Path, *, max_pixels: int | None = None) -> Picture:
-    """Read an image file ("-" for stdin). Raises ConvfiltError/UsageError with a one-line message."""
+    """Read an image file ("-" for stdin); failures raise ConvfiltError with one line."""
     raise NotImplementedError("images helper implements")
 
 
