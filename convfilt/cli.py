@@ -7,16 +7,24 @@ starts fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from . import report
 from .errors import ConvfiltError
+
+if TYPE_CHECKING:  # the match command's helpers (numpy is imported only inside commands)
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from .images import Picture
+    from .matching import Match
 
 app = typer.Typer(
     name="convfilt",
@@ -78,6 +86,623 @@ ForceOption = Annotated[
 OutOption = Annotated[
     Path | None, typer.Option("--out", "-o", help="Output file ('-' for stdout).")
 ]
+
+
+# --- blur, sharpen, convolve (filters helper) ---------------------------------------------------
+
+
+class Kind(StrEnum):
+    """Blur kernels."""
+
+    gaussian = "gaussian"
+    box = "box"
+
+
+InputsArgument = Annotated[
+    list[str],
+    typer.Argument(metavar="INPUT", help="Input images ('-' reads stdin).", show_default=False),
+]
+OutDirOption = Annotated[
+    Path | None,
+    typer.Option("--out-dir", help="Write <stem>-<command><suffix> files into this folder."),
+]
+FormatOption = Annotated[
+    str | None,
+    typer.Option("--format", help="Output format (png, jpeg, tiff, webp, ...); default: from -o."),
+]
+QualityOption = Annotated[
+    int | None, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality, 1 to 100.")
+]
+MaxPixelsOption = Annotated[
+    int | None,
+    typer.Option("--max-pixels", min=1, help="Refuse larger images (decompression-bomb guard)."),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help='Print {"outputs": [{"input", "output"}]} on stdout.')
+]
+LinearOption = Annotated[
+    bool, typer.Option("--linear", help="Filter in linear light (sRGB decoded), not on the codes.")
+]
+TruncateOption = Annotated[
+    float, typer.Option("--truncate", help="Gaussian reach in sigmas: radius round(t*sigma).")
+]
+
+
+@dataclass(frozen=True)
+class _Destination:
+    """Where and how the shared pipeline writes its results."""
+
+    out: Path | None
+    out_dir: Path | None
+    force: bool
+    format: str | None
+    quality: int | None
+    max_pixels: int | None
+    as_json: bool
+
+
+def _run_pipeline(
+    command: str,
+    inputs: list[str],
+    transform: Callable[[Picture], NDArray[Any]],
+    dest: _Destination,
+) -> None:
+    """Load, filter and save each input: the one pipeline behind blur, sharpen and convolve.
+
+    Every output is resolved (and every conflict reported) before the first image is read;
+    a failure stops the batch, leaving earlier outputs complete and no partial file.
+    """
+    from dataclasses import replace
+
+    from . import images
+    from .errors import UsageError
+
+    if dest.out is not None and len(inputs) > 1:
+        raise UsageError("-o names one output; with several inputs use --out-dir")
+    if dest.out is not None and dest.out_dir is not None:
+        raise UsageError("-o and --out-dir do not go together; give one")
+    if inputs.count(images.STDIO) > 1:
+        raise UsageError("'-' (stdin) can be read only once")
+    targets = [
+        images.resolve_output(source, command, out=dest.out, out_dir=dest.out_dir, force=dest.force)
+        for source in inputs
+    ]
+    if dest.as_json and images.STDIO in map(str, targets):
+        raise UsageError("--json and an image on stdout cannot share it; write to a file")
+    files = [str(target) for target in targets if str(target) != images.STDIO]
+    if len(set(files)) < len(files):
+        raise UsageError("two inputs would write the same output; use -o or rename one")
+    for target in targets:  # unknown extension or --format: refuse before any work
+        images._output_format(str(target), dest.format)
+
+    written: list[dict[str, str]] = []
+    bar = report.progress_bar(command) if len(inputs) > 1 else nullcontext(None)
+    with bar as update:
+        for done, (source, target) in enumerate(zip(inputs, targets, strict=True)):
+            picture = images.load(source, max_pixels=dest.max_pixels)
+            result = replace(picture, pixels=transform(picture))
+            del picture
+            images.save(result, target, format=dest.format, quality=dest.quality, force=dest.force)
+            shown = "<stdout>" if str(target) == images.STDIO else str(target)
+            written.append({"input": source, "output": shown})
+            if not dest.as_json:
+                report.stderr().print(f"wrote {shown}", markup=False, soft_wrap=True)
+            if update is not None:
+                update(source, (done + 1) / len(inputs))
+    if dest.as_json:
+        report.print_json({"outputs": written})
+
+
+@app.command()
+def blur(
+    inputs: InputsArgument,
+    out: OutOption = None,
+    out_dir: OutDirOption = None,
+    sigma: Annotated[
+        float | None, typer.Option("--sigma", help="Gaussian sigma in pixels (x). [default: 2]")
+    ] = None,
+    sigma_y: Annotated[
+        float | None, typer.Option("--sigma-y", help="Gaussian sigma along y; default --sigma.")
+    ] = None,
+    truncate: TruncateOption = 4.0,
+    kind: Annotated[Kind, typer.Option("--kind", help="Blur kernel.")] = Kind.gaussian,
+    radius: Annotated[
+        int | None,
+        typer.Option("--radius", help="Box radius: a (2R+1)x(2R+1) mean. [default: 2]"),
+    ] = None,
+    mode: ModeOption = Mode.reflect,
+    method: MethodOption = Method.auto,
+    explain: ExplainOption = False,
+    linear: LinearOption = False,
+    force: ForceOption = False,
+    format: FormatOption = None,
+    quality: QualityOption = None,
+    max_pixels: MaxPixelsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Blur images: Gaussian (default) or box, alpha-aware, optionally in linear light."""
+    with cli_errors():
+        from . import filters
+        from .errors import UsageError
+
+        on_plan = report.explain if explain else None
+        transform: Callable[[Picture], NDArray[Any]]
+        if kind is Kind.gaussian:
+            if radius is not None:
+                raise UsageError("--radius is for --kind box; a Gaussian takes --sigma")
+            sigma_x = filters.check_positive(2.0 if sigma is None else sigma, "--sigma")
+            if sigma_y is not None:
+                filters.check_positive(sigma_y, "--sigma-y")
+            filters.check_positive(truncate, "--truncate")
+
+            def transform(picture: Picture) -> NDArray[Any]:
+                return filters.gaussian_blur(
+                    picture.pixels,
+                    sigma_x,
+                    sigma_y=sigma_y,
+                    truncate=truncate,
+                    mode=mode.value,
+                    method=method.value,
+                    linear=linear,
+                    has_alpha=picture.has_alpha,
+                    on_plan=on_plan,
+                )
+
+        else:
+            if sigma is not None or sigma_y is not None:
+                raise UsageError("--sigma/--sigma-y are for --kind gaussian; a box takes --radius")
+            box_radius = filters.check_radius(2 if radius is None else radius, "--radius")
+
+            def transform(picture: Picture) -> NDArray[Any]:
+                return filters.box_blur(
+                    picture.pixels,
+                    box_radius,
+                    mode=mode.value,
+                    method=method.value,
+                    linear=linear,
+                    has_alpha=picture.has_alpha,
+                    on_plan=on_plan,
+                )
+
+        dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
+        _run_pipeline("blur", inputs, transform, dest)
+
+
+@app.command()
+def sharpen(
+    inputs: InputsArgument,
+    out: OutOption = None,
+    out_dir: OutDirOption = None,
+    sigma: Annotated[float, typer.Option("--sigma", help="Sigma of the blur subtracted.")] = 1.0,
+    amount: Annotated[
+        float, typer.Option("--amount", help="How much detail to add back (0 = none).")
+    ] = 1.0,
+    threshold: Annotated[
+        float,
+        typer.Option("--threshold", help="Leave detail below this fraction of full scale, [0, 1)."),
+    ] = 0.0,
+    truncate: TruncateOption = 4.0,
+    mode: ModeOption = Mode.reflect,
+    method: MethodOption = Method.auto,
+    explain: ExplainOption = False,
+    linear: LinearOption = False,
+    force: ForceOption = False,
+    format: FormatOption = None,
+    quality: QualityOption = None,
+    max_pixels: MaxPixelsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sharpen images by unsharp masking: img + amount * (img - blur(img))."""
+    with cli_errors():
+        from . import filters
+
+        filters.check_positive(sigma, "--sigma")
+        filters.check_finite(amount, "--amount")
+        filters.check_threshold(threshold, "--threshold")
+        filters.check_positive(truncate, "--truncate")
+        on_plan = report.explain if explain else None
+
+        def transform(picture: Picture) -> NDArray[Any]:
+            return filters.unsharp_mask(
+                picture.pixels,
+                sigma,
+                amount,
+                threshold,
+                truncate=truncate,
+                mode=mode.value,
+                method=method.value,
+                linear=linear,
+                has_alpha=picture.has_alpha,
+                on_plan=on_plan,
+            )
+
+        dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
+        _run_pipeline("sharpen", inputs, transform, dest)
+
+
+# Kept in step with kernels.PRESETS by a test; spelled out so --help needs no numpy.
+_PRESET_HELP = (
+    "box:N, gaussian:S, sharpen, laplacian, sobel-x, sobel-y, emboss, motion:N "
+    "(N a size, S a sigma)"
+)
+
+
+_CONVOLVE_HELP = (
+    "Convolve images with a kernel: flipped in both axes (true convolution) by default. "
+    "With --correlate the kernel slides as written. The two agree on symmetric kernels "
+    "(box, gaussian) and differ on asymmetric ones (sobel, emboss): sobel-x convolved gives "
+    "+d/dx, correlated -d/dx. Averaging kernels treat alpha like blur; others keep alpha. "
+    "Integer images clip negative responses to 0."
+)
+
+
+@app.command(help=_CONVOLVE_HELP)
+def convolve(
+    inputs: InputsArgument,
+    kernel: Annotated[
+        str,
+        typer.Option(
+            "--kernel",
+            "-k",
+            help=f"A preset ({_PRESET_HELP}) or a file: text rows of numbers "
+            "(spaces or commas, # comments) or .npy.",
+            show_default=False,
+        ),
+    ],
+    correlate: Annotated[
+        bool,
+        typer.Option(
+            "--correlate", help="Slide the kernel as it is (correlation) instead of flipped."
+        ),
+    ] = False,
+    normalize: Annotated[
+        bool, typer.Option("--normalize", help="Divide the kernel by its sum first.")
+    ] = False,
+    out: OutOption = None,
+    out_dir: OutDirOption = None,
+    mode: ModeOption = Mode.reflect,
+    method: MethodOption = Method.auto,
+    explain: ExplainOption = False,
+    linear: LinearOption = False,
+    force: ForceOption = False,
+    format: FormatOption = None,
+    quality: QualityOption = None,
+    max_pixels: MaxPixelsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Convolve (or correlate) images with a preset or file kernel; see _CONVOLVE_HELP."""
+    with cli_errors():
+        from . import filters, kernels
+
+        weights = kernels.load_kernel(kernel, normalize=normalize)
+        on_plan = report.explain if explain else None
+        if explain:
+            operation = "correlating (kernel as is)" if correlate else "convolving (kernel flipped)"
+            shape = "x".join(map(str, weights.shape))
+            report.stderr().print(
+                f"{operation} with {kernel} ({shape})", markup=False, soft_wrap=True
+            )
+
+        def transform(picture: Picture) -> NDArray[Any]:
+            return filters.convolve_image(
+                picture.pixels,
+                weights,
+                correlate=correlate,
+                mode=mode.value,
+                method=method.value,
+                linear=linear,
+                has_alpha=picture.has_alpha,
+                on_plan=on_plan,
+            )
+
+        dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
+        _run_pipeline("convolve", inputs, transform, dest)
+
+
+# --- bench and calibrate (bench helper) --------------------------------------------------------
+
+
+class Dtype(StrEnum):
+    """Float types the benchmark can run in."""
+
+    float32 = "float32"
+    float64 = "float64"
+
+
+_STRATEGY_NAMES = ",".join(m.value for m in Method if m is not Method.auto)
+
+
+@app.command()
+def bench(
+    sizes: Annotated[
+        str,
+        typer.Option(help="Image sizes: 64..2048 (the powers of two), a list 64,100,300, or 256."),
+    ] = "64..2048",
+    kernels: Annotated[
+        str,
+        typer.Option(help="Kernel sizes: 3..65 (2^k+1: 3,5,9,17,33,65), a list 3,7,15, or 9."),
+    ] = "3..65",
+    dtype: Annotated[Dtype, typer.Option(help="Float type of the images.")] = Dtype.float32,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Timed runs per cell (median; fewer for slow cells).")
+    ] = 3,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated strategies to time.")
+    ] = _STRATEGY_NAMES,
+    compare: Annotated[
+        str, typer.Option(help="Also time a peer: scipy (scipy.signal.correlate, method auto).")
+    ] = "",
+    mode: ModeOption = Mode.reflect,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")
+    ] = False,
+    csv: Annotated[
+        Path | None, typer.Option("--csv", help="Also write one CSV row per cell and strategy.")
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Also draw time against kernel size to a PNG (matplotlib)."),
+    ] = None,
+    force: ForceOption = False,
+) -> None:
+    """Time direct, separable and FFT convolution here; show where they cross over.
+
+    For each image size and kernel size (seeded random kernels of rank > 1):
+    each strategy's median time, the planner's pick and its regret (pick/fastest),
+    the predicted times (in --json and --csv) and each strategy's largest error
+    against a float64 reference. A strategy estimated, or measured at a smaller
+    kernel, to take over 2 s is skipped, not run.
+    """
+    with cli_errors():
+        from . import bench as runner
+
+        config = runner.BenchConfig(
+            sizes=runner.parse_range(sizes, "sizes", option="--sizes"),
+            kernels=runner.parse_range(kernels, "kernels", option="--kernels"),
+            dtype=dtype.value,
+            repeat=repeat,
+            methods=_split_names(methods),
+            compare=_split_names(compare),
+            mode=mode.value,
+        )
+        for path, option in ((csv, "--csv"), (plot, "--plot")):
+            if path is not None:
+                report.check_target(path, force=force, option=option)
+        if plot is not None:
+            report.require_matplotlib()
+        with report.progress_bar("bench") as update:
+            result = runner.run(config, progress=update)
+        if as_json:
+            report.print_json(result.to_json())
+        else:
+            report.bench_tables(result)
+        if csv is not None:
+            report.write_bench_csv(result, csv, force=force)
+            report.stderr().print(f"wrote {csv}")
+        if plot is not None:
+            report.write_bench_plot(result, plot, force=force)
+            report.stderr().print(f"wrote {plot}")
+
+
+def _split_names(text: str) -> tuple[str, ...]:
+    """``"direct, fft"`` -> ``("direct", "fft")``: a comma list, blanks dropped, order kept."""
+    return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+
+
+@app.command()
+def calibrate(
+    show: Annotated[
+        bool, typer.Option("--show", help="Print the stored (or default) constants; no timing.")
+    ] = False,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Delete the stored constants (back to the defaults).")
+    ] = False,
+    budget: Annotated[
+        float | None, typer.Option(min=0.5, help="Seconds to spend measuring (approximate).")
+    ] = None,
+) -> None:
+    """Measure the cost model's constants on this machine and store them for the planner."""
+    with cli_errors():
+        from . import cost
+        from .errors import UsageError
+
+        if show and reset:
+            raise UsageError("--show and --reset do not go together")
+        path = cost.constants_path()
+        if reset:
+            removed = cost.reset_constants()
+            report.stderr().print(f"removed {path}" if removed else f"nothing stored at {path}")
+            return
+        defaults = cost.default_constants()
+        if show:
+            where = f"stored in {path}" if path.exists() else "shipped defaults, none stored"
+            constants = cost.load_constants()
+            report.calibration_table(constants, defaults, title=f"cost constants ({where})")
+            return
+        options = {} if budget is None else {"budget_s": budget}
+        with report.progress_bar("calibrate") as update:
+            constants = cost.calibrate(progress=update, **options)
+        saved = cost.save_constants(constants)
+        report.calibration_table(constants, defaults, title=f"measured cost constants ({saved})")
+
+
+# --- match (matching helper) -------------------------------------------------------------------
+
+
+class MatchMethod(StrEnum):
+    """Template-matching scores (see convfilt.matching)."""
+
+    ncc = "ncc"
+    sqdiff = "sqdiff"
+    ccorr = "ccorr"
+
+
+@app.command()
+def match(
+    scene: Annotated[str, typer.Argument(help="The image to search ('-' for stdin).")],
+    probe: Annotated[str, typer.Argument(help="The image to find ('-' for stdin).")],
+    top: Annotated[int, typer.Option(help="Report at most this many matches.")] = 1,
+    min_score: Annotated[
+        float | None,
+        typer.Option(help="Score a match must reach (at most, for sqdiff); exit 1 if none does."),
+    ] = None,
+    min_distance: Annotated[
+        int | None,
+        typer.Option(help="Pixels between reported matches, in x or y (default: half the probe)."),
+    ] = None,
+    method: Annotated[
+        MatchMethod,
+        typer.Option(
+            "--method",
+            help="ncc: zero-mean normalised cross-correlation in [-1, 1]; sqdiff: sum of "
+            "squared differences (lower is better); ccorr: plain correlation.",
+        ),
+    ] = MatchMethod.ncc,
+    mask: Annotated[
+        str,
+        typer.Option(
+            help="auto: the probe's alpha, if it has one; none; or a mask image FILE "
+            "(grey, or its alpha; white counts, black is ignored)."
+        ),
+    ] = "auto",
+    gray: Annotated[
+        bool, typer.Option("--gray", help="Match on luminance (Rec. 601 weights).")
+    ] = False,
+    annotate: Annotated[
+        Path | None, typer.Option(help="Write the scene with a box and score per match (PNG).")
+    ] = None,
+    heatmap: Annotated[
+        Path | None, typer.Option(help="Write the score map as a colour image the scene's size.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")
+    ] = False,
+    explain: ExplainOption = False,
+    force: ForceOption = False,
+    max_pixels: Annotated[
+        int | None, typer.Option(help="Refuse images with more pixels than this.")
+    ] = None,
+) -> None:
+    """Find where PROBE appears in SCENE: the best matches, best first."""
+    with cli_errors():
+        import time
+        from dataclasses import asdict, replace
+
+        from . import images, matching
+        from .errors import ConvfiltError, UsageError
+
+        started = time.perf_counter()
+        matching.check_peak_options(top=top, min_distance=min_distance)
+        if [scene, probe, mask].count(images.STDIO) > 1:
+            raise UsageError("only one of SCENE, PROBE and --mask can read stdin ('-')")
+        outputs = _match_outputs(scene, annotate=annotate, heatmap=heatmap, force=force)
+        scene_picture = images.load(scene, max_pixels=max_pixels)
+        probe_picture = images.load(probe, max_pixels=max_pixels)
+        scene_pixels, _ = matching.split_alpha(scene_picture.pixels, scene_picture.has_alpha)
+        probe_pixels, alpha = matching.split_alpha(probe_picture.pixels, probe_picture.has_alpha)
+        weights = _match_mask(mask, alpha, max_pixels=max_pixels)
+        if gray:
+            scene_pixels = matching.luminance(scene_pixels)
+            probe_pixels = matching.luminance(probe_pixels)
+        scores = matching.match_template(
+            scene_pixels,
+            probe_pixels,
+            method=method.value,
+            mask=weights,
+            on_plan=report.explain if explain else None,
+        )
+        shape, name = probe_pixels.shape, method.value
+        found = matching.find_matches(
+            scores,
+            probe_shape=shape,
+            method=name,
+            top=top,
+            min_score=min_score,
+            min_distance=min_distance,
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        if not found:
+            best = matching.find_matches(scores, probe_shape=shape, method=name)[0].score
+            raise ConvfiltError(f"no match reaches --min-score {min_score:g} (best {best:.6g})")
+        if "annotate" in outputs:
+            rgb = matching.display_rgb(scene_picture.pixels, scene_picture.has_alpha)
+            drawn = replace(
+                scene_picture, pixels=matching.draw_matches(rgb, found), has_alpha=False
+            )
+            images.save(drawn, outputs["annotate"], force=force)
+        if "heatmap" in outputs:
+            colours = matching.heatmap(
+                scores, scene_shape=scene_pixels.shape, probe_shape=shape, method=name
+            )
+            picture = images.Picture(pixels=colours, has_alpha=False, source=scene)
+            images.save(picture, outputs["heatmap"], force=force)
+        for path in outputs.values():
+            report.stderr().print(f"wrote {path}")
+        if as_json:
+            report.print_json(
+                {
+                    "scene": scene,
+                    "probe": probe,
+                    "method": method.value,
+                    "matches": [asdict(found_match) for found_match in found],
+                    "elapsed_ms": round(elapsed_ms, 3),
+                }
+            )
+        else:
+            _print_matches(found, method.value)
+
+
+def _match_outputs(
+    scene: str, *, annotate: Path | None, heatmap: Path | None, force: bool
+) -> dict[str, Path]:
+    """Check the --annotate / --heatmap targets before any work; name them by option."""
+    from . import images
+    from .errors import UsageError
+
+    outputs: dict[str, Path] = {}
+    for option, path in (("annotate", annotate), ("heatmap", heatmap)):
+        if path is None:
+            continue
+        target = images.resolve_output(scene, "match", out=path, force=force)
+        if str(target) == images.STDIO:
+            raise UsageError(f"--{option}: stdout carries the matches; name a file")
+        if Path(target) in outputs.values():
+            raise UsageError(f"--{option}: {target} is already the other output")
+        outputs[option] = Path(target)
+    return outputs
+
+
+def _match_mask(
+    option: str, alpha: NDArray[np.float64] | None, *, max_pixels: int | None
+) -> NDArray[np.float64] | None:
+    """The probe's weights for ``--mask``: its alpha (auto), none, or a mask image's."""
+    from . import images, matching
+
+    if option in ("auto", "none"):
+        return alpha if option == "auto" else None
+    picture = images.load(option, max_pixels=max_pixels)
+    return matching.mask_weights(picture.pixels, picture.has_alpha, name=option)
+
+
+def _print_matches(found: list[Match], method: str) -> None:
+    """The matches as a Rich table on stdout, best first."""
+    from rich.table import Table
+
+    table = Table(title=f"matches ({method})", title_justify="left")
+    for column in ("#", "x", "y", "width", "height", "score", "x_subpixel", "y_subpixel"):
+        table.add_column(column, justify="right")
+    for rank, found_match in enumerate(found, start=1):
+        table.add_row(
+            str(rank),
+            str(found_match.x),
+            str(found_match.y),
+            str(found_match.width),
+            str(found_match.height),
+            f"{found_match.score:.6g}",
+            f"{found_match.x_subpixel:.3f}",
+            f"{found_match.y_subpixel:.3f}",
+        )
+    report.stdout().print(table)
 
 
 def main() -> None:

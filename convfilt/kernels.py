@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 from numpy.typing import NDArray
+
+from .errors import UsageError
 
 
 def gaussian_1d(sigma: float, truncate: float = 4.0) -> NDArray[np.float64]:
@@ -11,7 +16,7 @@ def gaussian_1d(sigma: float, truncate: float = 4.0) -> NDArray[np.float64]:
 
     The same taps as ``scipy.ndimage.gaussian_filter1d`` (order 0).
     """
-    radius = round(truncate * sigma)
+    radius = int(truncate * sigma + 0.5)  # half up, as scipy (Python's round() goes to even)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     w = np.exp(-0.5 * (x / sigma) ** 2)
     return w / w.sum()
@@ -21,3 +26,193 @@ def box_1d(radius: int) -> NDArray[np.float64]:
     """A box of ``2 * radius + 1`` equal taps summing to 1."""
     n = 2 * radius + 1
     return np.full(n, 1.0 / n)
+
+
+# --- separability (the engine's ``separable`` strategy) ----------------------------------------
+
+# Largest Σ|k - column ⊗ row| / Σ|k| accepted as rank one, per working dtype. The engine's
+# accuracy target is 2e-5 (float32) and 1e-10 (float64) of max|x|·Σ|k|; dropping the residual
+# costs at most residual·max|x|, so these leave a factor of 20-100 for rounding.
+SEPARABLE_TOLERANCE = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
+
+
+def separate(
+    kernel: NDArray[np.floating], dtype: np.dtype | type | str = np.float64
+) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+    """Split a rank-one 2-D kernel into ``(column, row)`` with ``outer(column, row) ≈ kernel``.
+
+    The leading singular pair of the SVD gives the best rank-one fit; it is accepted when the
+    residual's absolute sum is within the dtype's tolerance (``SEPARABLE_TOLERANCE``, float32
+    for any working dtype other than float64) of the kernel's, else None. The two factors share
+    the singular value equally, so neither is tiny when the other is huge.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim != 2 or k.size == 0:
+        return None
+    scale = float(np.abs(k).sum())
+    if scale == 0.0 or not np.isfinite(scale):
+        return None
+    u, s, vt = np.linalg.svd(k, full_matrices=False)
+    column = u[:, 0] * np.sqrt(s[0])
+    row = vt[0] * np.sqrt(s[0])
+    if row.sum() < 0:  # the sign is arbitrary; prefer a row that sums positive
+        column, row = -column, -row
+    tolerance = SEPARABLE_TOLERANCE.get(np.dtype(dtype), SEPARABLE_TOLERANCE[np.dtype(np.float32)])
+    if float(np.abs(k - np.outer(column, row)).sum()) > tolerance * scale:
+        return None
+    return column, row
+
+
+# --- presets and kernel files (``convfilt convolve --kernel FILE|PRESET``) --------------------
+# The derivative presets follow the textbook convention for *convolution*: `convolve` with
+# sobel-x gives +gradient where brightness grows to the right (sobel-y: downwards); with
+# `--correlate` (no flip) the sign is reversed. That difference is the point of the flip.
+
+
+def _preset_size(arg: str | None, default: int, spec: str) -> int:
+    """Parse the integer size after ``name:`` (``box:5``), or give ``default``."""
+    if arg is None:
+        return default
+    try:
+        size = int(arg)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise UsageError(f"--kernel {spec}: the size must be an integer >= 1, got {arg!r}")
+    return size
+
+
+def _preset_sigma(arg: str | None, default: float, spec: str) -> float:
+    """Parse the sigma after ``gaussian:`` (``gaussian:2.0``), or give ``default``."""
+    if arg is None:
+        return default
+    try:
+        sigma = float(arg)
+    except ValueError:
+        sigma = float("nan")
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise UsageError(f"--kernel {spec}: sigma must be a finite number > 0, got {arg!r}")
+    return sigma
+
+
+def _fixed(rows: list[list[float]]) -> Callable[[str | None, str], NDArray[np.float64]]:
+    """A preset that takes no argument."""
+
+    def build(arg: str | None, spec: str) -> NDArray[np.float64]:
+        if arg is not None:
+            raise UsageError(f"--kernel {spec}: this preset takes no ':' argument")
+        return np.array(rows, dtype=np.float64)
+
+    return build
+
+
+def _box(arg: str | None, spec: str) -> NDArray[np.float64]:
+    size = _preset_size(arg, 3, spec)
+    return np.full((size, size), 1.0 / size**2)
+
+
+def _gaussian(arg: str | None, spec: str) -> NDArray[np.float64]:
+    taps = gaussian_1d(_preset_sigma(arg, 1.0, spec))
+    return np.outer(taps, taps)
+
+
+def _motion(arg: str | None, spec: str) -> NDArray[np.float64]:
+    size = _preset_size(arg, 9, spec)
+    return np.full((1, size), 1.0 / size)
+
+
+# name -> (builder(arg, spec), what it is, for --help)
+PRESETS: dict[str, tuple[Callable[[str | None, str], NDArray[np.float64]], str]] = {
+    "box": (_box, "box:N mean of NxN (default 3)"),
+    "gaussian": (_gaussian, "gaussian:S Gaussian of sigma S (default 1.0)"),
+    "sharpen": (_fixed([[0, -1, 0], [-1, 5, -1], [0, -1, 0]]), "sharpen 3x3"),
+    "laplacian": (_fixed([[0, 1, 0], [1, -4, 1], [0, 1, 0]]), "laplacian 3x3"),
+    "sobel-x": (_fixed([[1, 0, -1], [2, 0, -2], [1, 0, -1]]), "sobel-x d/dx"),
+    "sobel-y": (_fixed([[1, 2, 1], [0, 0, 0], [-1, -2, -1]]), "sobel-y d/dy"),
+    "emboss": (_fixed([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]), "emboss 3x3"),
+    "motion": (_motion, "motion:N horizontal streak of N (default 9)"),
+}
+
+
+def preset(spec: str) -> NDArray[np.float64] | None:
+    """The kernel a preset spec (``name`` or ``name:arg``) names, or None if it names none."""
+    name, colon, arg = spec.partition(":")
+    entry = PRESETS.get(name.strip().lower())
+    if entry is None:
+        return None
+    build, _ = entry
+    return build(arg.strip() if colon else None, spec)
+
+
+def _read_text(path: Path) -> NDArray[np.float64]:
+    """Rows of numbers separated by whitespace and/or commas; ``#`` starts a comment."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"kernel file {path}: not a text file (or use .npy)") from None
+    rows: list[list[float]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split("#", 1)[0].replace(",", " ").split()
+        if not fields:
+            continue
+        try:
+            rows.append([float(field) for field in fields])
+        except ValueError:
+            raise UsageError(
+                f"kernel file {path}, line {number}: not a number in {line.strip()!r}"
+            ) from None
+        if len(rows[-1]) != len(rows[0]):
+            raise UsageError(
+                f"kernel file {path}, line {number}: ragged rows "
+                f"({len(rows[-1])} numbers, the first row has {len(rows[0])})"
+            )
+    return np.array(rows, dtype=np.float64) if rows else np.empty((0, 0))
+
+
+def _read_npy(path: Path) -> NDArray[np.float64]:
+    """A ``.npy`` array of real numbers (no pickles)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"kernel file {path}: not a readable .npy array ({exc})") from None
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise UsageError(f"kernel file {path}: holds {array.dtype}, not real numbers")
+    return np.asarray(array, dtype=np.float64)
+
+
+def read_kernel_file(path: str | Path) -> NDArray[np.float64]:
+    """Load a 2-D kernel from a text file or ``.npy``; any defect is a UsageError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(
+            f"kernel file {path}: no such file, and not a preset ({', '.join(PRESETS)})"
+        )
+    if not path.is_file():
+        raise UsageError(f"kernel file {path}: is not a file")
+    try:
+        kernel = _read_npy(path) if path.suffix.lower() == ".npy" else _read_text(path)
+    except OSError as exc:
+        raise UsageError(f"kernel file {path}: cannot read ({exc.strerror})") from None
+    if kernel.ndim != 2:
+        raise UsageError(f"kernel file {path}: a kernel must be 2-D, got shape {kernel.shape}")
+    if kernel.size == 0:
+        raise UsageError(f"kernel file {path}: empty kernel")
+    if not np.all(np.isfinite(kernel)):
+        raise UsageError(f"kernel file {path}: holds NaN or infinity")
+    return kernel
+
+
+def normalized(kernel: NDArray[np.float64], source: str) -> NDArray[np.float64]:
+    """``kernel`` divided by its sum; a kernel summing to 0 (an edge detector) cannot be."""
+    total = float(kernel.sum())
+    if abs(total) <= 1e-12 * float(np.abs(kernel).sum()):
+        raise UsageError(f"--normalize: kernel {source} sums to 0, so it cannot be normalised")
+    return kernel / total
+
+
+def load_kernel(spec: str, *, normalize: bool = False) -> NDArray[np.float64]:
+    """The kernel ``--kernel`` names: a preset (``sobel-x``, ``box:5``) or else a file."""
+    kernel = preset(spec)
+    if kernel is None:
+        kernel = read_kernel_file(spec)
+    return normalized(kernel, spec) if normalize else kernel

@@ -7,30 +7,35 @@ Results go to stdout, chatter (progress, messages, ``--explain``) to stderr, so 
 from __future__ import annotations
 
 import json
+import math
 import sys
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache, partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from .bench import BenchResult, CellRecord
     from .engine import Plan
 
 
 @cache
 def stdout() -> Console:
-    """The console for results."""
+    """The console for results (it looks up sys.stdout at each write, so tests can swap it)."""
     from rich.console import Console
 
-    return Console(file=sys.stdout, highlight=False)
+    return Console(highlight=False)
 
 
 @cache
 def stderr() -> Console:
-    """The console for progress, messages and explanations."""
+    """The console for progress, messages and explanations (sys.stderr, looked up per write)."""
     from rich.console import Console
 
-    return Console(file=sys.stderr, highlight=False)
+    return Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
@@ -46,13 +51,347 @@ def print_json(obj: Any) -> None:
 
 
 def explain(plan: Plan) -> None:
-    """Print the planner's estimates and its choice on stderr (``--explain``)."""
+    """Print the planner's estimates and its choice on stderr (``--explain``).
+
+    One row per strategy that applies, cheapest first, with its estimate relative to the
+    pick's; then the reason and the plan's notes (strategies that do not apply and why).
+    """
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"plan: {plan.reason}", title_justify="left")
+    image = "x".join(str(n) for n in plan.image_shape)
+    kernel = "x".join(str(n) for n in plan.kernel_shape)
+    table = Table(
+        title=f"plan: {image} {plan.dtype}, kernel {kernel}, {plan.mode}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
     table.add_column("strategy")
     table.add_column("estimate", justify="right")
+    table.add_column("vs chosen", justify="right")
+    chosen = plan.estimates.get(plan.strategy)
     for name, seconds in sorted(plan.estimates.items(), key=lambda kv: kv[1]):
-        mark = " (chosen)" if name == plan.strategy else ""
-        table.add_row(f"{name}{mark}", f"{seconds * 1e3:.2f} ms")
+        picked = name == plan.strategy
+        ratio = f"{seconds / chosen:.2f}x" if chosen else ""
+        table.add_row(
+            f"[bold]{name} (chosen)[/]" if picked else name, f"{seconds * 1e3:.3g} ms", ratio
+        )
     stderr().print(table)
+    for line in (plan.reason, *plan.notes):
+        stderr().print(f"  {line}", style="dim", markup=False)
+
+
+# --- bench and calibrate rendering (bench helper) --------------------------------------------
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[str, float], None]]:
+    """A transient Rich progress bar on stderr; yields ``update(message, fraction)``.
+
+    When stderr is not a terminal (a log file, a pipe) nothing is drawn.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not stderr().is_terminal:
+        yield lambda message, fraction: None
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+        console=stderr(),
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task(description, total=1.0, message="")
+
+        def update(message: str, fraction: float) -> None:
+            bar.update(task, completed=min(max(fraction, 0.0), 1.0), message=message)
+
+        yield update
+
+
+def check_target(path: Path, *, force: bool, option: str) -> Path:
+    """Check that an output file may be written: its folder exists, no file is in the way.
+
+    Raises UsageError naming ``option``. The write itself checks again; this check comes
+    before the long work, so that a bad ``--csv``/``--plot`` fails at once.
+    """
+    from .errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option}: {path} is a folder")
+    if path.exists() and not force:
+        raise UsageError(f"{option}: {path} exists (use --force to overwrite)")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option}: folder {path.parent} does not exist")
+    return path
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+
+
+def _bench_cell(record: CellRecord, name: str) -> str:
+    """One timing cell: ms, bold green if the fastest, ``*`` if the planner's pick."""
+    from rich.markup import escape
+
+    from .bench import AUTO, NOT_APPLICABLE
+
+    if name not in record.times_ms:
+        reason = record.skipped.get(name)
+        return "[dim]n/a[/]" if reason == NOT_APPLICABLE else "[dim]skipped[/]" if reason else ""
+    text = _ms(record.times_ms[name])
+    if name == record.fastest:
+        text = f"[bold green]{text}[/]"
+    if name == record.chosen or (name == AUTO and record.chosen not in record.times_ms):
+        text += escape(" *")
+    return text
+
+
+def bench_tables(result: BenchResult) -> None:
+    """Print one table per image size (kernel rows, strategy columns) and the summary.
+
+    Piped output gets room for the whole table instead of the 80 columns Rich assumes.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from .bench import NOT_APPLICABLE, summarize
+
+    console = stdout()
+    if not console.is_terminal:
+        console = Console(file=console.file, width=max(console.width, 140), highlight=False)
+    config = result.config
+    columns = result.columns()
+    shown = [c for c in columns if any(r.skipped.get(c) != NOT_APPLICABLE for r in result.records)]
+    with_error = [c for c in shown if any(c in r.error for r in result.records)]
+    for size in config.sizes:
+        table = Table(
+            title=f"image {size}x{size} {config.dtype}, mode {config.mode}: time in ms, "
+            "max abs error",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+        table.add_column("kernel", justify="right")
+        for name in shown:
+            table.add_column(_header(name), justify="right")
+        table.add_column("regret", justify="right")
+        for name in with_error:
+            table.add_column(_header(name) + "\nerror", justify="right", style="dim")
+        for r in (r for r in result.records if r.size == size):
+            regret = f"{r.regret:.2f}x" if r.regret is not None else ""
+            errors = [_error(r.error[c]) if c in r.error else "" for c in with_error]
+            table.add_row(str(r.kernel), *(_bench_cell(r, c) for c in shown), regret, *errors)
+        console.print(table)
+    hidden = [c for c in columns if c not in shown]
+    references = sorted({r.reference for r in result.records})
+    console.print(
+        "[dim]bold green: fastest strategy · *: the planner's pick · skipped: estimated or "
+        f"measured over {config.cap_s:g} s · error: max abs difference from "
+        f"{' / '.join(references)} · predicted times: --json or --csv"
+        + (f" · not applicable to these kernels: {', '.join(hidden)}" if hidden else "")
+        + "[/]"
+    )
+    summary = Table(
+        title="summary",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for heading in ("image", "crossover kernel", "planner picked fastest", "mean regret"):
+        summary.add_column(heading, justify="right")
+    for size in config.sizes:
+        part = summarize(r for r in result.records if r.size == size)
+        kernel = result.summary.crossover.get(size)
+        summary.add_row(
+            f"{size}x{size}",
+            str(kernel) if kernel is not None else f"none up to {max(config.kernels)}",
+            _share(part.planner_accuracy),
+            _times(part.mean_regret),
+        )
+    console.print(summary)
+    total = result.summary
+    console.print(
+        f"planner picked the fastest in {_share(total.planner_accuracy)} of cells, "
+        f"within 1.15x in {_share(total.within_15pct)}; regret mean "
+        f"{_times(total.mean_regret)}, worst {_times(total.max_regret)}"
+    )
+
+
+def _header(name: str) -> str:
+    """A column heading that breaks after hyphens, so "overlap-add" takes 8 columns."""
+    return name.replace("-", "-\n")
+
+
+def _error(value: float) -> str:
+    """An error in six characters: ``3.3e-7`` (its order of magnitude is what matters)."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _share(value: float | None) -> str:
+    return f"{value:.0%}" if value is not None else "n/a"
+
+
+def _times(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "n/a"
+
+
+def write_bench_csv(result: BenchResult, path: Path, *, force: bool) -> None:
+    """Write one CSV row per cell x strategy, atomically (images' temp-file-and-rename)."""
+    import csv
+    import io
+
+    from .images import _write_atomically
+
+    rows = result.csv_rows()
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["size", "kernel"])
+    writer.writeheader()
+    writer.writerows(rows)
+    data = text.getvalue().encode()
+
+    def write(file: BinaryIO) -> None:
+        file.write(data)
+
+    _write_atomically(Path(path), write, force)
+
+
+PLOT_EXTRA_MESSAGE = "--plot needs matplotlib: pip install 'convfilt[plot]'"
+
+
+def require_matplotlib() -> None:
+    """Fail early, with the extra to install, if matplotlib is missing (exit 1)."""
+    from .errors import ConvfiltError
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConvfiltError(PLOT_EXTRA_MESSAGE) from None
+
+
+# colour, line and marker per column: the strategies stay apart in every panel
+_PLOT_STYLES: dict[str, dict[str, Any]] = {
+    "direct": {"color": "tab:blue", "linestyle": "-", "marker": "o"},
+    "separable": {"color": "tab:purple", "linestyle": "-", "marker": "D"},
+    "fft": {"color": "tab:orange", "linestyle": "--", "marker": "s"},
+    "overlap-add": {"color": "tab:green", "linestyle": ":", "marker": "^"},
+    "auto": {"color": "black", "linestyle": "-.", "marker": "x"},
+    "scipy": {"color": "gray", "linestyle": "-.", "marker": "v"},
+}
+
+
+_PICK_STYLE: dict[str, Any] = {
+    "marker": "o",
+    "markersize": 11,
+    "markerfacecolor": "none",
+    "markeredgecolor": "black",
+    "markeredgewidth": 1.2,
+    "linestyle": "none",
+}
+
+
+def _minor_label(axes: Any, value: float, _position: int) -> str:
+    """Label the 2s and 5s between powers of ten, when the axis spans under two decades."""
+    low, high = axes.get_ylim()
+    mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
+    return f"{value:g}" if high / low < 100 and mantissa in (2, 5) else ""
+
+
+def write_bench_plot(result: BenchResult, path: Path, *, force: bool) -> None:
+    """Save a PNG of time against kernel size (log-log), one panel per image size, atomically.
+
+    Each panel has one line per strategy; a red vertical line marks the crossover, where an
+    FFT road first beats direct.
+    """
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
+
+    from .images import _write_atomically
+
+    config = result.config
+    columns = [c for c in result.columns() if any(c in r.times_ms for r in result.records)]
+    ncols = min(3, len(config.sizes))
+    nrows = -(-len(config.sizes) // ncols)
+    figure = Figure(figsize=(4.4 * ncols, 3.4 * nrows + 0.9), dpi=100, layout="constrained")
+    grid = figure.subplots(nrows, ncols, sharex=True, squeeze=False)
+    for axes in grid.flat[len(config.sizes) :]:
+        axes.set_visible(False)
+    for axes, size in zip(grid.flat, config.sizes, strict=False):
+        records = [r for r in result.records if r.size == size]
+        for name in columns:
+            points = [(r.kernel, r.times_ms[name]) for r in records if name in r.times_ms]
+            if points:
+                kernels, times = zip(*points, strict=True)
+                axes.plot(kernels, times, label=name, linewidth=1.8, markersize=5,
+                          **_PLOT_STYLES.get(name, {"marker": "."}))  # fmt: skip
+        picks = [(r.kernel, r.times_ms[r.chosen]) for r in records if r.chosen in r.times_ms]
+        if picks:
+            axes.plot(*zip(*picks, strict=True), **_PICK_STYLE)
+        crossing = result.summary.crossover.get(size)
+        if crossing is not None:
+            axes.axvline(crossing, color="crimson", linewidth=1.2, linestyle=(0, (4, 3)))
+        note = f"crossover at {crossing}" if crossing is not None else "no crossover"
+        axes.set_title(f"{size}x{size}: {note}", fontsize=11)
+        axes.set_xscale("log", base=2)
+        axes.set_yscale("log")
+        axes.set_xticks(list(config.kernels))
+        axes.xaxis.set_major_formatter(ScalarFormatter())
+        axes.xaxis.set_minor_formatter(NullFormatter())
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.yaxis.set_minor_formatter(FuncFormatter(partial(_minor_label, axes)))
+        axes.grid(True, which="major", alpha=0.3)
+    for axes in grid[:, 0]:
+        axes.set_ylabel("time (ms)")
+    for axes in grid[-1, :]:
+        axes.set_xlabel("kernel size n (n x n)")
+    handles, labels = grid.flat[0].get_legend_handles_labels()
+    handles += [
+        Line2D([], [], **_PICK_STYLE),
+        Line2D([], [], color="crimson", linestyle=(0, (4, 3))),
+    ]
+    labels += ["planner's pick", "crossover: an FFT road beats direct"]
+    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+    figure.suptitle(
+        f"convfilt bench: median time against kernel size, {config.dtype}, mode {config.mode}, "
+        f"{result.machine.get('cpus')} cpus"
+    )
+    _write_atomically(Path(path), lambda file: figure.savefig(file, format="png"), force)
+
+
+def calibration_table(constants: object, defaults: object, *, title: str) -> None:
+    """Print the cost model's constants beside the shipped defaults (stdout).
+
+    Numeric fields are rows; text fields (where the constants came from) follow as lines.
+    """
+    from dataclasses import asdict
+
+    from rich import box
+    from rich.table import Table
+
+    values: dict[str, object] = asdict(constants)  # type: ignore[call-overload]
+    default_values: dict[str, object] = asdict(defaults)  # type: ignore[call-overload]
+    notes = [f"{name}: {value}" for name, value in values.items() if isinstance(value, str)]
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for heading in ("constant (seconds)", "value", "default", "value / default"):
+        table.add_column(heading, justify="left" if heading.startswith("constant") else "right")
+    for name, value in values.items():
+        default = default_values.get(name)
+        if not isinstance(value, int | float) or not isinstance(default, int | float):
+            continue
+        ratio = f"{value / default:.2f}" if default else ""
+        table.add_row(name, f"{value:.4g}", f"{default:.4g}", ratio)
+    stdout().print(table)
+    for note in notes:
+        stdout().print(note, markup=False)

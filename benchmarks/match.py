@@ -1,0 +1,97 @@
+"""Template-matching benchmark: convfilt.match_template (ncc) against its two peers.
+
+Run ``.venv/bin/python -m benchmarks.match`` (a few minutes; give it a quiet machine) or
+``--quick`` for a smoke subset. Grey float32 scenes N x N (1024, 2048, and 4096 once) and
+square probes (16, 64, 256) cut from the scene; for each cell the median of ``--repeat`` runs
+after a warm-up, in one run, of:
+
+- convfilt: ``match_template(scene, probe)`` (zero-mean NCC, float64 inside, auto strategy);
+- skimage: ``skimage.feature.match_template(scene, probe)``;
+- opencv: ``cv2.matchTemplate(scene, probe, cv2.TM_CCOEFF_NORMED)``.
+
+All three return the valid-mode map. Printed per cell: the three medians (ms), skimage/convfilt
+(issue target >= 3) and convfilt/opencv (target <= 2), and the largest difference of each peer
+from convfilt's map (to show they compute the same thing). The timings are wall times on a
+shared machine: compare ratios within one run, not absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from convfilt.matching import match_template
+
+FULL = [(1024, 16), (1024, 64), (1024, 256), (2048, 16), (2048, 64), (2048, 256), (4096, 64)]
+QUICK = [(512, 16), (1024, 64)]
+
+
+def median_ms(run: Callable[[], object], repeat: int) -> float:
+    """Median wall time (ms) of ``repeat`` calls after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def contenders(scene: np.ndarray, probe: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:
+    """Name -> a call computing the NCC map of ``probe`` over ``scene``."""
+    import cv2
+    from skimage.feature import match_template as skimage_match
+
+    return {
+        "convfilt": lambda: match_template(scene, probe),
+        "skimage": lambda: skimage_match(scene, probe),
+        "opencv": lambda: cv2.matchTemplate(scene, probe, cv2.TM_CCOEFF_NORMED),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two small cells, 3 runs each")
+    parser.add_argument("--repeat", type=int, default=None, help="timed runs per cell")
+    args = parser.parse_args(argv)
+    cells = QUICK if args.quick else FULL
+    repeat = args.repeat or (3 if args.quick else 5)
+    rng = np.random.default_rng(0)
+    header = (
+        f"{'N':>5} {'probe':>5} {'convfilt':>9} {'skimage':>9} {'opencv':>9}"
+        f" {'sk/cf':>6} {'cf/cv':>6} {'|sk-cf|':>8} {'|cv-cf|':>8}"
+    )
+    print(f"median of {repeat} runs, ms; grey float32 scenes")
+    print(header)
+    sk_ratios, cv_ratios = [], []
+    for size, probe_size in cells:
+        # a smooth random texture, so that the NCC maps are well conditioned everywhere
+        noise = rng.random((size, size))
+        scene = ((noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1)) / 3).astype(np.float32)
+        top = size // 3
+        probe = scene[top : top + probe_size, top : top + probe_size].copy()
+        runs = contenders(scene, probe)
+        ms = {name: median_ms(run, 1 if size >= 4096 else repeat) for name, run in runs.items()}
+        maps = {name: run() for name, run in runs.items()}
+        diff_sk = float(np.abs(maps["skimage"] - maps["convfilt"]).max())
+        diff_cv = float(np.abs(maps["opencv"] - maps["convfilt"]).max())
+        sk_ratio, cv_ratio = ms["skimage"] / ms["convfilt"], ms["convfilt"] / ms["opencv"]
+        sk_ratios.append(sk_ratio)
+        cv_ratios.append(cv_ratio)
+        print(
+            f"{size:>5} {probe_size:>5} {ms['convfilt']:>9.1f} {ms['skimage']:>9.1f}"
+            f" {ms['opencv']:>9.1f} {sk_ratio:>6.2f} {cv_ratio:>6.2f}"
+            f" {diff_sk:>8.1e} {diff_cv:>8.1e}"
+        )
+    print(
+        f"median over cells: skimage/convfilt {statistics.median(sk_ratios):.2f} (target >= 3), "
+        f"convfilt/opencv {statistics.median(cv_ratios):.2f} (target <= 2)"
+    )
+
+
+if __name__ == "__main__":
+    main()

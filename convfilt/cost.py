@@ -1,0 +1,405 @@
+"""The cost model: what each strategy should cost, the constants, and their calibration.
+
+The model (seconds) for an output of HxW with C channels, m kernels of khxkw:
+
+- direct:      c_direct · C·m·H·W · kw·(R + kh - 1)  + fixed,  R = ``band_rows(kh)``
+- separable:   c_sep · C·m·H · ((Rv + kh - 1)·(W + kw - 1) + (B + kw - 1)·W) + fixed
+- fft:         c_fft · P·log2 P · (C + C·m + m) + fixed,  P = padded transform size
+- overlap-add: per block of L = Lh·Lw: c_fft · L·log2 L · C·(1 + m) + c_block · C,
+               plus the kernels' transforms once, + the fft fixed cost.
+
+The engine computes ``direct`` and ``separable`` as products of banded Toeplitz matrices with
+row bands of R rows (and column blocks of B), so the work they do is not kh·kw per pixel but
+kw·(R + kh - 1): a zero-padded band. The model counts that work, not the ideal kh·kw of
+DESIGN.md, because that is what the clock sees. The FFT term counts one forward transform per
+channel, one inverse per channel and kernel, and one per kernel.
+
+Where it is wrong (as scipy's ``choose_conv_method`` admits of its own):
+- BLAS speed is not one number: small bands (R = 8) and narrow images run below the fitted
+  rate, so direct is optimistic for tiny images and pessimistic for large ones;
+- ``next_fast_len`` sizes with a factor 7 or 11 are slower per P·log P than powers of 2;
+- nothing models cache misses of transforms that overflow L2/L3 (large P), nor other processes
+  sharing the cores — calibration on a busy machine fits the busy machine;
+- copies (boundary extension, crop) are folded into the rates, not modelled apart.
+
+The constants are per dtype (float32 and float64 differ by ~2x in BLAS and FFT). Shipped
+defaults live in ``cost_defaults.json`` (produced by ``convfilt calibrate`` on the reference
+machine, then copied there; see that file's ``source``). ``convfilt calibrate`` fits new ones and
+stores them in the user's cache folder, which later runs load instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime
+from functools import partial
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+DTYPES = ("float32", "float64")
+DEFAULTS_FILE = "cost_defaults.json"
+CONSTANTS_FILE = "constants.json"
+
+# --- tiling (shared by the engine's strategies and the estimates below) -----------------------
+
+
+def band_rows(kh: int) -> int:
+    """Rows per banded-Toeplitz product for a kernel of ``kh`` rows.
+
+    The band costs (R + kh - 1)/kh times the ideal work; BLAS wants R large. Measured on
+    2048² and 4096² float32 (2 cores): R = 8 best to kh ≈ 9, 16 to ≈ 25, 32 to ≈ 97.
+    """
+    if kh <= 12:
+        return 8
+    if kh <= 24:
+        return 16
+    if kh <= 96:
+        return 32
+    return 64
+
+
+def column_block(kw: int) -> int:
+    """Columns per banded-Toeplitz product of the separable strategy's row pass (measured)."""
+    return 64
+
+
+def fast_len(n: int, real: bool = False) -> int:
+    """The FFT length scipy.fft computes fastest at or above ``n``."""
+    import scipy.fft
+
+    return int(scipy.fft.next_fast_len(n, real=real))
+
+
+# --- constants ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Constants:
+    """Seconds per unit of work (per dtype) and fixed seconds per call of each strategy."""
+
+    direct_float32: float
+    direct_float64: float
+    separable_float32: float
+    separable_float64: float
+    fft_float32: float
+    fft_float64: float
+    direct_fixed: float
+    separable_fixed: float
+    fft_fixed: float
+    block_fixed: float
+    source: str = "default"
+
+    def rate(self, strategy: str, dtype: np.dtype | type | str) -> float:
+        """The per-unit rate of ``strategy`` ('direct', 'separable', 'fft') for ``dtype``."""
+        name = np.dtype(dtype).name
+        return float(getattr(self, f"{strategy}_{name if name in DTYPES else 'float64'}"))
+
+    def to_json(self) -> dict[str, float | str]:
+        """A plain dict for ``json.dumps``."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> Constants:
+        """Rebuild from ``to_json`` output; ValueError if a field is missing or not positive."""
+        if not isinstance(data, dict):
+            raise ValueError("constants must be a JSON object")
+        values: dict[str, float | str] = {}
+        for f in fields(cls):
+            if f.name == "source":
+                values["source"] = str(data.get("source", "unknown"))
+                continue
+            value = data.get(f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"constant {f.name!r} missing or not a number")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"constant {f.name!r} must be finite and >= 0")
+            values[f.name] = float(value)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def default_constants() -> Constants:
+    """The constants shipped with convfilt (``cost_defaults.json``)."""
+    text = resources.files(__package__).joinpath(DEFAULTS_FILE).read_text(encoding="utf-8")
+    return Constants.from_json(json.loads(text))
+
+
+def constants_path() -> Path:
+    """Where calibrated constants live: ``$CONVFILT_CACHE_DIR``, ``$XDG_CACHE_HOME/convfilt``
+    or ``~/.cache/convfilt``, then ``constants.json``."""
+    folder = os.environ.get("CONVFILT_CACHE_DIR")
+    if folder:
+        return Path(folder) / CONSTANTS_FILE
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "convfilt" / CONSTANTS_FILE
+
+
+_loaded: dict[tuple[str, int, int], Constants] = {}
+
+
+def load_constants() -> Constants:
+    """Stored constants if the file exists and is valid, else the defaults.
+
+    Cached per (path, modification time), so the planner can call it on every plan.
+    """
+    path = constants_path()
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        return _default_cached()
+    if key not in _loaded:
+        try:
+            _loaded[key] = Constants.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return _default_cached()
+    return _loaded[key]
+
+
+_defaults: list[Constants] = []
+
+
+def _default_cached() -> Constants:
+    if not _defaults:
+        _defaults.append(default_constants())
+    return _defaults[0]
+
+
+def save_constants(constants: Constants) -> Path:
+    """Write ``constants`` to ``constants_path()`` atomically; return the path."""
+    path = constants_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    temporary.write_text(json.dumps(constants.to_json(), indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def reset_constants() -> bool:
+    """Delete stored constants (back to the defaults); True if there was a file."""
+    try:
+        constants_path().unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# --- estimates ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes a cost depends on: output HxW, C channels, m kernels of khxkw."""
+
+    height: int
+    width: int
+    channels: int
+    kernels: int
+    kh: int
+    kw: int
+
+
+def direct_work(s: Shape) -> float:
+    """Multiply-adds the banded direct strategy performs."""
+    return s.channels * s.kernels * s.height * s.width * s.kw * (band_rows(s.kh) + s.kh - 1)
+
+
+def separable_work(s: Shape) -> float:
+    """Multiply-adds of the two banded 1-D passes."""
+    vertical = (band_rows(s.kh) + s.kh - 1) * (s.width + s.kw - 1)
+    horizontal = (column_block(s.kw) + s.kw - 1) * s.width
+    return s.channels * s.kernels * s.height * (vertical + horizontal)
+
+
+def fft_size(s: Shape) -> tuple[int, int]:
+    """The whole-image transform shape: the extended image at fast lengths."""
+    return fast_len(s.height + s.kh - 1), fast_len(s.width + s.kw - 1, real=True)
+
+
+def _plogp(p: int) -> float:
+    return p * math.log2(max(p, 2))
+
+
+def fft_work(s: Shape) -> float:
+    """P·log2 P summed over the transforms of the whole-image FFT strategy."""
+    ph, pw = fft_size(s)
+    return _plogp(ph * pw) * (s.channels * (1 + s.kernels) + s.kernels)
+
+
+TILE_CANDIDATES = (64, 128, 256, 512, 1024)
+
+
+def overlap_cost(s: Shape, c: Constants, dtype: np.dtype | type | str, th: int, tw: int) -> float:
+    """Estimated seconds of overlap-add with output tiles of ``th``x``tw``."""
+    lh, lw = fast_len(th + s.kh - 1), fast_len(tw + s.kw - 1, real=True)
+    transform = c.rate("fft", dtype) * _plogp(lh * lw)
+    blocks = math.ceil(s.height / th) * math.ceil(s.width / tw)
+    per_block = s.channels * (transform * (1 + s.kernels) + c.block_fixed)
+    return blocks * per_block + transform * s.kernels + c.fft_fixed
+
+
+def overlap_tile(s: Shape, c: Constants, dtype: np.dtype | type | str) -> tuple[int, int, float]:
+    """The cheapest output tile ``(th, tw)`` for overlap-add and its estimated seconds."""
+    options = {(min(t, s.height), min(t, s.width)) for t in TILE_CANDIDATES}
+    costs = [(th, tw, overlap_cost(s, c, dtype, th, tw)) for th, tw in sorted(options)]
+    return min(costs, key=lambda option: option[2])
+
+
+def estimate(strategy: str, s: Shape, dtype: np.dtype | type | str, c: Constants) -> float:
+    """Predicted seconds of ``strategy`` for ``s`` in ``dtype``."""
+    if strategy == "overlap-add":
+        return overlap_tile(s, c, dtype)[2]
+    work, fixed = ESTIMATORS[strategy]
+    return c.rate(strategy, dtype) * work(s) + float(getattr(c, fixed))
+
+
+# strategy -> (work units, name of its fixed-cost constant); overlap-add is priced by blocks.
+ESTIMATORS: dict[str, tuple[Callable[[Shape], float], str]] = {
+    "direct": (direct_work, "direct_fixed"),
+    "separable": (separable_work, "separable_fixed"),
+    "fft": (fft_work, "fft_fixed"),
+}
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+# (strategy, image side, kernel side) timed by ``calibrate``, cheapest first so that a small
+# budget still fits every strategy on its first points.
+GRID: tuple[tuple[str, int, int], ...] = (
+    ("direct", 128, 3),
+    ("direct", 256, 9),
+    ("direct", 512, 5),
+    ("direct", 512, 15),
+    ("direct", 1024, 3),
+    ("direct", 1024, 9),
+    ("direct", 1024, 25),
+    ("separable", 128, 9),
+    ("separable", 512, 17),
+    ("separable", 512, 65),
+    ("separable", 1024, 33),
+    ("separable", 2048, 17),
+    ("fft", 128, 15),
+    ("fft", 256, 33),
+    ("fft", 512, 33),
+    ("fft", 1024, 65),
+    ("fft", 2048, 25),
+    ("overlap-add", 512, 17),
+    ("overlap-add", 1024, 33),
+    ("overlap-add", 2048, 17),
+    ("overlap-add", 2048, 65),
+)
+
+
+def _time(run: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``repeat`` calls after one warm-up call."""
+    run()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def fit_rate(work: list[float], seconds: list[float]) -> tuple[float, float]:
+    """Fit ``seconds ≈ rate·work + fixed`` minimising *relative* residuals.
+
+    Times span three orders of magnitude, so plain least squares would fit only the largest
+    points; dividing each equation by its time weighs every point by its relative error, and
+    the problem stays linear (unlike a log-space fit of a sum). A negative fixed cost (noise)
+    is clamped to 0 and the rate refitted alone.
+    """
+    w = np.asarray(work, dtype=np.float64)
+    t = np.asarray(seconds, dtype=np.float64)
+    if len(w) >= 2:
+        system = np.stack([w / t, 1.0 / t], axis=1)
+        (rate, fixed), *_ = np.linalg.lstsq(system, np.ones_like(t), rcond=None)
+        if rate > 0 and fixed >= 0:
+            return float(rate), float(fixed)
+    rate = float(np.sum(w / t) / np.sum((w / t) ** 2))  # least squares of rate·w/t ≈ 1
+    return max(rate, 1e-15), 0.0
+
+
+def calibrate(
+    progress: Callable[[str, float], None] | None = None, budget_s: float = 20.0
+) -> Constants:
+    """Time each strategy on ``GRID`` for float32 and float64 and fit the constants.
+
+    Stops adding points to a strategy once its share of ``budget_s`` is spent (each strategy
+    keeps at least its first point); a strategy whose fixed cost cannot be fitted keeps the
+    default's. ``progress(message, fraction_done)`` is called before each point. Does not save.
+    """
+    from . import engine
+
+    base = default_constants()
+    rng = np.random.default_rng(0)
+    strategies = ("direct", "separable", "fft", "overlap-add")
+    share = budget_s / (len(strategies) * len(DTYPES))
+    cases = [(dt, case) for dt in DTYPES for case in GRID]
+    points: dict[tuple[str, str], list[tuple[Shape, float]]] = {}
+    spent: dict[tuple[str, str], float] = {}
+    for index, (dt, (strategy, side, n)) in enumerate(cases):
+        key = (strategy, dt)
+        if points.get(key) and spent[key] > share:
+            continue
+        if progress is not None:
+            progress(f"{strategy} {dt} {side}x{side} kernel {n}x{n}", index / len(cases))
+        image = rng.random((side, side)).astype(dt)
+        if strategy == "separable":
+            kernel = np.outer(rng.random(n), rng.random(n))
+        else:
+            kernel = rng.random((n, n))
+        start = time.perf_counter()
+        repeat = 1 if budget_s < 5 else 3
+        seconds = _time(partial(engine.correlate, image, kernel, method=strategy), repeat)
+        spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
+        points.setdefault(key, []).append((Shape(side, side, 1, 1, n, n), seconds))
+    if progress is not None:
+        progress("fitting", 1.0)
+    values = asdict(base)
+    for strategy in ("direct", "separable", "fft"):
+        fixed_name = ESTIMATORS[strategy][1]
+        fixed_fits = []
+        for dt in DTYPES:
+            measured = points.get((strategy, dt), [])
+            if not measured:
+                continue
+            work = [ESTIMATORS[strategy][0](s) for s, _ in measured]
+            rate, fixed = fit_rate(work, [t for _, t in measured])
+            values[f"{strategy}_{dt}"] = rate
+            if len(measured) >= 2:
+                fixed_fits.append(fixed)
+        if fixed_fits:
+            values[fixed_name] = float(np.mean(fixed_fits))
+    values["block_fixed"] = _fit_block_fixed(points, Constants(**values), load_constants())
+    values["source"] = (
+        f"calibrated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
+        f"({os.cpu_count()} cpus), budget {budget_s:g}s"
+    )
+    return replace(base, **values)
+
+
+def _fit_block_fixed(
+    points: dict[tuple[str, str], list[tuple[Shape, float]]], c: Constants, used: Constants
+) -> float:
+    """Per-block overhead of overlap-add: what its timings leave after the FFT work.
+
+    ``used`` are the constants the engine chose its tiles with while being timed.
+    """
+    residuals = []
+    for dt in DTYPES:
+        for s, seconds in points.get(("overlap-add", dt), []):
+            th, tw, _ = overlap_tile(s, used, dt)
+            without_blocks = overlap_cost(s, replace(c, block_fixed=0.0), dt, th, tw)
+            blocks = math.ceil(s.height / th) * math.ceil(s.width / tw)
+            residuals.append(max(seconds - without_blocks, 0.0) / (blocks * s.channels))
+    return float(np.median(residuals)) if residuals else c.block_fixed

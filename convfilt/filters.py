@@ -1,0 +1,422 @@
+"""Image-level filters: Gaussian and box blur, unsharp mask, any kernel — arrays in, arrays out.
+
+Every filter here is a correlation carried out by :mod:`convfilt.engine`; this module adds what
+an *image* needs around it, in one place (:func:`filter_image`):
+
+- dtypes: float images stay in their float dtype; integer images are filtered in float and
+  rounded half-to-even (``np.rint``) back to their own dtype, clipped to its range;
+- alpha: with an averaging kernel the colour is premultiplied by alpha before filtering and
+  divided by the filtered alpha after, so an opaque shape on a transparent background gets no
+  dark fringe; alpha itself is filtered too;
+- linear light: optionally, colour (never alpha) goes through the sRGB transfer function
+  (IEC 61966-2-1) to linear values before filtering and back after;
+- memory: one channel at a time, written into a preallocated output of the input's dtype, so
+  at most a few float copies of *one* channel exist at once.
+
+Layout: (H, W) or (H, W, C) with channels last; when alpha is present it is the last channel
+(``has_alpha=None`` guesses it from C: 2 is grey + alpha, 4 is RGB + alpha).
+
+Non-finite values (NaN, inf) in a float image follow the engine's policy: such an image is
+computed by the engine's direct loop, so each NaN/inf spreads only over its kernel's footprint,
+exactly as in ``scipy.ndimage`` (never over a whole band or FFT tile); forcing ``method=`` to a
+strategy that cannot keep it local is a ConvfiltError. This module neither hides nor adds them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import engine, kernels
+from .engine import Plan
+from .errors import UsageError
+
+FloatArray = NDArray[np.floating]
+PlanCallback = Callable[[Plan], None] | None
+AlphaPolicy = Literal["premultiply", "keep"]
+
+# Below this filtered alpha (opaque = 1) a pixel's colour is set to 0 instead of dividing
+# rounding noise by rounding noise; it is far below what 16-bit alpha can represent.
+_ALPHA_FLOOR = 1e-7
+
+
+# --- option checks, shared by the library and the CLI (which passes its option names) --------
+
+
+def check_positive(value: float, name: str) -> float:
+    """Return ``value`` if it is finite and > 0, else raise UsageError naming ``name``."""
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_finite(value: float, name: str) -> float:
+    """Return ``value`` if it is finite, else raise UsageError naming ``name``."""
+    if not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def check_radius(value: int, name: str) -> int:
+    """Return ``value`` if it is an integer >= 0, else raise UsageError naming ``name``."""
+    if value < 0:
+        raise UsageError(f"{name} must be an integer >= 0, got {value}")
+    return value
+
+
+def check_threshold(value: float, name: str) -> float:
+    """Return ``value`` if it lies in [0, 1) (a fraction of full scale), else raise."""
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise UsageError(f"{name} must be in [0, 1) (a fraction of full scale), got {value}")
+    return value
+
+
+def check_mode(mode: str, name: str = "mode") -> str:
+    """Return ``mode`` if it is one of scipy.ndimage's boundary modes, else raise."""
+    if mode not in engine.MODES:
+        raise UsageError(f"{name} must be one of {', '.join(engine.MODES)}; got {mode!r}")
+    return mode
+
+
+# --- sRGB transfer function (IEC 61966-2-1) ---------------------------------------------------
+
+
+def srgb_to_linear(values: FloatArray) -> FloatArray:
+    """Decode sRGB-encoded values in [0, 1] to linear light (in place; returns ``values``).
+
+    Values outside [0, 1] are extended by odd symmetry, as extended-range sRGB does.
+    """
+    magnitude = np.abs(values)
+    curve = np.power((magnitude + 0.055) / 1.055, 2.4)
+    line = magnitude / 12.92
+    np.copysign(np.where(magnitude <= 0.04045, line, curve), values, out=values)
+    return values
+
+
+def linear_to_srgb(values: FloatArray) -> FloatArray:
+    """Encode linear-light values in [0, 1] with the sRGB curve (in place; returns ``values``)."""
+    magnitude = np.abs(values)
+    curve = 1.055 * np.power(magnitude, 1 / 2.4) - 0.055
+    line = magnitude * 12.92
+    np.copysign(np.where(magnitude <= 0.0031308, line, curve), values, out=values)
+    return values
+
+
+# --- dtype handling ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Depth:
+    """How an image's stored values map to the float values the filters compute with."""
+
+    dtype: np.dtype
+    work: type[np.floating]  # float32 unless the input needs float64's precision
+    full_scale: float  # the stored value of full intensity: 255, 65535, ..., 1.0 for floats
+    bounds: tuple[float, float] | None  # clip range for integers, None for floats
+
+    @classmethod
+    def of(cls, dtype: np.dtype) -> _Depth:
+        """Describe ``dtype``; bool and complex images are refused."""
+        if np.issubdtype(dtype, np.floating):
+            work = np.float32 if dtype.itemsize <= 4 else np.float64
+            return cls(dtype, work, 1.0, None)
+        if np.issubdtype(dtype, np.integer) and dtype != np.bool_:
+            info = np.iinfo(dtype)
+            work = np.float32 if dtype.itemsize <= 2 else np.float64
+            return cls(dtype, work, float(info.max), (float(info.min), float(info.max)))
+        raise UsageError(f"unsupported image dtype {dtype}; expected integers or floats")
+
+    def store(self, out: NDArray, index: tuple, values: FloatArray) -> None:
+        """Write float ``values`` (stored units) into ``out[index]``, rounding and clipping ints."""
+        if self.bounds is not None:
+            np.rint(values, out=values)
+            np.clip(values, *self.bounds, out=values)
+        out[index] = values
+
+
+# --- the one place where images meet the engine -----------------------------------------------
+
+Smooth = Callable[[FloatArray, float], FloatArray]
+Finish = Callable[[FloatArray, FloatArray, float], FloatArray]
+
+
+def _blurred(original: FloatArray, smoothed: FloatArray, full_scale: float) -> FloatArray:
+    """The ``finish`` step of a plain filter: the filtered channel itself."""
+    return smoothed
+
+
+def _once(callback: PlanCallback) -> PlanCallback:
+    """Wrap ``callback`` so it sees only the first plan (one per image, not per channel)."""
+    if callback is None:
+        return None
+    seen: list[Plan] = []
+
+    def first_only(plan: Plan) -> None:
+        if not seen:
+            seen.append(plan)
+            callback(plan)
+
+    return first_only
+
+
+def filter_image(
+    image: NDArray,
+    smooth: Smooth,
+    *,
+    finish: Finish = _blurred,
+    has_alpha: bool | None = None,
+    alpha_policy: AlphaPolicy = "premultiply",
+    linear: bool = False,
+    cval: float | None = None,
+) -> NDArray:
+    """Apply a per-channel filter to an image, handling dtype, alpha and linear light.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) array, integer or float.
+    smooth : ``smooth(channel, cval) -> filtered`` on one float (H, W) channel, in the units
+        given to it (``cval`` already converted to them).
+    finish : ``finish(original, smoothed, full_scale) -> result`` on one channel, e.g. the
+        unsharp-mask formula; the default returns ``smoothed``.
+    has_alpha : whether the last channel is alpha; None guesses from C (2 or 4 channels).
+    alpha_policy : ``"premultiply"`` (averaging kernels: weight colour by alpha, filter alpha
+        too) or ``"keep"`` (other kernels, e.g. edge detectors: filter colour as it is and pass
+        alpha through unchanged, since a derivative of alpha is not an opacity).
+    linear : filter colour in linear light (sRGB decoded, then encoded again).
+    cval : the outside value for ``mode="constant"``, in the image's stored units, for every
+        channel (the outside is treated as a constant image of that value); None when the
+        boundary mode extends the image itself (then a fully opaque alpha stays opaque, and
+        premultiplying is skipped as it would change nothing).
+
+    Returns
+    -------
+    An array of the input's shape and dtype.
+    """
+    pixels = np.asarray(image)
+    if pixels.ndim not in (2, 3):
+        raise UsageError(f"image must be (H, W) or (H, W, C), got shape {pixels.shape}")
+    depth = _Depth.of(pixels.dtype)
+    planes = pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
+    n_channels = planes.shape[2]
+    if has_alpha is None:
+        has_alpha = n_channels in (2, 4)
+    if has_alpha and n_channels < 2:
+        raise UsageError("an image with alpha needs at least two channels")
+    n_colour = n_channels - 1 if has_alpha else n_channels
+    out = np.empty_like(planes)
+    # Working units: stored units, except [0, 1] where a curve or a weight needs them.
+    colour_scale = depth.full_scale if linear else 1.0
+
+    def to_work(channel: NDArray, scale: float, decode: bool) -> FloatArray:
+        values = np.array(channel, dtype=depth.work, copy=True)
+        if scale != 1.0:
+            values /= scale
+        return srgb_to_linear(values) if decode else values
+
+    def from_work(values: FloatArray, scale: float, encode: bool) -> FloatArray:
+        if encode:
+            linear_to_srgb(values)
+        if scale != 1.0:
+            values *= scale
+        return values
+
+    outside = 0.0 if cval is None else cval
+    colour_cval = float(to_work(np.array(outside), colour_scale, linear))
+    alpha = alpha_smoothed = None
+    alpha_cval = 1.0
+    if has_alpha and cval is None and np.all(planes[..., -1] == depth.full_scale):
+        alpha_policy = "keep"  # opaque inside and out: premultiplying would only cost time
+    if has_alpha and alpha_policy == "premultiply":
+        alpha_cval = outside / depth.full_scale
+        alpha = to_work(planes[..., -1], depth.full_scale, False)
+        alpha_smoothed = smooth(alpha, alpha_cval)
+        result = finish(alpha, alpha_smoothed, 1.0)
+        np.clip(result, 0.0, 1.0, out=result)
+        depth.store(out, (..., n_channels - 1), result * depth.full_scale)
+        del result
+    elif has_alpha:
+        out[..., -1] = planes[..., -1]
+
+    for c in range(n_colour):
+        original = to_work(planes[..., c], colour_scale, linear)
+        if alpha is not None and alpha_smoothed is not None:
+            smoothed = smooth(original * alpha, colour_cval * alpha_cval)
+            visible = alpha_smoothed > _ALPHA_FLOOR
+            np.divide(smoothed, alpha_smoothed, out=smoothed, where=visible)
+            smoothed[~visible] = 0.0
+            del visible
+        else:
+            smoothed = smooth(original, colour_cval)
+        result = finish(original, smoothed, depth.full_scale / colour_scale)
+        del original, smoothed
+        depth.store(out, (..., c), from_work(result, colour_scale, linear))
+        del result
+    return out[..., 0] if pixels.ndim == 2 else out
+
+
+def _correlator(
+    kernel: NDArray, *, flip: bool, mode: str, method: str, on_plan: PlanCallback
+) -> Smooth:
+    """A ``smooth`` step that runs the engine with ``kernel`` (flipped: convolution)."""
+    check_mode(mode)
+    run = engine.convolve if flip else engine.correlate
+    report_once = _once(on_plan)
+
+    def smooth(channel: FloatArray, cval: float) -> FloatArray:
+        result = run(channel, kernel, mode=mode, cval=cval, method=method, on_plan=report_once)
+        return np.asarray(result, dtype=channel.dtype)
+
+    return smooth
+
+
+def _outside(mode: str, cval: float) -> float | None:
+    """``cval`` where it matters (``mode="constant"``), else None (see :func:`filter_image`)."""
+    return cval if mode == "constant" else None
+
+
+# --- public filters ----------------------------------------------------------------------------
+
+
+def _gaussian_kernel(sigma: float, sigma_y: float | None, truncate: float) -> NDArray:
+    check_positive(sigma, "sigma")
+    check_positive(sigma if sigma_y is None else sigma_y, "sigma_y")
+    check_positive(truncate, "truncate")
+    along_x = kernels.gaussian_1d(sigma, truncate)
+    along_y = along_x if sigma_y is None else kernels.gaussian_1d(sigma_y, truncate)
+    return np.outer(along_y, along_x)
+
+
+def gaussian_blur(
+    image: NDArray,
+    sigma: float,
+    *,
+    sigma_y: float | None = None,
+    truncate: float = 4.0,
+    mode: str = "reflect",
+    cval: float = 0.0,
+    method: str = "auto",
+    linear: bool = False,
+    has_alpha: bool | None = None,
+    on_plan: PlanCallback = None,
+) -> NDArray:
+    """Gaussian blur over the spatial axes, as ``scipy.ndimage.gaussian_filter`` computes it.
+
+    ``sigma`` is along x (columns), ``sigma_y`` along y (rows, default ``sigma``); the kernel
+    reaches ``round(truncate * sigma)`` pixels. Equals ``gaussian_filter(x, (sigma_y, sigma,
+    0), mode=mode, truncate=truncate)`` on float images (integers: rounded back, within one
+    level); the engine runs the rank-one kernel as two 1-D passes. Alpha, linear light and
+    dtypes as in :func:`filter_image`. NaN/inf stay in their footprint (module notes).
+    """
+    kernel = _gaussian_kernel(sigma, sigma_y, truncate)
+    smooth = _correlator(kernel, flip=False, mode=mode, method=method, on_plan=on_plan)
+    return filter_image(
+        image, smooth, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval)
+    )
+
+
+def box_blur(
+    image: NDArray,
+    radius: int,
+    *,
+    radius_y: int | None = None,
+    mode: str = "reflect",
+    cval: float = 0.0,
+    method: str = "auto",
+    linear: bool = False,
+    has_alpha: bool | None = None,
+    on_plan: PlanCallback = None,
+) -> NDArray:
+    """Mean over a (2·radius_y + 1) x (2·radius + 1) window, as ``scipy.ndimage.uniform_filter``.
+
+    ``radius`` is along x, ``radius_y`` along y (default ``radius``); 0 leaves that axis alone.
+    Alpha, linear light, dtypes and NaN/inf as in :func:`gaussian_blur`.
+    """
+    check_radius(radius, "radius")
+    check_radius(radius if radius_y is None else radius_y, "radius_y")
+    along_x = kernels.box_1d(radius)
+    along_y = along_x if radius_y is None else kernels.box_1d(radius_y)
+    smooth = _correlator(
+        np.outer(along_y, along_x), flip=False, mode=mode, method=method, on_plan=on_plan
+    )
+    return filter_image(
+        image, smooth, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval)
+    )
+
+
+def unsharp_mask(
+    image: NDArray,
+    sigma: float = 1.0,
+    amount: float = 1.0,
+    threshold: float = 0.0,
+    *,
+    truncate: float = 4.0,
+    mode: str = "reflect",
+    cval: float = 0.0,
+    method: str = "auto",
+    linear: bool = False,
+    has_alpha: bool | None = None,
+    on_plan: PlanCallback = None,
+) -> NDArray:
+    """Sharpen by unsharp masking: ``img + amount · (img - gaussian_blur(img, sigma))``.
+
+    Only where ``|img - blur| > threshold · full_scale`` (full scale 255 for uint8, 65535 for
+    uint16, 1.0 for floats); elsewhere the pixel is kept, so a threshold spares flat noise.
+    Alpha is sharpened too and clipped to [0, full scale]; colour is blurred premultiplied
+    (no fringe), then sharpened. Integer results are rounded and clipped; floats are not
+    clipped. NaN/inf stay in their footprint (module notes).
+    """
+    check_finite(amount, "amount")
+    check_threshold(threshold, "threshold")
+    kernel = _gaussian_kernel(sigma, None, truncate)
+    smooth = _correlator(kernel, flip=False, mode=mode, method=method, on_plan=on_plan)
+
+    def sharpen(original: FloatArray, blurred: FloatArray, full_scale: float) -> FloatArray:
+        detail = np.subtract(original, blurred, out=blurred)
+        keep = np.abs(detail) <= threshold * full_scale
+        detail *= amount
+        detail += original
+        detail[keep] = original[keep]
+        return detail
+
+    return filter_image(
+        image, smooth, finish=sharpen, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval)
+    )
+
+
+def convolve_image(
+    image: NDArray,
+    kernel: NDArray,
+    *,
+    correlate: bool = False,
+    mode: str = "reflect",
+    cval: float = 0.0,
+    method: str = "auto",
+    linear: bool = False,
+    has_alpha: bool | None = None,
+    on_plan: PlanCallback = None,
+) -> NDArray:
+    """Convolve (kernel flipped) or, with ``correlate=True``, correlate an image with ``kernel``.
+
+    An averaging kernel (no negative weight, sum 1) is applied premultiplied like a blur; any
+    other kernel (Sobel, Laplacian, emboss, ...) is applied to the colour as stored and alpha
+    is passed through, because a difference of opacities is not an opacity. Integer results
+    are clipped to the dtype's range (negative responses become 0). NaN/inf stay in their
+    footprint (module notes).
+    """
+    weights = np.asarray(kernel, dtype=np.float64)
+    averaging = bool(np.all(weights >= 0) and math.isclose(weights.sum(), 1.0, rel_tol=1e-9))
+    policy: AlphaPolicy = "premultiply" if averaging else "keep"
+    smooth = _correlator(weights, flip=not correlate, mode=mode, method=method, on_plan=on_plan)
+    return filter_image(
+        image,
+        smooth,
+        has_alpha=has_alpha,
+        alpha_policy=policy,
+        linear=linear,
+        cval=_outside(mode, cval),
+    )

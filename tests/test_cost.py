@@ -1,0 +1,119 @@
+"""The cost model: estimates, constants on disk, the fit, and a (tiny) calibration run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convfilt import cost, engine
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CONVFILT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_constants_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cost.constants_path() == tmp_path / "cache" / "constants.json"
+    monkeypatch.delenv("CONVFILT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cost.constants_path() == tmp_path / "xdg" / "convfilt" / "constants.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cost.constants_path() == tmp_path / "home" / ".cache" / "convfilt" / "constants.json"
+
+
+def test_defaults_are_valid_and_say_where_they_come_from() -> None:
+    defaults = cost.default_constants()
+    assert defaults.source
+    for strategy in ("direct", "separable", "fft"):
+        for dtype in cost.DTYPES:
+            assert defaults.rate(strategy, dtype) > 0
+    # float64 work is not cheaper than float32 work
+    assert defaults.rate("direct", np.float64) >= defaults.rate("direct", np.float32)
+
+
+def test_save_load_reset_round_trip(cache_dir: Path) -> None:
+    assert cost.load_constants() == cost.default_constants()
+    assert cost.reset_constants() is False
+    mine = replace(cost.default_constants(), direct_float32=1.0, source="test")
+    path = cost.save_constants(mine)
+    assert path == cache_dir / "constants.json"
+    assert json.loads(path.read_text())["direct_float32"] == 1.0
+    assert cost.load_constants() == mine
+    assert cost.reset_constants() is True
+    assert not path.exists()
+    assert cost.load_constants() == cost.default_constants()
+
+
+@pytest.mark.parametrize(
+    "text", ["not json", "[]", '{"direct_float32": 1}', '{"direct_float32": "fast"}']
+)
+def test_invalid_stored_constants_fall_back_to_defaults(cache_dir: Path, text: str) -> None:
+    cache_dir.mkdir(parents=True)
+    (cache_dir / "constants.json").write_text(text)
+    assert cost.load_constants() == cost.default_constants()
+
+
+def test_from_json_rejects_negative_and_non_finite() -> None:
+    good = cost.default_constants().to_json()
+    for bad in (-1.0, float("inf"), True):
+        with pytest.raises(ValueError):
+            cost.Constants.from_json({**good, "fft_fixed": bad})
+
+
+def test_the_planner_follows_stored_constants() -> None:
+    kernel = np.random.default_rng(0).random((3, 3))
+    assert engine.plan((64, 64), kernel).strategy == "direct"
+    cost.save_constants(replace(cost.default_constants(), direct_float32=1.0))
+    assert engine.plan((64, 64), kernel).strategy != "direct"
+    assert engine.plan((64, 64), kernel, dtype=np.float64).strategy == "direct"
+
+
+def test_fit_rate_recovers_a_linear_law() -> None:
+    work = [1e6, 3e6, 1e7, 5e7, 2e8]
+    seconds = [2e-10 * w + 3e-4 for w in work]
+    rate, fixed = cost.fit_rate(work, seconds)
+    assert rate == pytest.approx(2e-10, rel=1e-6)
+    assert fixed == pytest.approx(3e-4, rel=1e-6)
+    # one point: the rate alone, through it
+    rate, fixed = cost.fit_rate([1e6], [2e-3])
+    assert (rate, fixed) == (pytest.approx(2e-9), 0.0)
+
+
+def test_estimates_grow_with_the_work() -> None:
+    c = cost.default_constants()
+
+    def seconds(strategy: str, size: int, n: int, channels: int = 1) -> float:
+        return cost.estimate(strategy, cost.Shape(size, size, channels, 1, n, n), np.float32, c)
+
+    for strategy in engine.STRATEGIES:
+        assert seconds(strategy, 256, 9) < seconds(strategy, 1024, 9)
+        assert seconds(strategy, 512, 9) < seconds(strategy, 512, 9, channels=3)
+    assert seconds("direct", 512, 3) < seconds("direct", 512, 15) < seconds("direct", 512, 41)
+    assert seconds("separable", 512, 15) < seconds("direct", 512, 15)
+
+
+def test_overlap_tiles_fit_the_image() -> None:
+    c = cost.default_constants()
+    th, tw, seconds = cost.overlap_tile(cost.Shape(100, 3000, 1, 1, 9, 9), c, np.float32)
+    assert th <= 100 and tw <= 3000 and seconds > 0
+
+
+def test_calibration_round_trip_on_a_tiny_budget() -> None:
+    seen: list[tuple[str, float]] = []
+    fitted = cost.calibrate(lambda message, done: seen.append((message, done)), budget_s=0.5)
+    assert seen and all(0.0 <= done <= 1.0 for _, done in seen)
+    assert seen[-1][1] == 1.0
+    for strategy in ("direct", "separable", "fft"):
+        for dtype in cost.DTYPES:
+            assert 0 < fitted.rate(strategy, dtype) < 1e-6
+    assert fitted.source.startswith("calibrated")
+    cost.save_constants(fitted)
+    assert cost.load_constants() == fitted
+    assert engine.plan((64, 64), np.ones((3, 5))).estimates  # the planner runs on them

@@ -1,0 +1,316 @@
+"""The engine against scipy.ndimage and the definitions, on every strategy and boundary mode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import scipy.signal
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convfilt import cost, engine
+from convfilt.errors import ConvfiltError, UsageError
+from convfilt.kernels import gaussian_1d, separate
+
+TOLERANCE = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-10}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def shipped_constants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Plan with the shipped constants, whatever the user has calibrated."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONVFILT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@contextmanager
+def small_tiles() -> Iterator[None]:
+    """Tiny bands and tiles, so that small images cross many band and tile edges."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "BAND_BYTES", 64)
+        patch.setattr(cost, "TILE_CANDIDATES", (5, 16))
+        yield
+
+
+def reference(x: np.ndarray, k: np.ndarray, mode: str, cval: float, flip: bool) -> np.ndarray:
+    """scipy.ndimage per channel, in float64."""
+    function = ndi.convolve if flip else ndi.correlate
+    x64 = x.astype(np.float64)
+    if x.ndim == 2:
+        return function(x64, k, mode=mode, cval=cval)
+    planes = [function(x64[..., c], k, mode=mode, cval=cval) for c in range(x.shape[2])]
+    return np.stack(planes, axis=-1)
+
+
+def assert_close(out: np.ndarray, expected: np.ndarray, x: np.ndarray, k: np.ndarray) -> None:
+    """The issue's tolerance: 2e-5 (float32) or 1e-10 (float64) of max|x|·Σ|k|."""
+    scale = max(float(np.abs(x).max()) * float(np.abs(k).sum()), 1e-300)
+    error = float(np.abs(out.astype(np.float64) - expected).max()) / scale
+    assert error <= TOLERANCE[out.dtype], f"relative error {error:.3g}"
+
+
+@st.composite
+def problems(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, str, float, str]:
+    """An image (2-D or with channels), a kernel (odd, even, 1xn, larger than the image),
+    a mode, cval and a strategy that applies to the kernel."""
+    h, w = draw(st.integers(1, 23)), draw(st.integers(1, 23))
+    channels = draw(st.sampled_from([None, 1, 3]))
+    kh, kw = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    method = draw(st.sampled_from(engine.STRATEGIES))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if channels is None else (h, w, channels)
+    x = rng.standard_normal(shape).astype(dtype)
+    if method == "separable":
+        k = np.outer(rng.standard_normal(kh), rng.standard_normal(kw))
+    else:
+        k = rng.standard_normal((kh, kw))
+    mode = draw(st.sampled_from(engine.MODES))
+    cval = draw(st.sampled_from([0.0, 1.5, -2.0]))
+    return x, k, mode, cval, method
+
+
+@settings(max_examples=400, deadline=None)
+@given(problems(), st.booleans())
+def test_every_strategy_matches_scipy(
+    problem: tuple[np.ndarray, np.ndarray, str, float, str], flip: bool
+) -> None:
+    x, k, mode, cval, method = problem
+    function = engine.convolve if flip else engine.correlate
+    with small_tiles():
+        out = function(x, k, mode=mode, cval=cval, method=method)
+    assert out.shape == x.shape
+    assert out.dtype == x.dtype
+    assert_close(out, reference(x, k, mode, cval, flip), x, k)
+
+
+@pytest.mark.parametrize("method", engine.STRATEGIES)
+@pytest.mark.parametrize("mode", engine.MODES)
+def test_default_tiling_on_a_larger_image(method: str, mode: str) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.random((301, 263, 2), dtype=np.float32)
+    k = np.outer(rng.random(7), rng.random(6)) if method == "separable" else rng.random((7, 6))
+    out = engine.convolve(x, k, mode=mode, cval=0.25, method=method)
+    assert_close(out, reference(x, k, mode, 0.25, flip=True), x, k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_convolve_is_correlate_with_the_flipped_kernel_for_odd_sizes(
+    half_h: int, half_w: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((20, 17))
+    k = rng.standard_normal((2 * half_h - 1, 2 * half_w - 1))
+    for method in ("direct", "fft"):
+        flipped = engine.correlate(x, k[::-1, ::-1], method=method, mode="mirror")
+        np.testing.assert_allclose(
+            engine.convolve(x, k, method=method, mode="mirror"), flipped, rtol=0, atol=1e-12
+        )
+
+
+@pytest.mark.parametrize("method", ["direct", "fft", "overlap-add"])
+def test_convolution_is_associative_on_full_support(method: str) -> None:
+    """(x*a)*b == x*(a*b), with zeros around x wide enough that nothing reaches a border."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((3, 7))
+    x = np.zeros((40, 44))
+    x[8:-8, 8:-8] = rng.standard_normal((24, 28))
+    ab = scipy.signal.convolve(a, b, mode="full")  # 7x9, still odd: same centre
+    twice = engine.convolve(
+        engine.convolve(x, a, mode="constant", method=method), b, mode="constant", method=method
+    )
+    once = engine.convolve(x, ab, mode="constant", method=method)
+    np.testing.assert_allclose(twice, once, rtol=0, atol=1e-11)
+
+
+def test_fft_equals_direct() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.random((157, 203), dtype=np.float32)
+    k = rng.standard_normal((17, 12)).astype(np.float32)
+    direct = engine.correlate(x, k, method="direct", mode="wrap")
+    for method in ("fft", "overlap-add"):
+        assert_close(
+            engine.correlate(x, k, method=method, mode="wrap"), direct.astype(np.float64), x, k
+        )
+
+
+# --- dtypes, exact integers, non-finite input ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [
+        (np.float32, np.float32),
+        (np.float64, np.float64),
+        (np.float16, np.float32),
+        (np.uint8, np.float64),
+        (np.int32, np.float64),
+        (np.bool_, np.float64),
+    ],
+)
+def test_output_dtype(dtype: type, expected: type) -> None:
+    x: np.ndarray = (np.arange(30).reshape(5, 6) % 2).astype(dtype)
+    assert engine.correlate(x, np.ones((3, 3))).dtype == expected
+
+
+@pytest.mark.parametrize("method", engine.STRATEGIES)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_integer_image_and_kernel_give_exact_integers(method: str, dtype: type) -> None:
+    rng = np.random.default_rng(6)
+    info = np.iinfo(dtype)
+    x: np.ndarray = rng.integers(info.min, info.max, (45, 38), endpoint=True).astype(dtype)
+    k = np.outer([1, 2, 1], [1, 0, -1]) if method == "separable" else rng.integers(-9, 10, (5, 4))
+    out = engine.convolve(x, k, method=method, mode="nearest")
+    expected = ndi.convolve(x.astype(np.int64), k.astype(np.int64), mode="nearest")
+    assert np.array_equal(out, expected.astype(np.float64))
+
+
+def test_huge_integers_leave_only_direct() -> None:
+    p = engine.plan((64, 64), np.ones((3, 3), dtype=np.int64), dtype=np.int64)
+    assert set(p.estimates) == {"direct"}
+    with pytest.raises(UsageError, match="fft"):
+        engine.plan((64, 64), np.ones((3, 3)), dtype=np.int64, method="fft")
+
+
+def test_non_finite_input_stays_local_as_in_scipy() -> None:
+    rng = np.random.default_rng(7)
+    x: np.ndarray = rng.standard_normal((30, 40))
+    x[10, 12], x[25, 3] = np.nan, np.inf
+    k = rng.standard_normal((5, 3))
+    plans: list[engine.Plan] = []
+    out = engine.correlate(x, k, on_plan=plans.append)
+    assert plans[0].strategy == "direct"
+    expected = ndi.correlate(x, k)
+    assert np.array_equal(np.isnan(out), np.isnan(expected))
+    assert np.isnan(out).sum() <= 2 * k.size
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["fft", "overlap-add", "separable"])
+def test_non_finite_input_refused_by_the_spreading_strategies(method: str) -> None:
+    x: np.ndarray = np.ones((20, 20), dtype=np.float32)
+    x[3, 3] = np.nan
+    with pytest.raises(ConvfiltError, match="NaN"):
+        engine.correlate(x, np.ones((3, 3)), method=method)
+
+
+def test_non_finite_kernel_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="NaN"):
+        engine.correlate(np.ones((8, 8)), np.array([[1.0, np.nan]]))
+
+
+# --- the planner ---------------------------------------------------------------------------------
+
+
+def test_planner_clear_cases() -> None:
+    rng = np.random.default_rng(8)
+    small = engine.plan((64, 64), rng.random((3, 3)))
+    assert small.strategy == "direct"
+    large = engine.plan((2048, 2048), rng.random((65, 65)))
+    assert large.strategy != "direct"
+    assert large.estimates["direct"] > large.estimates[large.strategy]
+    g = gaussian_1d(3.0)
+    for dtype in (np.float32, np.float64, np.uint8):
+        assert engine.plan((512, 512, 3), np.outer(g, g), dtype=dtype).strategy == "separable"
+
+
+def test_plan_reports_every_applicable_estimate_and_a_reason() -> None:
+    p = engine.plan((128, 96), np.ones((5, 5)), mode="wrap")
+    assert set(p.estimates) == set(engine.STRATEGIES)
+    assert all(seconds > 0 for seconds in p.estimates.values())
+    assert p.strategy in p.reason
+    assert "\n" not in p.reason
+    assert (p.image_shape, p.kernel_shape, p.dtype, p.mode) == (
+        (128, 96),
+        (5, 5),
+        "float32",
+        "wrap",
+    )
+    rank_two = engine.plan((128, 96), np.eye(5))
+    assert "separable" not in rank_two.estimates
+    assert any("not rank one" in note for note in rank_two.notes)
+
+
+def test_forced_method_is_carried_out_and_reported() -> None:
+    plans: list[engine.Plan] = []
+    engine.correlate(np.ones((16, 16)), np.ones((3, 3)), method="fft", on_plan=plans.append)
+    assert [p.strategy for p in plans] == ["fft"]
+    assert "forced" in plans[0].reason
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "separable"}, "not rank one"),
+        ({"method": "winograd"}, "unknown method"),
+        ({"mode": "grid-wrap"}, "unknown mode"),
+    ],
+)
+def test_invalid_requests_are_usage_errors(kwargs: dict[str, str], message: str) -> None:
+    k = np.array([[1.0, 2.0], [3.0, 4.0]])
+    options = {"mode": "reflect", "method": "auto", **kwargs}
+    with pytest.raises(UsageError, match=message):
+        engine.plan((32, 32), k, mode=options["mode"], method=options["method"])
+    with pytest.raises(UsageError, match=message):
+        engine.convolve(np.ones((32, 32)), k, mode=options["mode"], method=options["method"])
+
+
+@pytest.mark.parametrize(
+    ("image", "kernel"),
+    [
+        (np.ones((4, 4, 3, 2)), np.ones((3, 3))),
+        (np.ones((4, 4)), np.ones(3)),
+        (np.ones((4, 4)), []),
+    ],
+)
+def test_bad_shapes_are_usage_errors(image: np.ndarray, kernel: object) -> None:
+    with pytest.raises(UsageError):
+        engine.correlate(image, kernel)  # type: ignore[arg-type]
+
+
+# --- separability ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.3, 12.0), st.floats(0.3, 12.0))
+def test_gaussians_are_always_separable(sigma_y: float, sigma_x: float) -> None:
+    k = np.outer(gaussian_1d(sigma_y), gaussian_1d(sigma_x))
+    for dtype in (np.float32, np.float64):
+        factors = separate(k, dtype)
+        assert factors is not None
+        np.testing.assert_allclose(np.outer(*factors), k, rtol=0, atol=1e-15)
+
+
+def test_rank_two_kernels_are_not_separable() -> None:
+    assert separate(np.array([[1.0, 0.0], [0.0, 1.0]])) is None
+    assert separate(np.outer([1, 2], [3, 4]) + 1e-6 * np.eye(2), np.float64) is None
+    assert separate(np.zeros((3, 3))) is None
+
+
+# --- valid-mode correlation (template matching) ---------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["auto", "direct", "fft", "overlap-add"])
+def test_correlate_valid_matches_the_definition(method: str) -> None:
+    rng = np.random.default_rng(9)
+    image = rng.random((60, 47)).astype(np.float32)
+    kernels = [rng.standard_normal((9, 6)), np.ones((9, 6))]
+    outs = engine.correlate_valid(image, kernels, method=method)
+    windows = np.lib.stride_tricks.sliding_window_view(image.astype(np.float64), (9, 6))
+    for k, out in zip(kernels, outs, strict=True):
+        assert out.shape == (52, 42)
+        assert out.dtype == np.float64
+        np.testing.assert_allclose(out, np.einsum("yxij,ij->yx", windows, k), atol=1e-11)
+
+
+def test_correlate_valid_rejects_a_kernel_larger_than_the_image() -> None:
+    with pytest.raises(UsageError, match="larger"):
+        engine.correlate_valid(np.ones((5, 5)), [np.ones((6, 2))])
+    with pytest.raises(UsageError, match="one shape"):
+        engine.correlate_valid(np.ones((9, 9)), [np.ones((3, 3)), np.ones((2, 2))])

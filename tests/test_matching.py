@@ -1,0 +1,453 @@
+"""convfilt.matching against the definitions, written out here as plain float64 loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+
+from convfilt import engine
+from convfilt.errors import ConvfiltError, UsageError
+from convfilt.matching import (
+    Match,
+    display_rgb,
+    draw_matches,
+    find_matches,
+    heatmap,
+    luminance,
+    mask_weights,
+    match_template,
+    split_alpha,
+)
+
+
+def direct_scores(
+    scene: np.ndarray, probe: np.ndarray, method: str, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Every window scored by the textbook formula, channels summed, weights ``mask``."""
+    s = np.atleast_3d(np.asarray(scene, dtype=np.float64))
+    t = np.atleast_3d(np.asarray(probe, dtype=np.float64))
+    h, w = t.shape[:2]
+    weights = np.ones((h, w)) if mask is None else np.asarray(mask, dtype=np.float64)
+    wc = weights[..., None]
+    out = np.empty((s.shape[0] - h + 1, s.shape[1] - w + 1))
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            window = s[y : y + h, x : x + w]
+            if method == "sqdiff":
+                out[y, x] = np.sum(wc * (window - t) ** 2)
+            elif method == "ccorr":
+                out[y, x] = np.sum(wc * window * t)
+            else:  # weighted Pearson correlation over all channels
+                t_dev = t - np.sum(wc * t, axis=(0, 1)) / weights.sum()
+                s_dev = window - np.sum(wc * window, axis=(0, 1)) / weights.sum()
+                den = np.sqrt(np.sum(wc * t_dev**2)) * np.sqrt(np.sum(wc * s_dev**2))
+                out[y, x] = 0.0 if den == 0 else np.sum(wc * t_dev * s_dev) / den
+    return out
+
+
+def window_energies(
+    scene: np.ndarray, probe_shape: tuple[int, ...], mask: np.ndarray | None
+) -> np.ndarray:
+    """Each window's weighted sum of squared deviations from its weighted mean, all channels."""
+    scene = np.asarray(scene, dtype=np.float64)
+    s = np.atleast_3d(scene)
+    h, w = probe_shape[:2]
+    weights = (np.ones((h, w)) if mask is None else mask)[..., None]
+    out = np.empty((s.shape[0] - h + 1, s.shape[1] - w + 1))
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            window = s[y : y + h, x : x + w]
+            mean = np.sum(weights * window, axis=(0, 1)) / weights.sum()
+            out[y, x] = np.sum(weights * (window - mean) ** 2)
+    return out
+
+
+def textured(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A smooth-ish random texture in [0, 1] (so neighbouring windows differ gently)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random(shape)
+    return (noise + np.roll(noise, 1, axis=0) + np.roll(noise, 1, axis=1)) / 3.0
+
+
+def best(scores: np.ndarray, probe_shape: tuple[int, ...], method: str = "ncc") -> Match:
+    return find_matches(scores, probe_shape=probe_shape, method=method)[0]
+
+
+# ------------------------------------------------------------------------------------------
+# against the definition
+
+
+@st.composite
+def scene_probe_mask(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    channels = draw(st.sampled_from([None, 1, 3]))
+    height, width = draw(st.integers(2, 10)), draw(st.integers(2, 10))
+    probe_h, probe_w = draw(st.integers(1, height)), draw(st.integers(1, width))
+    tail = () if channels is None else (channels,)
+    # small integer levels make flat windows and ties likely; floats exercise the rest
+    elements = draw(
+        st.sampled_from(
+            [
+                st.integers(0, 3).map(float),
+                st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=64),
+            ]
+        )
+    )
+    scene = draw(hnp.arrays(np.float64, (height, width, *tail), elements=elements))
+    probe = draw(hnp.arrays(np.float64, (probe_h, probe_w, *tail), elements=elements))
+    mask = draw(
+        st.none()
+        | hnp.arrays(np.float64, (probe_h, probe_w), elements=st.sampled_from([0.0, 0.5, 1.0]))
+    )
+    if mask is not None and not mask.any():
+        mask[0, 0] = 1.0
+    return scene, probe, mask
+
+
+@pytest.mark.parametrize("method", ["ncc", "sqdiff", "ccorr"])
+@settings(max_examples=60, deadline=None)
+@given(case=scene_probe_mask())
+def test_agrees_with_direct_formula(
+    method: str, case: tuple[np.ndarray, np.ndarray, np.ndarray | None]
+) -> None:
+    scene, probe, mask = case
+    got = match_template(scene, probe, method=method, mask=mask)
+    want = direct_scores(scene, probe, method, mask)
+    assert got.dtype == np.float64
+    assert got.shape == want.shape
+    assert np.isfinite(got).all()
+    if method == "ncc":
+        # Flat windows score 0; "flat" is decided with a tolerance relative to the scene's
+        # range, so windows barely above zero variance may go either way: check the rest.
+        weights = np.ones(probe.shape[:2]) if mask is None else mask
+        energy = window_energies(scene, probe.shape, mask)
+        deviations = np.atleast_3d(scene) - np.atleast_3d(scene).mean(axis=(0, 1))
+        scale = weights.sum() * np.sum(deviations**2, axis=-1).max()
+        probe_energy = window_energies(probe, probe.shape, mask)[0, 0]
+        probe_scale = weights.sum() * np.sum(np.atleast_3d(probe) ** 2, axis=-1).max()
+        clear = (energy > 1e-8 * scale) & (probe_energy > 1e-8 * probe_scale)
+        np.testing.assert_allclose(got[clear], want[clear], atol=1e-6)
+        assert (got[energy == 0] == 0).all()
+        assert (np.abs(got) <= 1).all()
+    else:
+        scale = np.sum(np.abs(scene)) * max(np.abs(probe).max(), 1.0) + np.sum(probe**2) + 1.0
+        np.testing.assert_allclose(got, want, atol=1e-9 * scale)
+
+
+def test_direct_and_fft_strategies_agree() -> None:
+    scene, probe = textured((40, 50, 3), 1), textured((7, 6, 3), 2)
+    mask = (np.arange(42).reshape(7, 6) % 3 != 0).astype(float)
+    for weights in (None, mask):
+        via_fft = match_template(scene, probe, mask=weights, strategy="fft")
+        direct = match_template(scene, probe, mask=weights, strategy="direct")
+        np.testing.assert_allclose(via_fft, direct, atol=1e-10)
+        np.testing.assert_allclose(direct, direct_scores(scene, probe, "ncc", weights), atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------
+# exact crops and robustness
+
+
+@pytest.mark.parametrize(
+    "scene",
+    [
+        pytest.param(np.rint(textured((60, 70, 3)) * 255).astype(np.uint8), id="colour-uint8"),
+        pytest.param(np.rint(textured((60, 70)) * 255).astype(np.uint8), id="grey-uint8"),
+        pytest.param(np.rint(textured((60, 70)) * 65535).astype(np.uint16), id="grey-uint16"),
+        pytest.param(textured((60, 70, 3)).astype(np.float32), id="colour-float32"),
+        pytest.param(textured((60, 70)) * 1e-3 - 5.0, id="grey-float64-negative"),
+    ],
+)
+def test_exact_crop_scores_one_at_its_place(scene: np.ndarray) -> None:
+    probe = scene[21:37, 30:52]
+    scores = match_template(scene, probe)
+    assert scores.shape == (60 - 16 + 1, 70 - 22 + 1)
+    found = best(scores, probe.shape)
+    assert (found.x, found.y, found.width, found.height) == (30, 21, 22, 16)
+    assert found.score == pytest.approx(1.0, abs=1e-9)
+    assert abs(found.x_subpixel - 30) < 0.5 and abs(found.y_subpixel - 21) < 0.5
+
+
+def test_sqdiff_and_ccorr_find_exact_crop() -> None:
+    scene = textured((50, 60, 3), 3)
+    probe = scene[10:22, 33:41]
+    sq = match_template(scene, probe, method="sqdiff")
+    found = best(sq, probe.shape, "sqdiff")
+    assert (found.x, found.y) == (33, 10)
+    assert found.score == pytest.approx(0.0, abs=1e-9)
+    assert sq.min() >= 0.0
+    ccorr = match_template(scene, probe, method="ccorr")
+    np.testing.assert_allclose(ccorr[10, 33], np.sum(probe * probe))
+
+
+def test_gain_and_offset_keep_location_and_score() -> None:
+    scene = textured((64, 64), 4)
+    probe = scene[5:21, 40:60]
+    for gain, offset in [(2.5, 40.0), (0.01, -3.0), (-1.0, 0.0)]:
+        scores = match_template(scene * gain + offset, probe)
+        found = best(scores, probe.shape)
+        if gain > 0:
+            assert (found.x, found.y) == (40, 5)
+            assert found.score == pytest.approx(1.0, abs=1e-9)
+        else:  # an inverted scene anti-correlates exactly at the crop
+            assert scores[5, 40] == pytest.approx(-1.0, abs=1e-9)
+
+
+def test_noise_keeps_location() -> None:
+    rng = np.random.default_rng(5)
+    scene = textured((80, 90, 3), 5)
+    probe = scene[30:50, 10:40].copy()
+    noisy = scene + rng.normal(0.0, 0.05, scene.shape)
+    found = best(match_template(noisy, probe), probe.shape)
+    assert (found.x, found.y) == (10, 30)
+    assert 0.8 < found.score < 1.0
+
+
+def test_flat_scene_scores_zero_never_nan() -> None:
+    scene = np.full((30, 40), 200, dtype=np.uint8)
+    probe = textured((5, 6), 6)
+    for mask in (None, (textured((5, 6), 7) > 0.5).astype(float)):
+        scores = match_template(scene, probe, mask=mask)
+        assert np.isfinite(scores).all()
+        assert (scores == 0.0).all()
+
+
+def test_flat_probe_scores_zero() -> None:
+    scores = match_template(textured((20, 20), 8), np.full((4, 4), 0.3))
+    assert (scores == 0.0).all()
+
+
+def test_flat_patch_in_textured_scene_scores_zero() -> None:
+    scene = textured((300, 300), 9) * 60000.0
+    scene[100:200, 100:200] = 31234.567
+    probe = textured((16, 16), 10)
+    scores = match_template(scene, probe)
+    assert (scores[100 : 200 - 16, 100 : 200 - 16] == 0.0).all()
+    assert np.abs(scores[:50, :50]).max() > 0.1
+
+
+def test_pedestal_16_bit() -> None:
+    rng = np.random.default_rng(11)
+    scene = (60000 + rng.integers(0, 4, (120, 150))).astype(np.uint16)
+    probe = scene[40:72, 90:130]
+    scores = match_template(scene, probe)
+    found = best(scores, probe.shape)
+    assert (found.x, found.y) == (90, 40)
+    assert found.score == pytest.approx(1.0, abs=1e-9)
+    assert np.abs(scores).max() <= 1.0
+    # the same data without the pedestal scores the same everywhere
+    np.testing.assert_allclose(scores, match_template(scene - 60000, probe - 60000), atol=1e-9)
+
+
+def test_several_pasted_copies_with_top_and_suppression() -> None:
+    rng = np.random.default_rng(12)
+    scene = rng.random((120, 160)) * 0.2
+    probe = textured((12, 14), 13)
+    places = [(5, 10), (60, 20), (100, 90)]  # (x, y)
+    for x, y in places:
+        scene[y : y + 12, x : x + 14] = probe
+    scores = match_template(scene, probe)
+    found = find_matches(scores, probe_shape=probe.shape, top=3)
+    assert sorted((m.x, m.y) for m in found) == sorted(places)
+    assert all(m.score == pytest.approx(1.0, abs=1e-9) for m in found)
+    more = find_matches(scores, probe_shape=probe.shape, top=10)
+    assert len(more) == 10
+    assert [m.score for m in more] == sorted((m.score for m in more), reverse=True)
+    for i, a in enumerate(more):  # suppression: no two within half the probe size on both axes
+        for b in more[i + 1 :]:
+            assert abs(a.x - b.x) >= 7 or abs(a.y - b.y) >= 6
+    above = find_matches(scores, probe_shape=probe.shape, top=10, min_score=0.99)
+    assert len(above) == 3
+
+
+def test_masked_probe_found_on_different_background() -> None:
+    rng = np.random.default_rng(14)
+    size = 21
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    disc = (xx**2 + yy**2 <= 8**2).astype(float)
+    obj = textured((size, size, 3), 15)
+    probe = obj * disc[..., None] + (1 - disc[..., None]) * np.array([0.0, 1.0, 0.0])
+    scene = rng.random((90, 110, 3))  # a busy background unlike the probe's green one
+    x0, y0 = 47, 31
+    window = scene[y0 : y0 + size, x0 : x0 + size]
+    window[disc > 0] = obj[disc > 0]
+    masked = match_template(scene, probe, mask=disc)
+    found = best(masked, probe.shape)
+    assert (found.x, found.y) == (x0, y0)
+    assert found.score == pytest.approx(1.0, abs=1e-9)
+    plain = match_template(scene, probe)
+    assert plain[y0, x0] < 0.9  # the background spoils the unmasked score
+    bools = match_template(scene, probe, mask=disc > 0)
+    np.testing.assert_allclose(bools, masked)
+
+
+def test_all_ones_mask_equals_no_mask() -> None:
+    scene, probe = textured((30, 30, 3), 16), textured((6, 5, 3), 17)
+    np.testing.assert_allclose(
+        match_template(scene, probe, mask=np.ones((6, 5), bool)), match_template(scene, probe)
+    )
+
+
+def test_on_plan_sees_the_engine_plans() -> None:
+    plans: list[engine.Plan] = []
+    match_template(textured((40, 40, 3), 18), textured((8, 8, 3), 19), on_plan=plans.append)
+    assert plans
+    assert all(isinstance(p, engine.Plan) for p in plans)
+
+
+# ------------------------------------------------------------------------------------------
+# peaks
+
+
+def test_subpixel_from_parabola() -> None:
+    yy, xx = np.mgrid[:20, :30]
+    scores = -((xx - 12.3) ** 2) - 2.0 * (yy - 7.8) ** 2
+    found = best(scores, (5, 5))
+    assert (found.x, found.y) == (12, 8)
+    assert found.x_subpixel == pytest.approx(12.3)
+    assert found.y_subpixel == pytest.approx(7.8)
+
+
+def test_subpixel_clamped_and_none_at_border() -> None:
+    scores = np.zeros((5, 6))
+    scores[2, 0] = 1.0  # peak on the left border: x keeps the integer position
+    scores[1, 0] = 0.99  # almost as high above: y offset would be near -0.5, clamped
+    found = best(scores, (3, 3))
+    assert (found.x, found.y) == (0, 2)
+    assert found.x_subpixel == 0.0
+    assert 1.5 <= found.y_subpixel < 2.0
+
+
+def test_lower_is_better_for_sqdiff() -> None:
+    scores = np.full((10, 10), 5.0)
+    scores[3, 4] = 1.0
+    scores[8, 8] = 0.5
+    found = find_matches(scores, probe_shape=(2, 2), method="sqdiff", top=2, min_score=2.0)
+    assert [(m.x, m.y, m.score) for m in found] == [(8, 8, 0.5), (4, 3, 1.0)]
+    assert find_matches(scores, probe_shape=(2, 2), method="sqdiff", min_score=0.1) == []
+
+
+def test_min_distance_one_keeps_neighbouring_peaks() -> None:
+    scores = np.zeros((10, 10))
+    scores[4, 4], scores[4, 6] = 1.0, 0.9
+    near = find_matches(scores, probe_shape=(8, 8), top=2, min_distance=1)
+    assert [(m.x, m.y) for m in near] == [(4, 4), (6, 4)]
+    default = find_matches(scores, probe_shape=(8, 8), top=2)
+    assert (default[0].x, default[0].y) == (4, 4)
+    assert (6, 4) not in [(m.x, m.y) for m in default]
+
+
+def test_shoulders_are_not_peaks() -> None:
+    xx = np.arange(40)
+    scores = np.exp(-((xx - 20.0) ** 2) / 200.0)[np.newaxis, :]  # one wide peak
+    found = find_matches(scores, probe_shape=(2, 2), top=5)
+    assert [m.x for m in found] == [20]
+
+
+def test_find_matches_rejects_bad_options() -> None:
+    scores = np.zeros((4, 4))
+    with pytest.raises(UsageError, match="--top"):
+        find_matches(scores, probe_shape=(2, 2), top=0)
+    with pytest.raises(UsageError, match="--min-distance"):
+        find_matches(scores, probe_shape=(2, 2), min_distance=0)
+    with pytest.raises(UsageError, match="2-D"):
+        find_matches(np.zeros(4), probe_shape=(2, 2))
+    with pytest.raises(UsageError, match="unknown match method"):
+        find_matches(scores, probe_shape=(2, 2), method="tm_ccoeff")
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs
+
+
+@pytest.mark.parametrize(
+    ("scene", "probe", "options", "error", "message"),
+    [
+        (np.zeros((5, 5)), np.zeros((6, 2)), {}, UsageError, "larger than the scene"),
+        (np.zeros((5, 5)), np.zeros((2, 6)), {}, UsageError, "larger than the scene"),
+        (np.zeros((5, 5, 3)), np.zeros((2, 2)), {}, UsageError, "channel"),
+        (np.zeros((5, 5, 3)), np.zeros((2, 2, 4)), {}, UsageError, "channel"),
+        (np.zeros(5), np.zeros(2), {}, UsageError, "scene must be"),
+        (np.zeros((5, 5)), np.zeros((0, 2)), {}, UsageError, "probe must be"),
+        (np.zeros((5, 5), complex), np.zeros((2, 2)), {}, UsageError, "real numbers"),
+        (np.full((5, 5), np.nan), np.zeros((2, 2)), {}, ConvfiltError, "NaN"),
+        (np.zeros((5, 5)), np.full((2, 2), np.inf), {}, ConvfiltError, "NaN"),
+        (np.zeros((5, 5)), np.zeros((2, 2)), {"method": "bogus"}, UsageError, "unknown"),
+        (np.zeros((5, 5)), np.zeros((2, 2)), {"mask": np.ones((3, 2))}, UsageError, "fit"),
+        (np.zeros((5, 5)), np.zeros((2, 2)), {"mask": np.zeros((2, 2))}, UsageError, "every"),
+        (np.zeros((5, 5)), np.zeros((2, 2)), {"mask": -np.ones((2, 2))}, UsageError, "negative"),
+        (
+            np.zeros((5, 5)),
+            np.zeros((2, 2)),
+            {"mask": np.full((2, 2), np.nan)},
+            UsageError,
+            "finite",
+        ),
+    ],
+)
+def test_bad_inputs(
+    scene: np.ndarray,
+    probe: np.ndarray,
+    options: dict[str, object],
+    error: type[Exception],
+    message: str,
+) -> None:
+    with pytest.raises(error, match=message):
+        match_template(scene, probe, **options)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------
+# picture helpers used by the command line
+
+
+def test_split_alpha_and_mask_weights() -> None:
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[0, 0, 3] = 0
+    colour, alpha = split_alpha(rgba, True)
+    assert colour.shape == (4, 5, 3)
+    assert alpha is not None and alpha[0, 0] == 0.0 and alpha[1, 1] == 1.0
+    grey_alpha = np.zeros((4, 5, 2), np.uint16)
+    grey, _ = split_alpha(grey_alpha, True)
+    assert grey.shape == (4, 5)
+    assert split_alpha(rgba, False)[1] is None
+    np.testing.assert_allclose(
+        mask_weights(np.array([[0, 65535]], np.uint16), False, name="m"), [[0.0, 1.0]]
+    )
+    with pytest.raises(UsageError, match="--mask m"):
+        mask_weights(np.zeros((2, 2, 3), np.uint8), False, name="m")
+
+
+def test_luminance_is_rec601_like_pillow() -> None:
+    rgb = np.rint(textured((16, 16, 3), 20) * 255).astype(np.uint8)
+    pillow = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float64)
+    assert np.abs(luminance(rgb) - pillow).max() <= 1.0
+    grey = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(luminance(grey), grey)
+
+
+def test_heatmap_puts_best_score_at_window_centre() -> None:
+    scene_shape, probe_shape = (40, 50, 3), (9, 10, 3)
+    scores = np.zeros((40 - 9 + 1, 50 - 10 + 1))
+    scores[7, 11] = 1.0
+    image = heatmap(scores, scene_shape=scene_shape, probe_shape=probe_shape, method="ncc")
+    assert image.shape == (40, 50, 3) and image.dtype == np.uint8
+    brightness = image.astype(int).sum(axis=2)
+    assert np.unravel_index(np.argmax(brightness), brightness.shape) == (7 + 4, 11 + 5)
+    assert (image[:4] == 0).all()  # no window is centred there
+    low = heatmap(-scores, scene_shape=scene_shape, probe_shape=probe_shape, method="sqdiff")
+    np.testing.assert_array_equal(low, image)  # lower-is-better drawn the same way up
+
+
+def test_display_and_draw_matches() -> None:
+    deep = (textured((30, 40), 21) * 65535).astype(np.uint16)
+    rgb = display_rgb(deep, False)
+    assert rgb.shape == (30, 40, 3) and rgb.dtype == np.uint8
+    np.testing.assert_allclose(rgb[..., 0], deep / 257.0, atol=0.51)
+    drawn = draw_matches(rgb, [Match(5, 6, 10, 8, 0.5, 5.0, 6.0)])
+    assert drawn.shape == rgb.shape
+    assert tuple(drawn[6, 5]) == (255, 0, 0)  # the box's corner, best match in red
+    assert (drawn[8:12, 8:12] == rgb[8:12, 8:12]).all()  # inside the box untouched
