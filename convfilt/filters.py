@@ -89,22 +89,29 @@ def check_mode(mode: str, name: str = "mode") -> str:
 def srgb_to_linear(values: FloatArray) -> FloatArray:
     """Decode sRGB-encoded values in [0, 1] to linear light (in place; returns ``values``).
 
-    Values outside [0, 1] are extended by odd symmetry, as extended-range sRGB does.
+    Values outside [0, 1] are extended by odd symmetry, as extended-range sRGB does. One
+    temporary of the input's size (plus a mask), so a 4096² channel costs no more.
     """
-    magnitude = np.abs(values)
-    curve = np.power((magnitude + 0.055) / 1.055, 2.4)
-    line = magnitude / 12.92
-    np.copysign(np.where(magnitude <= 0.04045, line, curve), values, out=values)
-    return values
+    magnitude = np.absolute(values, out=np.empty_like(values))  # an array even when 0-d
+    on_line = magnitude <= 0.04045
+    line = magnitude[on_line] / 12.92
+    magnitude += 0.055
+    magnitude /= 1.055
+    np.power(magnitude, 2.4, out=magnitude)
+    magnitude[on_line] = line
+    return np.copysign(magnitude, values, out=values)
 
 
 def linear_to_srgb(values: FloatArray) -> FloatArray:
     """Encode linear-light values in [0, 1] with the sRGB curve (in place; returns ``values``)."""
-    magnitude = np.abs(values)
-    curve = 1.055 * np.power(magnitude, 1 / 2.4) - 0.055
-    line = magnitude * 12.92
-    np.copysign(np.where(magnitude <= 0.0031308, line, curve), values, out=values)
-    return values
+    magnitude = np.absolute(values, out=np.empty_like(values))  # an array even when 0-d
+    on_line = magnitude <= 0.0031308
+    line = magnitude[on_line] * 12.92
+    np.power(magnitude, 1 / 2.4, out=magnitude)
+    magnitude *= 1.055
+    magnitude -= 0.055
+    magnitude[on_line] = line
+    return np.copysign(magnitude, values, out=values)
 
 
 # --- dtype handling ---------------------------------------------------------------------------
@@ -227,7 +234,7 @@ def filter_image(
 
     outside = 0.0 if cval is None else cval
     colour_cval = float(to_work(np.array(outside), colour_scale, linear))
-    alpha = alpha_smoothed = None
+    alpha_smoothed = None
     alpha_cval = 1.0
     if has_alpha and cval is None and np.all(planes[..., -1] == depth.full_scale):
         alpha_policy = "keep"  # opaque inside and out: premultiplying would only cost time
@@ -238,17 +245,24 @@ def filter_image(
         result = finish(alpha, alpha_smoothed, 1.0)
         np.clip(result, 0.0, 1.0, out=result)
         depth.store(out, (..., n_channels - 1), result * depth.full_scale)
-        del result
+        del result, alpha  # colour is weighted by the stored alpha: one float copy fewer
     elif has_alpha:
         out[..., -1] = planes[..., -1]
+    # a plain filter needs no copy of the unweighted colour: weight it in place
+    keep_original = finish is not _blurred
 
     for c in range(n_colour):
         original = to_work(planes[..., c], colour_scale, linear)
-        if alpha is not None and alpha_smoothed is not None:
-            smoothed = smooth(original * alpha, colour_cval * alpha_cval)
+        if alpha_smoothed is not None:
+            weighted = np.multiply(
+                original, planes[..., -1], out=None if keep_original else original
+            )
+            weighted /= depth.full_scale
+            smoothed = smooth(weighted, colour_cval * alpha_cval)
+            del weighted
             visible = alpha_smoothed > _ALPHA_FLOOR
             np.divide(smoothed, alpha_smoothed, out=smoothed, where=visible)
-            smoothed[~visible] = 0.0
+            smoothed[np.logical_not(visible, out=visible)] = 0.0
             del visible
         else:
             smoothed = smooth(original, colour_cval)

@@ -207,12 +207,12 @@ def test_several_inputs_with_out_dir_and_json(folder: Path) -> None:
 
 
 def test_several_inputs_report_one_line_each(folder: Path) -> None:
-    result = run("sharpen", "a.png", "b.png", "--out-dir", "out")
+    out = Path("a-folder-name-long-enough-that-a-wrapping-console-would-break-the-line") / "out"
+    result = run("sharpen", "a.png", "b.png", "--out-dir", str(out))
     assert result.exit_code == 0, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("wrote")]
-    assert lines == [
-        f"wrote {Path('out') / 'a-sharpen.png'}",
-        f"wrote {Path('out') / 'b-sharpen.png'}",
+    assert result.stderr.splitlines() == [
+        f"wrote {out / 'a-sharpen.png'}",
+        f"wrote {out / 'b-sharpen.png'}",
     ]
 
 
