@@ -1,5 +1,5 @@
 """``python -m convfilt`` runs the command-line tool."""
 
-from convfilt.cli import app
+from convfilt.cli import main
 
-app(prog_name="convfilt")
+main()

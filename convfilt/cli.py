@@ -11,10 +11,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from . import report
 from .errors import ConvfiltError
@@ -26,8 +29,45 @@ if TYPE_CHECKING:  # the match command's helpers (numpy is imported only inside 
     from .images import Picture
     from .matching import Match
 
+
+class OneLineErrors(TyperGroup):
+    """Report Click's own usage errors (bad option value, unknown option) as one line.
+
+    By default Click prints a usage block or a boxed panel; the CLI contract is one line on
+    stderr naming the option, and exit 2, like every other usage error.
+    """
+
+    def main(  # type: ignore[override]
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = partial(super().main, args, prog_name, complete_var, standalone_mode=False, **extra)
+        if not standalone_mode:
+            return run()
+        try:
+            code = run()
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # bare `convfilt`: the help text, not an error line
+            raise SystemExit(exc.exit_code) from None
+        except click.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            command = context.command_path if context is not None else "convfilt"
+            hint = f" (see '{command} --help')" if isinstance(exc, click.UsageError) else ""
+            report.error(f"{exc.format_message()}{hint}")
+            raise SystemExit(exc.exit_code) from None
+        except click.Abort:
+            report.error("aborted")
+            raise SystemExit(1) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="convfilt",
+    cls=OneLineErrors,
     help="Image filtering by the cheapest exact road: direct, separable or FFT convolution.",
     no_args_is_help=True,
     add_completion=False,
@@ -173,7 +213,7 @@ def _run_pipeline(
     if len(set(files)) < len(files):
         raise UsageError("two inputs would write the same output; use -o or rename one")
     for target in targets:  # unknown extension or --format: refuse before any work
-        images._output_format(str(target), dest.format)
+        images.output_format(str(target), dest.format)
 
     written: list[dict[str, str]] = []
     bar = report.progress_bar(command) if len(inputs) > 1 else nullcontext(None)
@@ -455,6 +495,7 @@ def bench(
     """
     with cli_errors():
         from . import bench as runner
+        from . import images
 
         config = runner.BenchConfig(
             sizes=runner.parse_range(sizes, "sizes", option="--sizes"),
@@ -467,7 +508,7 @@ def bench(
         )
         for path, option in ((csv, "--csv"), (plot, "--plot")):
             if path is not None:
-                report.check_target(path, force=force, option=option)
+                images.check_writable(path, force=force, option=option)
         if plot is not None:
             report.require_matplotlib()
         with report.progress_bar("bench") as update:
@@ -708,7 +749,3 @@ def _print_matches(found: list[Match], method: str) -> None:
 def main() -> None:
     """Entry point for ``python -m convfilt`` and the console script."""
     app(prog_name="convfilt")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -452,7 +452,7 @@ def save(
         sys.stdout.buffer.flush()
         return None
     target = Path(name)
-    _write_atomically(target, lambda file: _encode(writer, pixels, file, encoding, name), force)
+    write_atomically(target, lambda file: _encode(writer, pixels, file, encoding, name), force)
     return target
 
 
@@ -479,9 +479,6 @@ def output_format(name: str, format: str | None = None) -> str:
             f"{', '.join(EXTENSIONS)} or --format ({known})"
         )
     return EXTENSIONS[suffix]
-
-
-_output_format = output_format  # old private name still used by cli.py; drop once it switches
 
 
 def _layout(pixels: np.ndarray) -> tuple[str, int]:
@@ -593,20 +590,15 @@ def _write_tiff_deep(pixels: np.ndarray, file: BinaryIO, encoding: _Encoding) ->
     file.write(encoded.getbuffer())
 
 
-def _write_atomically(target: Path, write: Callable[[BinaryIO], None], force: bool) -> None:
+def write_atomically(target: Path, write: Callable[[BinaryIO], None], force: bool) -> None:
     """Write via a temp file in the target's folder: fsync, then rename (or link) into place.
 
     Without ``force`` the temp file is hard-linked to the target, which fails if the target
     appeared meanwhile, so an existing file is never replaced; on any failure the temp file is
     removed and an existing target is untouched.
     """
-    if target.is_dir():
-        raise UsageError(f"{target}: is a folder; name an output file")
-    if target.exists() and not force:
-        raise UsageError(f"{target}: exists; use --force to overwrite")
+    check_writable(target, force=force)
     folder = target.parent
-    if not folder.is_dir():
-        raise UsageError(f"{target}: folder {folder} does not exist")
     try:
         fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
@@ -690,12 +682,22 @@ def resolve_output(
             f"{target}: would overwrite the input; name another output "
             "(or give -o with the input's name and --force)"
         )
+    return check_writable(target, force=force)
+
+
+def check_writable(target: Path, *, force: bool, option: str | None = None) -> Path:
+    """UsageError unless ``target`` may be written: no folder there, no file there unless
+    ``force``, and its folder exists. ``option`` (e.g. "--csv") prefixes the message.
+
+    Called before long work, so a bad output fails at once, and again by the writer.
+    """
+    where = f"{option} {target}" if option else str(target)
     if target.is_dir():
-        raise UsageError(f"{target}: is a folder; name an output file")
+        raise UsageError(f"{where}: is a folder; name an output file")
     if target.exists() and not force:
-        raise UsageError(f"{target}: exists; use --force to overwrite")
+        raise UsageError(f"{where}: exists; use --force to overwrite")
     if not target.parent.is_dir():
-        raise UsageError(f"{target}: folder {target.parent} does not exist")
+        raise UsageError(f"{where}: folder {target.parent} does not exist")
     return target
 
 

@@ -113,24 +113,6 @@ def progress_bar(description: str) -> Iterator[Callable[[str, float], None]]:
         yield update
 
 
-def check_target(path: Path, *, force: bool, option: str) -> Path:
-    """Check that an output file may be written: its folder exists, no file is in the way.
-
-    Raises UsageError naming ``option``. The write itself checks again; this check comes
-    before the long work, so that a bad ``--csv``/``--plot`` fails at once.
-    """
-    from .errors import UsageError
-
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{option}: {path} is a folder")
-    if path.exists() and not force:
-        raise UsageError(f"{option}: {path} exists (use --force to overwrite)")
-    if not path.parent.is_dir():
-        raise UsageError(f"{option}: folder {path.parent} does not exist")
-    return path
-
-
 def _ms(value: float) -> str:
     return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
 
@@ -248,7 +230,7 @@ def write_bench_csv(result: BenchResult, path: Path, *, force: bool) -> None:
     import csv
     import io
 
-    from .images import _write_atomically
+    from .images import write_atomically
 
     rows = result.csv_rows()
     text = io.StringIO(newline="")
@@ -260,7 +242,7 @@ def write_bench_csv(result: BenchResult, path: Path, *, force: bool) -> None:
     def write(file: BinaryIO) -> None:
         file.write(data)
 
-    _write_atomically(Path(path), write, force)
+    write_atomically(Path(path), write, force)
 
 
 PLOT_EXTRA_MESSAGE = "--plot needs matplotlib: pip install 'convfilt[plot]'"
@@ -318,7 +300,7 @@ def write_bench_plot(result: BenchResult, path: Path, *, force: bool) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
-    from .images import _write_atomically
+    from .images import write_atomically
 
     config = result.config
     columns = [c for c in result.columns() if any(c in r.times_ms for r in result.records)]
@@ -367,7 +349,7 @@ def write_bench_plot(result: BenchResult, path: Path, *, force: bool) -> None:
         f"convfilt bench: median time against kernel size, {config.dtype}, mode {config.mode}, "
         f"{result.machine.get('cpus')} cpus"
     )
-    _write_atomically(Path(path), lambda file: figure.savefig(file, format="png"), force)
+    write_atomically(Path(path), lambda file: figure.savefig(file, format="png"), force)
 
 
 def calibration_table(constants: object, defaults: object, *, title: str) -> None:

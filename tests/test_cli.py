@@ -1,0 +1,64 @@
+"""The CLI contract shared by every command: one-line usage errors, exit codes, help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from convfilt.cli import app
+
+runner = CliRunner()
+
+# Errors that Click raises while parsing, before any command body runs.
+PARSE_ERRORS = [
+    (["blur", "a.png", "--mode", "sideways"], "--mode"),
+    (["blur", "a.png", "--sigma", "abc"], "--sigma"),
+    (["blur"], "INPUT"),
+    (["blur", "a.png", "--no-such-option"], "--no-such-option"),
+    (["sharpen", "a.png", "--method", "bogus"], "--method"),
+    (["convolve", "a.png"], "--kernel"),
+    (["match", "scene.png"], "PROBE"),
+    (["match", "a.png", "b.png", "--method", "sad"], "--method"),
+    (["bench", "--repeat", "0"], "--repeat"),
+    (["bench", "--dtype", "int8"], "--dtype"),
+    (["no-such-command"], "no-such-command"),
+]
+
+
+@pytest.mark.parametrize(("args", "named"), PARSE_ERRORS)
+def test_parse_errors_are_one_line_with_exit_2(args: list[str], named: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("convfilt: error: ")
+    assert named in lines[0]
+    assert result.stdout == ""
+
+
+def test_bare_command_shows_help() -> None:
+    result = runner.invoke(app, [])
+    assert "Usage" in result.output
+    assert "blur" in result.output and "match" in result.output
+
+
+def test_help_exits_zero_and_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("blur", "sharpen", "convolve", "match", "bench", "calibrate"):
+        assert command in result.stdout
+
+
+def test_python_dash_m_reports_a_parse_error_in_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "convfilt", "blur", "a.png", "--mode", "sideways"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "--mode" in proc.stderr
+    assert "Traceback" not in proc.stderr
