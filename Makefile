@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    := out
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,22 @@ test: lint
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.run
+
+# The README's pictures, each made by convfilt itself from samples/.
+CF := $(BIN)/convfilt
+docs: $(VENV)/.installed-bench
+	@mkdir -p docs
+	$(CF) blur samples/face.png --sigma 4 -o docs/face-blur.png --force
+	$(CF) sharpen samples/page.png --sigma 2 --amount 2 -o docs/page-sharpen.png --force
+	for k in sobel-x emboss gaussian:3; do \
+	  name=$$(echo $$k | tr -d :); \
+	  $(CF) convolve samples/cells.png -k $$k -o docs/cells-$$name-convolve.png --force && \
+	  $(CF) convolve samples/cells.png -k $$k --correlate -o docs/cells-$$name-correlate.png --force; \
+	done
+	cmp -s docs/cells-gaussian3-convolve.png docs/cells-gaussian3-correlate.png
+	$(CF) match samples/face.png samples/patch-probe.png --annotate docs/face-match.png \
+	  --heatmap docs/face-heatmap.png --force
+	$(CF) bench --plot docs/bench.png --force > docs/bench.txt
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -140,7 +140,7 @@ class Kind(StrEnum):
 
 InputsArgument = Annotated[
     list[str],
-    typer.Argument(metavar="INPUT", help="Input images ('-' reads stdin).", show_default=False),
+    typer.Argument(metavar="INPUT...", help="Input images ('-' reads stdin).", show_default=False),
 ]
 OutDirOption = Annotated[
     Path | None,

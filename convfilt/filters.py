@@ -14,7 +14,8 @@ an *image* needs around it, in one place (:func:`filter_image`):
   at most a few float copies of *one* channel exist at once.
 
 Layout: (H, W) or (H, W, C) with channels last; when alpha is present it is the last channel
-(``has_alpha=None`` guesses it from C: 2 is grey + alpha, 4 is RGB + alpha).
+(``has_alpha=True``; the default is False, so that on plain arrays every filter equals its
+``scipy.ndimage`` counterpart channel by channel, whatever C is).
 
 Non-finite values (NaN, inf) in a float image follow the engine's policy: such an image is
 computed by the engine's direct loop, so each NaN/inf spreads only over its kernel's footprint,
@@ -176,7 +177,7 @@ def filter_image(
     smooth: Smooth,
     *,
     finish: Finish = _blurred,
-    has_alpha: bool | None = None,
+    has_alpha: bool = False,
     alpha_policy: AlphaPolicy = "premultiply",
     linear: bool = False,
     cval: float | None = None,
@@ -190,7 +191,7 @@ def filter_image(
         given to it (``cval`` already converted to them).
     finish : ``finish(original, smoothed, full_scale) -> result`` on one channel, e.g. the
         unsharp-mask formula; the default returns ``smoothed``.
-    has_alpha : whether the last channel is alpha; None guesses from C (2 or 4 channels).
+    has_alpha : whether the last channel is alpha (premultiplied while filtering).
     alpha_policy : ``"premultiply"`` (averaging kernels: weight colour by alpha, filter alpha
         too) or ``"keep"`` (other kernels, e.g. edge detectors: filter colour as it is and pass
         alpha through unchanged, since a derivative of alpha is not an opacity).
@@ -210,8 +211,6 @@ def filter_image(
     depth = _Depth.of(pixels.dtype)
     planes = pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
     n_channels = planes.shape[2]
-    if has_alpha is None:
-        has_alpha = n_channels in (2, 4)
     if has_alpha and n_channels < 2:
         raise UsageError("an image with alpha needs at least two channels")
     n_colour = n_channels - 1 if has_alpha else n_channels
@@ -315,7 +314,7 @@ def gaussian_blur(
     cval: float = 0.0,
     method: str = "auto",
     linear: bool = False,
-    has_alpha: bool | None = None,
+    has_alpha: bool = False,
     on_plan: PlanCallback = None,
 ) -> NDArray:
     """Gaussian blur over the spatial axes, as ``scipy.ndimage.gaussian_filter`` computes it.
@@ -342,7 +341,7 @@ def box_blur(
     cval: float = 0.0,
     method: str = "auto",
     linear: bool = False,
-    has_alpha: bool | None = None,
+    has_alpha: bool = False,
     on_plan: PlanCallback = None,
 ) -> NDArray:
     """Mean over a (2·radius_y + 1) x (2·radius + 1) window, as ``scipy.ndimage.uniform_filter``.
@@ -373,7 +372,7 @@ def unsharp_mask(
     cval: float = 0.0,
     method: str = "auto",
     linear: bool = False,
-    has_alpha: bool | None = None,
+    has_alpha: bool = False,
     on_plan: PlanCallback = None,
 ) -> NDArray:
     """Sharpen by unsharp masking: ``img + amount · (img - gaussian_blur(img, sigma))``.
@@ -411,7 +410,7 @@ def convolve_image(
     cval: float = 0.0,
     method: str = "auto",
     linear: bool = False,
-    has_alpha: bool | None = None,
+    has_alpha: bool = False,
     on_plan: PlanCallback = None,
 ) -> NDArray:
     """Convolve (kernel flipped) or, with ``correlate=True``, correlate an image with ``kernel``.

@@ -240,7 +240,7 @@ def test_alpha_and_sixteen_bits_survive(folder: Path) -> None:
     assert run("blur", "rgba.png", "--sigma", "3").exit_code == 0
     blurred = pixels("rgba-blur.png")
     assert blurred.shape == (40, 40, 4)
-    np.testing.assert_array_equal(blurred, filters.gaussian_blur(rgba, 3.0))
+    np.testing.assert_array_equal(blurred, filters.gaussian_blur(rgba, 3.0, has_alpha=True))
     deep = (natural_rgb().astype(np.uint16) * 257).astype(np.uint16)
     images.save(images.Picture(deep, False, "deep"), "deep.png")
     assert run("sharpen", "deep.png").exit_code == 0

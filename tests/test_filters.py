@@ -180,7 +180,7 @@ def red_square_on_transparent() -> np.ndarray:
 
 def test_premultiplied_alpha_leaves_no_dark_fringe() -> None:
     image = red_square_on_transparent()
-    premultiplied = filters.gaussian_blur(image, 3.0)
+    premultiplied = filters.gaussian_blur(image, 3.0, has_alpha=True)
     straight = filters.gaussian_blur(image, 3.0, has_alpha=False)  # every channel on its own
     alpha = premultiplied[..., 3]
     edge = (alpha > 10) & (alpha < 245)
@@ -197,19 +197,26 @@ def test_premultiplied_alpha_leaves_no_dark_fringe() -> None:
     assert np.all(premultiplied[:8, :8] == 0) and np.all(premultiplied[52:, 52:] == 0)
 
 
-def test_grey_alpha_is_guessed_from_two_channels() -> None:
+def test_grey_plus_alpha_is_premultiplied_when_told() -> None:
     image = np.zeros((30, 30, 2), np.float32)
     image[10:20, 10:20] = (0.8, 1.0)
-    got = filters.box_blur(image, 2)
+    got = filters.box_blur(image, 2, has_alpha=True)
     visible = got[..., 1] > 0.01
     np.testing.assert_allclose(got[..., 0][visible], 0.8, rtol=1e-5)
+
+
+def test_four_plain_channels_are_not_taken_for_alpha() -> None:
+    rng = np.random.default_rng(6)
+    image = rng.random((20, 20, 4)).astype(np.float32)
+    got = filters.gaussian_blur(image, 1.2)
+    np.testing.assert_allclose(got, ndi.gaussian_filter(image, (1.2, 1.2, 0)), atol=1e-5)
 
 
 def test_opaque_alpha_changes_nothing_in_colour() -> None:
     rng = np.random.default_rng(3)
     rgb = rng.random((20, 20, 3)).astype(np.float32)
     rgba = np.dstack([rgb, np.ones((20, 20), np.float32)])
-    got = filters.gaussian_blur(rgba, 1.2)
+    got = filters.gaussian_blur(rgba, 1.2, has_alpha=True)
     np.testing.assert_allclose(got[..., :3], ndi.gaussian_filter(rgb, (1.2, 1.2, 0)), atol=1e-5)
     np.testing.assert_allclose(got[..., 3], 1.0, atol=1e-6)
 
@@ -217,11 +224,11 @@ def test_opaque_alpha_changes_nothing_in_colour() -> None:
 def test_opaque_rgba_matches_rgb_and_a_transparent_outside_still_counts() -> None:
     rgb = natural_uint8((24, 24, 3))
     rgba = np.dstack([rgb, np.full((24, 24), 255, np.uint8)])
-    blurred = filters.gaussian_blur(rgba, 1.5)
+    blurred = filters.gaussian_blur(rgba, 1.5, has_alpha=True)
     np.testing.assert_array_equal(blurred[..., :3], filters.gaussian_blur(rgb, 1.5))
     assert np.all(blurred[..., 3] == 255)
     # mode="constant" with cval 0: the outside is transparent, so the edges lose opacity
-    framed = filters.gaussian_blur(rgba, 1.5, mode="constant")
+    framed = filters.gaussian_blur(rgba, 1.5, mode="constant", has_alpha=True)
     assert framed[0, 0, 3] < 200 and framed[12, 12, 3] == 255
     # ... but not colour: it is an average over the visible pixels only
     assert np.abs(framed[0, :, :3].astype(int) - blurred[0, :, :3]).max() < 40
@@ -250,7 +257,7 @@ def test_linear_light_with_a_tiny_sigma_is_the_identity() -> None:
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, (16, 16, 4), dtype=np.uint8)
     image[..., 3] = 255
-    assert np.array_equal(filters.gaussian_blur(image, 0.01, linear=True), image)
+    assert np.array_equal(filters.gaussian_blur(image, 0.01, linear=True, has_alpha=True), image)
     deep = rng.integers(0, 65536, (16, 16, 3), dtype=np.uint16)
     assert np.array_equal(filters.gaussian_blur(deep, 0.01, linear=True), deep)
 
@@ -267,8 +274,8 @@ def test_linear_light_averages_a_checkerboard_to_the_brighter_grey() -> None:
 def test_linear_light_leaves_alpha_linear() -> None:
     image = red_square_on_transparent()
     image[10:30, 10:30, 3] = 128
-    linear = filters.gaussian_blur(image, 2.0, linear=True)
-    plain = filters.gaussian_blur(image, 2.0)
+    linear = filters.gaussian_blur(image, 2.0, linear=True, has_alpha=True)
+    plain = filters.gaussian_blur(image, 2.0, has_alpha=True)
     np.testing.assert_array_equal(linear[..., 3], plain[..., 3])
 
 
@@ -310,11 +317,11 @@ def test_sobel_x_convolution_is_the_positive_gradient_and_correlation_its_negati
 
 def test_edge_kernels_keep_alpha_and_averaging_kernels_premultiply() -> None:
     image = red_square_on_transparent()
-    edges = filters.convolve_image(image, kernels.load_kernel("laplacian"))
+    edges = filters.convolve_image(image, kernels.load_kernel("laplacian"), has_alpha=True)
     np.testing.assert_array_equal(edges[..., 3], image[..., 3])
     box = kernels.load_kernel("box:5")
-    averaged = filters.convolve_image(image, box)
-    np.testing.assert_array_equal(averaged, filters.box_blur(image, 2))
+    averaged = filters.convolve_image(image, box, has_alpha=True)
+    np.testing.assert_array_equal(averaged, filters.box_blur(image, 2, has_alpha=True))
 
 
 # --- dtypes, shapes, errors ---------------------------------------------------------------------

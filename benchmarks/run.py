@@ -1,0 +1,63 @@
+"""``make bench``: every benchmark, one after another, each against its anchor in the same run.
+
+- ``blur_cli``: ``convfilt blur`` end to end vs ImageMagick and libvips (needs the Debian
+  packages imagemagick, libvips-tools and time; skipped with a message when they are missing);
+- ``engine``: every strategy and ``auto`` vs scipy.signal/scipy.ndimage and OpenCV, and the
+  Gaussian blur vs scipy.ndimage, Pillow and OpenCV;
+- ``match``: template matching vs scikit-image and OpenCV;
+- ``convfilt bench``: the CLI's own crossover table on this machine.
+
+Each report is printed and kept in ``out/bench/<name>.txt``. ``--quick`` passes ``--quick``
+to each (a smoke run). Timings on a shared machine are noisy: quote ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+OUT = Path("out/bench")
+TOOLS = ("/usr/bin/time", "vips")
+
+
+def _commands(quick: bool) -> dict[str, list[str]]:
+    python = sys.executable
+    flag = ["--quick"] if quick else []
+    bench_grid = ["--sizes", "64..256", "--kernels", "3..17"] if quick else []
+    return {
+        "blur_cli": [python, "-m", "benchmarks.blur_cli", *flag],
+        "engine": [python, "-m", "benchmarks.engine", *flag],
+        "match": [python, "-m", "benchmarks.match", *flag],
+        "convfilt-bench": [python, "-m", "convfilt", "bench", *bench_grid],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of each benchmark")
+    parser.add_argument("--only", action="append", help="run only this benchmark (repeatable)")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for name, command in _commands(args.quick).items():
+        if args.only and name not in args.only:
+            continue
+        if name == "blur_cli" and not all(shutil.which(tool) for tool in TOOLS):
+            print(f"== {name}: skipped (apt-get install imagemagick libvips-tools time)")
+            continue
+        print(f"== {name}: {' '.join(command[1:])}", flush=True)
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        print(proc.stdout, end="")
+        (OUT / f"{name}.txt").write_text(proc.stdout)
+        if proc.returncode != 0:
+            failed.append(name)
+            print(proc.stderr[-2000:], file=sys.stderr)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
