@@ -618,10 +618,17 @@ def match(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")
     ] = False,
+    strategy: Annotated[
+        Method,
+        typer.Option(
+            "--strategy",
+            help="Convolution strategy for the correlations (--method names the score here).",
+        ),
+    ] = Method.auto,
     explain: ExplainOption = False,
     force: ForceOption = False,
     max_pixels: Annotated[
-        int | None, typer.Option(help="Refuse images with more pixels than this.")
+        int | None, typer.Option(min=1, help="Refuse images with more pixels than this.")
     ] = None,
 ) -> None:
     """Find where PROBE appears in SCENE: the best matches, best first."""
@@ -650,6 +657,7 @@ def match(
             probe_pixels,
             method=method.value,
             mask=weights,
+            strategy=strategy.value,
             on_plan=report.explain if explain else None,
         )
         shape, name = probe_pixels.shape, method.value

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner, Result
 
-from convfilt import report
 from convfilt.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +21,7 @@ MATCH_KEYS = ["x", "y", "width", "height", "score", "x_subpixel", "y_subpixel"]
 
 
 def run(*args: object, input: bytes | None = None) -> Result:
-    """Invoke ``convfilt match ARGS`` in-process, with fresh consoles for captured streams."""
-    report.stdout.cache_clear()
-    report.stderr.cache_clear()
+    """Invoke ``convfilt match ARGS`` in-process."""
     return CliRunner().invoke(app, ["match", *map(str, args)], input=input)
 
 
@@ -249,3 +246,18 @@ def test_bad_inputs(tmp_path: Path) -> None:
 
 def test_bad_method_is_a_usage_error() -> None:
     assert run(FACE, PATCH, "--method", "tm_ccoeff").exit_code == 2
+
+
+@pytest.mark.parametrize("strategy", ["direct", "fft", "overlap-add"])
+def test_every_forced_strategy_finds_the_patch(strategy: str) -> None:
+    result = run(FACE, PATCH, "--json", "--strategy", strategy)
+    assert result.exit_code == 0, result.output
+    (found,) = json.loads(result.stdout)["matches"]
+    assert (found["x"], found["y"]) == (132, 345)
+    assert found["score"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_strategy_that_cannot_apply_is_a_usage_error() -> None:
+    result = run(FACE, PATCH, "--strategy", "separable")
+    assert result.exit_code == 2
+    assert "separable" in result.stderr and len(result.stderr.strip().splitlines()) == 1
