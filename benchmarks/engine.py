@@ -36,14 +36,23 @@ from convfilt.kernels import gaussian_1d
 STRATEGIES = ("direct", "fft", "overlap-add")
 
 
+MIN_TIMED_S = 0.2  # fast calls are repeated past ``repeat`` until this much time is spent
+
+
 def best_time(run: Callable[[], object], repeat: int) -> float:
-    """Best wall time (seconds) of ``repeat`` calls after a warm-up call."""
+    """Best wall time (seconds) of at least ``repeat`` calls after a warm-up call.
+
+    Calls under a millisecond vary by 2x from call to call here (allocation, caches), so they
+    are repeated until ``MIN_TIMED_S`` has been spent (at most 200 calls): the best of many
+    is a stable figure, the best of three is not.
+    """
     run()
-    best = math.inf
-    for _ in range(repeat):
+    best, spent, calls = math.inf, 0.0, 0
+    while calls < repeat or (spent < MIN_TIMED_S and calls < 200):
         start = time.perf_counter()
         run()
-        best = min(best, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        best, spent, calls = min(best, elapsed), spent + elapsed, calls + 1
     return best
 
 

@@ -2,8 +2,10 @@
 
 The model (seconds) for an output of HxW with C channels, m kernels of khxkw:
 
-- direct:      c_direct · C·m·H·W · kw·(R + kh - 1)  + fixed,  R = ``band_rows(kh)``
-- separable:   c_sep · C·m·H · ((Rv + kh - 1)·(W + kw - 1) + (B + kw - 1)·W) + fixed
+- direct:      c_direct · C·m·H·W · kw·(R + kh - 1) + p_direct · C·m·H·W·kw + fixed,
+               R = ``band_rows(kh)``
+- separable:   c_sep · C·m·H · ((Rv + kh - 1)·(W + kw - 1) + (B + kw - 1)·W)
+               + p_sep · C·m·H·(2W + kw - 1) + fixed
 - fft:         c_fft · P·log2 P · (C + C·m + m) + fixed,  P = padded transform size
 - overlap-add: per block of L = Lh·Lw: c_fft · L·log2 L · C·(1 + m) + c_block · C,
                plus the kernels' transforms once, + the fft fixed cost.
@@ -11,10 +13,18 @@ The model (seconds) for an output of HxW with C channels, m kernels of khxkw:
 The engine computes ``direct`` and ``separable`` as products of banded Toeplitz matrices with
 row bands of R rows (and column blocks of B), so the work they do is not kh·kw per pixel but
 kw·(R + kh - 1): a zero-padded band. The model counts that work, not the ideal kh·kw of
-DESIGN.md, because that is what the clock sees. The FFT term counts one forward transform per
+DESIGN.md, because that is what the clock sees. The second term of each (``p_*``, seconds per
+output pixel and pass) prices what does not scale with the band's depth: every banded product
+writes its output once, and direct adds each of its kw column products into the result. Without
+it one rate cannot fit both a 3-tap pass (R = 8: small, BLAS-inefficient products, dominated by
+the writes) and a 257-tap pass (R = 64: efficient products): measured on 2048² float32 the cost
+per multiply-add of separable fell from 0.020 to 0.011 ns between those two, and a single rate
+fitted to both priced sigma-32 blurs 3x too high. The FFT term counts one forward transform per
 channel, one inverse per channel and kernel, and one per kernel.
 
 Where it is wrong (as scipy's ``choose_conv_method`` admits of its own):
+- an FFT's copies (padding, products, crop) scale with P, not P·log P; a third term for
+  them was tried, but over 32²..2048² it is too collinear with P·log P to fit stably;
 - BLAS speed is not one number: small bands (R = 8) and narrow images run below the fitted
   rate, so direct is optimistic for tiny images and pessimistic for large ones;
 - ``next_fast_len`` sizes with a factor 7 or 11 are slower per P·log P than powers of 2;
@@ -39,8 +49,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
-from functools import partial
-from importlib import resources
+from functools import cache, lru_cache, partial
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +82,28 @@ def column_block(kw: int) -> int:
     return 64
 
 
+@cache
 def fast_len(n: int, real: bool = False) -> int:
-    """The FFT length scipy.fft computes fastest at or above ``n``."""
-    import scipy.fft
+    """The smallest 5-smooth (``real``) or 11-smooth length at or above ``n``.
 
-    return int(scipy.fft.next_fast_len(n, real=real))
+    These are the lengths ``scipy.fft.next_fast_len`` returns (pocketfft's real transforms
+    have fast radices 2, 3, 5; its complex ones 2, 3, 5, 7, 11; ``tests/test_cost.py`` checks
+    the two agree). Computed here in a few lines because importing ``scipy.fft`` costs ~0.1 s,
+    which the planner must not pay when it picks a road without a transform; the FFT roads
+    themselves size their transforms with ``scipy.fft.next_fast_len`` (``fft_size(length=)``).
+    """
+    if n <= 1:
+        return 1
+    best = 1 << (n - 1).bit_length()  # a power of two always qualifies
+    odd_factors = [1]
+    for prime in (3, 5) if real else (3, 5, 7, 11):
+        odd_factors = [f * prime**e for f in odd_factors for e in range(best.bit_length())]
+        odd_factors = [f for f in odd_factors if f < 2 * best]
+    for odd in odd_factors:
+        # the smallest odd * 2**k at or above n
+        shift = max(0, (-(-n // odd) - 1).bit_length())
+        best = min(best, odd << shift)
+    return best
 
 
 # --- constants ---------------------------------------------------------------------------------
@@ -84,7 +111,7 @@ def fast_len(n: int, real: bool = False) -> int:
 
 @dataclass(frozen=True)
 class Constants:
-    """Seconds per unit of work (per dtype) and fixed seconds per call of each strategy."""
+    """Seconds per unit of work and per output pass (per dtype), fixed seconds per call."""
 
     direct_float32: float
     direct_float64: float
@@ -92,6 +119,10 @@ class Constants:
     separable_float64: float
     fft_float32: float
     fft_float64: float
+    direct_pass_float32: float
+    direct_pass_float64: float
+    separable_pass_float32: float
+    separable_pass_float64: float
     direct_fixed: float
     separable_fixed: float
     fft_fixed: float
@@ -102,6 +133,10 @@ class Constants:
         """The per-unit rate of ``strategy`` ('direct', 'separable', 'fft') for ``dtype``."""
         name = np.dtype(dtype).name
         return float(getattr(self, f"{strategy}_{name if name in DTYPES else 'float64'}"))
+
+    def pass_rate(self, strategy: str, dtype: np.dtype | type | str) -> float:
+        """Seconds per output pixel and pass of ``strategy`` ('direct', 'separable')."""
+        return self.rate(f"{strategy}_pass", dtype)
 
     def to_json(self) -> dict[str, float | str]:
         """A plain dict for ``json.dumps``."""
@@ -128,7 +163,8 @@ class Constants:
 
 def default_constants() -> Constants:
     """The constants shipped with convfilt (``cost_defaults.json``)."""
-    text = resources.files(__package__).joinpath(DEFAULTS_FILE).read_text(encoding="utf-8")
+    # beside this module (importlib.resources would add ~3 ms of imports to every start-up)
+    text = Path(__file__).with_name(DEFAULTS_FILE).read_text(encoding="utf-8")
     return Constants.from_json(json.loads(text))
 
 
@@ -220,9 +256,13 @@ def separable_work(s: Shape) -> float:
     return s.channels * s.kernels * s.height * (vertical + horizontal)
 
 
-def fft_size(s: Shape) -> tuple[int, int]:
-    """The whole-image transform shape: the extended image at fast lengths."""
-    return fast_len(s.height + s.kh - 1), fast_len(s.width + s.kw - 1, real=True)
+def fft_size(s: Shape, length: Callable[..., int] = fast_len) -> tuple[int, int]:
+    """The whole-image transform shape: the extended image at fast lengths.
+
+    ``length(n, real=...)`` picks them: ``fast_len`` for the estimates, and
+    ``scipy.fft.next_fast_len`` (equal, tested) where the engine really transforms.
+    """
+    return length(s.height + s.kh - 1), length(s.width + s.kw - 1, real=True)
 
 
 def _plogp(p: int) -> float:
@@ -254,19 +294,46 @@ def overlap_tile(s: Shape, c: Constants, dtype: np.dtype | type | str) -> tuple[
     return min(costs, key=lambda option: option[2])
 
 
+@lru_cache(maxsize=1024)
 def estimate(strategy: str, s: Shape, dtype: np.dtype | type | str, c: Constants) -> float:
-    """Predicted seconds of ``strategy`` for ``s`` in ``dtype``."""
+    """Predicted seconds of ``strategy`` for ``s`` in ``dtype``.
+
+    A pure function of its (hashable) arguments, memoised: planning the same shapes again
+    (channels, batches of images, benchmarks) costs a lookup instead of ~0.1 ms.
+    """
     if strategy == "overlap-add":
         return overlap_tile(s, c, dtype)[2]
-    work, fixed = ESTIMATORS[strategy]
-    return c.rate(strategy, dtype) * work(s) + float(getattr(c, fixed))
+    model = ESTIMATORS[strategy]
+    seconds = c.rate(strategy, dtype) * model.work(s) + float(getattr(c, model.fixed))
+    if model.passes is not None:
+        seconds += c.pass_rate(strategy, dtype) * model.passes(s)
+    return seconds
 
 
-# strategy -> (work units, name of its fixed-cost constant); overlap-add is priced by blocks.
-ESTIMATORS: dict[str, tuple[Callable[[Shape], float], str]] = {
-    "direct": (direct_work, "direct_fixed"),
-    "separable": (separable_work, "separable_fixed"),
-    "fft": (fft_work, "fft_fixed"),
+def direct_passes(s: Shape) -> float:
+    """Output pixels written by direct: each of the kw column products is added in."""
+    return s.channels * s.kernels * s.height * s.width * s.kw
+
+
+def separable_passes(s: Shape) -> float:
+    """Output pixels written by the two 1-D passes (the first on the widened rows)."""
+    return s.channels * s.kernels * s.height * (2 * s.width + s.kw - 1)
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One strategy's terms: multiply-adds, output passes (if priced), its fixed constant."""
+
+    work: Callable[[Shape], float]
+    passes: Callable[[Shape], float] | None
+    fixed: str
+
+
+# strategy -> its cost terms; overlap-add is priced by blocks.
+ESTIMATORS: dict[str, Estimator] = {
+    "direct": Estimator(direct_work, direct_passes, "direct_fixed"),
+    "separable": Estimator(separable_work, separable_passes, "separable_fixed"),
+    "fft": Estimator(fft_work, None, "fft_fixed"),
 }
 
 
@@ -275,6 +342,7 @@ ESTIMATORS: dict[str, tuple[Callable[[Shape], float], str]] = {
 # (strategy, image side, kernel side) timed by ``calibrate``, cheapest first so that a small
 # budget still fits every strategy on its first points.
 GRID: tuple[tuple[str, int, int], ...] = (
+    ("direct", 32, 3),
     ("direct", 128, 3),
     ("direct", 256, 9),
     ("direct", 512, 5),
@@ -282,11 +350,17 @@ GRID: tuple[tuple[str, int, int], ...] = (
     ("direct", 1024, 3),
     ("direct", 1024, 9),
     ("direct", 1024, 25),
+    ("direct", 2048, 5),
+    ("separable", 32, 3),
     ("separable", 128, 9),
     ("separable", 512, 17),
     ("separable", 512, 65),
     ("separable", 1024, 33),
     ("separable", 2048, 17),
+    ("separable", 1024, 3),
+    ("separable", 1024, 129),
+    ("separable", 2048, 257),
+    ("fft", 32, 3),
     ("fft", 128, 15),
     ("fft", 256, 33),
     ("fft", 512, 33),
@@ -299,11 +373,19 @@ GRID: tuple[tuple[str, int, int], ...] = (
 )
 
 
+MIN_TIMED_S = 0.05  # fast calls are repeated past ``repeat`` until this much time is spent
+
+
 def _time(run: Callable[[], object], repeat: int) -> float:
-    """Median wall time of ``repeat`` calls after one warm-up call."""
+    """Median wall time of at least ``repeat`` calls after one warm-up call.
+
+    Sub-millisecond calls vary by up to 2x from call to call (allocation, caches), and they
+    are the points that fix the fixed costs, so they are repeated until ``MIN_TIMED_S`` is
+    spent (at most 100 calls).
+    """
     run()
-    samples = []
-    for _ in range(repeat):
+    samples: list[float] = []
+    while len(samples) < repeat or (sum(samples) < MIN_TIMED_S and len(samples) < 100):
         start = time.perf_counter()
         run()
         samples.append(time.perf_counter() - start)
@@ -327,6 +409,36 @@ def fit_rate(work: list[float], seconds: list[float]) -> tuple[float, float]:
             return float(rate), float(fixed)
     rate = float(np.sum(w / t) / np.sum((w / t) ** 2))  # least squares of rate·w/t ≈ 1
     return max(rate, 1e-15), 0.0
+
+
+def fit_terms(terms: list[list[float]], seconds: list[float]) -> list[float]:
+    """Fit ``seconds ≈ Σ coefficient_i · terms[i]`` with coefficients >= 0, relative residuals.
+
+    As ``fit_rate``, each equation is divided by its time. Non-negativity by trying every
+    subset of the terms that keeps the first (the work rate, which must stay positive) and
+    keeping the best non-negative least-squares fit: exact for the 2-3 terms used here. With
+    fewer points than terms, only the first term is fitted.
+    """
+    t = np.asarray(seconds, dtype=np.float64)
+    system = np.stack([np.asarray(term, dtype=np.float64) / t for term in terms], axis=1)
+    best: tuple[float, list[float]] | None = None
+    others = range(1, len(terms))
+    subsets = [(0, *rest) for size in range(len(terms)) for rest in combinations(others, size)]
+    for subset in subsets:
+        if len(subset) > len(t):
+            continue
+        solution, *_ = np.linalg.lstsq(system[:, subset], np.ones_like(t), rcond=None)
+        if solution[0] <= 0 or np.any(solution < 0):
+            continue
+        residual = float(np.sum((system[:, subset] @ solution - 1.0) ** 2))
+        if best is None or residual < best[0]:
+            coefficients = [0.0] * len(terms)
+            for index, value in zip(subset, solution, strict=True):
+                coefficients[index] = float(value)
+            best = (residual, coefficients)
+    if best is None:
+        return [fit_rate(terms[0], seconds)[0]] + [0.0] * (len(terms) - 1)
+    return best[1]
 
 
 def calibrate(
@@ -367,19 +479,24 @@ def calibrate(
         progress("fitting", 1.0)
     values = asdict(base)
     for strategy in ("direct", "separable", "fft"):
-        fixed_name = ESTIMATORS[strategy][1]
+        model = ESTIMATORS[strategy]
         fixed_fits = []
         for dt in DTYPES:
             measured = points.get((strategy, dt), [])
             if not measured:
                 continue
-            work = [ESTIMATORS[strategy][0](s) for s, _ in measured]
-            rate, fixed = fit_rate(work, [t for _, t in measured])
-            values[f"{strategy}_{dt}"] = rate
-            if len(measured) >= 2:
+            terms = [[model.work(s) for s, _ in measured]]
+            if model.passes is not None:
+                terms.append([model.passes(s) for s, _ in measured])
+            terms.append([1.0] * len(measured))
+            *rates, fixed = fit_terms(terms, [t for _, t in measured])
+            values[f"{strategy}_{dt}"] = rates[0]
+            if model.passes is not None:
+                values[f"{strategy}_pass_{dt}"] = rates[1]
+            if len(measured) >= len(terms):
                 fixed_fits.append(fixed)
         if fixed_fits:
-            values[fixed_name] = float(np.mean(fixed_fits))
+            values[model.fixed] = float(np.mean(fixed_fits))
     values["block_fixed"] = _fit_block_fixed(points, Constants(**values), load_constants())
     values["source"] = (
         f"calibrated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "

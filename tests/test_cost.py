@@ -117,3 +117,14 @@ def test_calibration_round_trip_on_a_tiny_budget() -> None:
     cost.save_constants(fitted)
     assert cost.load_constants() == fitted
     assert engine.plan((64, 64), np.ones((3, 5))).estimates  # the planner runs on them
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_fast_len_equals_scipy_next_fast_len(real: bool) -> None:
+    """The planner's scipy-free sizes are the ones the FFT roads get from scipy."""
+    import scipy.fft
+
+    lengths = [*range(1, 3000), 4099, 8191, 10007, 16385, 65537]
+    assert [cost.fast_len(n, real) for n in lengths] == [
+        scipy.fft.next_fast_len(n, real=real) for n in lengths
+    ]

@@ -171,6 +171,24 @@ def test_exact_crop_scores_one_at_its_place(scene: np.ndarray) -> None:
     assert abs(found.x_subpixel - 30) < 0.5 and abs(found.y_subpixel - 21) < 0.5
 
 
+def test_float32_scores_agree_with_float64_and_peaks_are_exact() -> None:
+    """float32 inputs take the float32 cross term: the whole map stays within 1e-5 of the
+    float64 one, and the best placements are recomputed in float64 (an exact crop scores 1)."""
+    scene = textured((300, 280), 4).astype(np.float32)
+    scene[100:140, 50:90] = scene[10:50, 200:240]  # a second exact copy of the probe
+    probe = scene[10:50, 200:240]
+    plans: list[engine.Plan] = []
+    fast = match_template(scene, probe, on_plan=plans.append)
+    assert fast.dtype == np.float64 and plans[0].dtype == "float32"
+    exact = match_template(scene.astype(np.float64), probe.astype(np.float64))
+    np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-5)
+    top = find_matches(fast, probe_shape=probe.shape, top=2)
+    assert {(m.x, m.y) for m in top} == {(200, 10), (50, 100)}
+    for match in top:
+        assert match.score == pytest.approx(1.0, abs=1e-12)
+        assert match.score == pytest.approx(exact[match.y, match.x], abs=1e-12)
+
+
 def test_sqdiff_and_ccorr_find_exact_crop() -> None:
     scene = textured((50, 60, 3), 3)
     probe = scene[10:22, 33:41]
