@@ -226,7 +226,7 @@ def _run_pipeline(
             shown = "<stdout>" if str(target) == images.STDIO else str(target)
             written.append({"input": source, "output": shown})
             if not dest.as_json:
-                report.stderr().print(f"wrote {shown}", markup=False, soft_wrap=True)
+                report.message(f"wrote {shown}")
             if update is not None:
                 update(source, (done + 1) / len(inputs))
     if dest.as_json:
@@ -419,9 +419,7 @@ def convolve(
         if explain:
             operation = "correlating (kernel as is)" if correlate else "convolving (kernel flipped)"
             shape = "x".join(map(str, weights.shape))
-            report.stderr().print(
-                f"{operation} with {kernel} ({shape})", markup=False, soft_wrap=True
-            )
+            report.message(f"{operation} with {kernel} ({shape})")
 
         def transform(picture: Picture) -> NDArray[Any]:
             return filters.convolve_image(
@@ -519,10 +517,10 @@ def bench(
             report.bench_tables(result)
         if csv is not None:
             report.write_bench_csv(result, csv, force=force)
-            report.stderr().print(f"wrote {csv}")
+            report.message(f"wrote {csv}")
         if plot is not None:
             report.write_bench_plot(result, plot, force=force)
-            report.stderr().print(f"wrote {plot}")
+            report.message(f"wrote {plot}")
 
 
 def _split_names(text: str) -> tuple[str, ...]:
@@ -552,7 +550,7 @@ def calibrate(
         path = cost.constants_path()
         if reset:
             removed = cost.reset_constants()
-            report.stderr().print(f"removed {path}" if removed else f"nothing stored at {path}")
+            report.message(f"removed {path}" if removed else f"nothing stored at {path}")
             return
         defaults = cost.default_constants()
         if show:
@@ -686,7 +684,7 @@ def match(
             picture = images.Picture(pixels=colours, has_alpha=False, source=scene)
             images.save(picture, outputs["heatmap"], force=force)
         for path in outputs.values():
-            report.stderr().print(f"wrote {path}")
+            report.message(f"wrote {path}")
         if as_json:
             report.print_json(
                 {

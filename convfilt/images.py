@@ -30,7 +30,6 @@ from typing import BinaryIO
 
 import imagecodecs
 import numpy as np
-import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConvfiltError, UsageError
@@ -326,6 +325,8 @@ TIFF_DTYPES = {
 
 def _tiff_needs_tifffile(data: bytes) -> bool:
     """Whether a TIFF is deeper than 8 bits (Pillow then reduces it or cannot read it)."""
+    import tifffile  # only for TIFF files: it costs start-up time to every other command
+
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages.first
@@ -339,6 +340,8 @@ def _tiff_needs_tifffile(data: bytes) -> bool:
 
 def _read_tiff_deep(data: bytes, name: str, limit: int | None) -> Picture:
     """A TIFF beyond Pillow's reach (16-bit colour, float, int) through tifffile."""
+    import tifffile
+
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page = tif.pages.first
         _check_pixels(name, page.imagewidth, page.imagelength, limit)
@@ -572,6 +575,8 @@ def _write_png(pixels: np.ndarray, file: BinaryIO, encoding: _Encoding) -> None:
 
 def _write_tiff_deep(pixels: np.ndarray, file: BinaryIO, encoding: _Encoding) -> None:
     """TIFF deeper than 8 bits through tifffile, deflate-compressed, ICC in tag 34675."""
+    import tifffile
+
     channels = _layout(pixels)[1]
     extratags = []
     if encoding.icc_profile:

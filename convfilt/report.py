@@ -44,6 +44,11 @@ def error(message: str) -> None:
     print(f"convfilt: error: {line}", file=sys.stderr)
 
 
+def message(text: str) -> None:
+    """Print a plain line of chatter ("wrote out.png") on stderr, without loading Rich."""
+    print(text, file=sys.stderr)
+
+
 def print_json(obj: Any) -> None:
     """Print one JSON document on stdout (plain, so it parses whatever the terminal)."""
     sys.stdout.write(json.dumps(obj, indent=2, allow_nan=False) + "\n")
