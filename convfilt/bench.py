@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import platform
 import statistics
 import time
@@ -303,9 +302,7 @@ def machine_info() -> dict[str, Any]:
     except (KeyError, TypeError, ValueError):
         blas = "unknown"
     return {
-        "cpus": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+        "cpus": cost.available_cores(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "blas": blas,

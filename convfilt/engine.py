@@ -31,7 +31,6 @@ Policies:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -71,21 +70,6 @@ class Plan:
     dtype: str
     mode: str
     notes: tuple[str, ...] = field(default=())
-
-
-PARALLEL_FFT_SIZE = 2**19  # transforms of fewer points run on one thread (measured faster)
-
-
-def _workers(points: int | None = None) -> int:
-    """The cores this process may use (``scipy.fft``'s ``workers=``) for a transform over
-    ``points`` values: one below ``PARALLEL_FFT_SIZE``, where starting threads costs more
-    than they save (a 280x288 rfft2: 0.15 ms on one thread, 0.18 ms on two)."""
-    if points is not None and points < PARALLEL_FFT_SIZE:
-        return 1
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 # --- boundary extension ------------------------------------------------------------------------
@@ -376,7 +360,7 @@ def _spectrum(block: NDArray[np.floating], shape: tuple[int, int]) -> NDArray[np
     """
     import scipy.fft as sfft
 
-    workers = _workers(shape[0] * shape[1])
+    workers = cost.fft_workers(shape[0] * shape[1])
     rows = sfft.rfft(block, n=shape[1], axis=1, workers=workers)
     return sfft.fft(rows, n=shape[0], axis=0, workers=workers, overwrite_x=True)
 
@@ -392,7 +376,7 @@ def _image_spectrum(
     """
     import scipy.fft as sfft
 
-    workers = _workers(shape[0] * shape[1])
+    workers = cost.fft_workers(shape[0] * shape[1])
     whole = source.whole(dtype) if (source.height, source.width) == shape else None
     if whole is not None:
         return sfft.rfft2(whole, workers=workers, overwrite_x=whole is not source.plane)
@@ -411,7 +395,7 @@ def _inverse(
     """
     import scipy.fft as sfft
 
-    workers = _workers(shape[0] * shape[1])
+    workers = cost.fft_workers(shape[0] * shape[1])
     columns = sfft.ifft(product, axis=0, workers=workers, overwrite_x=True)[:height]
     return sfft.irfft(columns, n=shape[1], axis=1, workers=workers, overwrite_x=True)
 
@@ -458,13 +442,13 @@ def _prepare_overlap_add(problem: Problem, constants: cost.Constants) -> Runner:
             for t, c0 in enumerate(starts):
                 b = min(tw, problem.width - c0)
                 tiles[t, : rb + kh - 1, : b + kw - 1] = extended[:, c0 : c0 + b + kw - 1]
-            spectrum = sfft.rfft2(tiles, axes=(-2, -1), workers=_workers(tiles.size))
+            spectrum = sfft.rfft2(tiles, axes=(-2, -1), workers=cost.fft_workers(tiles.size))
             for kernel, out in zip(spectra, outs, strict=True):
                 result = sfft.irfft2(
                     spectrum * kernel,
                     s=shape,
                     axes=(-2, -1),
-                    workers=_workers(tiles.size),
+                    workers=cost.fft_workers(tiles.size),
                     overwrite_x=True,
                 )
                 for t, c0 in enumerate(starts):
