@@ -3,8 +3,9 @@
 For each image size x kernel size it times each requested strategy of the engine (median of
 ``repeat`` runs after a warm-up), asks the planner what it would pick, and measures each
 strategy's largest absolute error against a float64 reference. From the records it derives the
-crossover kernel size (where an FFT road overtakes the direct one), the planner's accuracy and
-its regret. This module prints nothing and writes no file; the CLI renders what it returns.
+crossover kernel size (from where an FFT road stays ahead of the direct one), the planner's
+accuracy and its regret. This module prints nothing and writes no file; the CLI renders what
+it returns.
 
 Range syntax (``--sizes``, ``--kernels``):
 
@@ -210,9 +211,10 @@ class CellRecord:
 class Summary:
     """What the records add up to.
 
-    crossover: per image size, the smallest kernel at which an FFT strategy (fft or
-        overlap-add) beats direct — a strategy skipped as too slow counts as slower than any
-        that ran — or None if it never does in the range measured.
+    crossover: per image size, the smallest kernel from which on an FFT strategy (fft or
+        overlap-add) beats direct at every larger kernel measured — a strategy skipped as too
+        slow counts as slower than any that ran — or None if direct still wins at the largest.
+        A lone FFT win among direct wins (noise, at tiny sizes) is not a crossover.
     planner_accuracy: share of cells where the planner picked the fastest strategy.
     within_15pct: share of cells where the pick was at most 1.15x the fastest.
     mean_regret, max_regret: over the cells where the pick was timed.
@@ -509,15 +511,27 @@ def _fastest_and_regret(
     return fastest, regret
 
 
+def _fft_beats_direct(record: CellRecord) -> bool | None:
+    """Whether an FFT road was faster than direct in this cell (None: nothing to compare)."""
+    direct = record.effective_ms("direct")
+    ffts = [t for t in map(record.effective_ms, FFT_FAMILY) if t is not None and math.isfinite(t)]
+    if direct is None or not ffts:
+        return None
+    return min(ffts) < direct
+
+
 def summarize(records: Iterable[CellRecord]) -> Summary:
     """Crossovers, planner accuracy and regret over ``records`` (see :class:`Summary`)."""
     records = sorted(records, key=lambda r: (r.size, r.kernel))
     crossover: dict[int, int | None] = {}
-    for r in records:
+    for r in records:  # by kernel size: a loss after a win starts the search again
         crossover.setdefault(r.size, None)
-        direct = r.effective_ms("direct")
-        ffts = [t for t in map(r.effective_ms, FFT_FAMILY) if t is not None and math.isfinite(t)]
-        if crossover[r.size] is None and direct is not None and ffts and min(ffts) < direct:
+        fft_wins = _fft_beats_direct(r)
+        if fft_wins is None:
+            continue
+        if not fft_wins:
+            crossover[r.size] = None
+        elif crossover[r.size] is None:
             crossover[r.size] = r.kernel
     regrets = [r.regret for r in records if r.regret is not None]
     judged = [r for r in records if r.regret is not None and r.fastest is not None]

@@ -294,8 +294,8 @@ def _minor_label(axes: Any, value: float, _position: int) -> str:
 def write_bench_plot(result: BenchResult, path: Path, *, force: bool) -> None:
     """Save a PNG of time against kernel size (log-log), one panel per image size, atomically.
 
-    Each panel has one line per strategy; a red vertical line marks the crossover, where an
-    FFT road first beats direct.
+    Each panel has one line per strategy; a red vertical line marks the crossover, from where
+    an FFT road stays ahead of direct.
     """
     require_matplotlib()
     import matplotlib
@@ -348,7 +348,7 @@ def write_bench_plot(result: BenchResult, path: Path, *, force: bool) -> None:
         Line2D([], [], **_PICK_STYLE),
         Line2D([], [], color="crimson", linestyle=(0, (4, 3))),
     ]
-    labels += ["planner's pick", "crossover: an FFT road beats direct"]
+    labels += ["planner's pick", "crossover: from here an FFT road beats direct"]
     figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
     figure.suptitle(
         f"convfilt bench: median time against kernel size, {config.dtype}, mode {config.mode}, "
