@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 	$(BIN)/convfilt blur samples/face.png --sigma 2 -o $(OUT)/face-blur.png --force
 	$(BIN)/convfilt sharpen samples/page.png --sigma 1 --amount 1.5 -o $(OUT)/page-sharpen.png --force
 	$(BIN)/convfilt match samples/face.png samples/patch-probe.png --annotate $(OUT)/face-match.png --force
-	@echo "wrote:"; ls -1 $(OUT)
+	@echo "wrote $(OUT)/face-blur.png $(OUT)/page-sharpen.png $(OUT)/face-match.png"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check convfilt tests benchmarks

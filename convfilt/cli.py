@@ -86,6 +86,12 @@ def cli_errors() -> Iterator[None]:
     except MemoryError:
         report.error("out of memory; try a smaller image or --method fft/overlap-add")
         raise typer.Exit(1) from None
+    except BrokenPipeError:
+        raise  # the reader of our stdout went away: Click exits quietly
+    except OSError as exc:  # I/O the library did not name (a full disk under stdout, ...)
+        where = exc.filename or "<stdout>"
+        report.error(f"{where}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         report.error("interrupted")
         raise typer.Exit(130) from None
@@ -192,8 +198,6 @@ def _run_pipeline(
     Every output is resolved (and every conflict reported) before the first image is read;
     a failure stops the batch, leaving earlier outputs complete and no partial file.
     """
-    from dataclasses import replace
-
     from . import images
     from .errors import UsageError
 
@@ -204,7 +208,14 @@ def _run_pipeline(
     if inputs.count(images.STDIO) > 1:
         raise UsageError("'-' (stdin) can be read only once")
     targets = [
-        images.resolve_output(source, command, out=dest.out, out_dir=dest.out_dir, force=dest.force)
+        images.resolve_output(
+            source,
+            command,
+            out=dest.out,
+            out_dir=dest.out_dir,
+            force=dest.force,
+            format=dest.format,
+        )
         for source in inputs
     ]
     if dest.as_json and images.STDIO in map(str, targets):
@@ -214,14 +225,22 @@ def _run_pipeline(
         raise UsageError("two inputs would write the same output; use -o or rename one")
     for target in targets:  # unknown extension or --format: refuse before any work
         images.output_format(str(target), dest.format)
+    for target in files:  # an output must not replace another input of the batch
+        for source in inputs:
+            own = len(inputs) == 1 and dest.out is not None and dest.force
+            if source != images.STDIO and not own and images.same_file(Path(source), Path(target)):
+                raise UsageError(f"{target}: would overwrite the input {source}; rename one")
 
     written: list[dict[str, str]] = []
     bar = report.progress_bar(command) if len(inputs) > 1 else nullcontext(None)
     with bar as update:
         for done, (source, target) in enumerate(zip(inputs, targets, strict=True)):
             picture = images.load(source, max_pixels=dest.max_pixels)
-            result = replace(picture, pixels=transform(picture))
+            images.check_can_hold(picture.pixels, str(target), dest.format)  # before the work
+            result = picture.with_pixels(transform(picture))
             del picture
+            if dest.out_dir is not None:  # made only once there is something to put in it
+                images.make_folder(dest.out_dir)
             images.save(result, target, format=dest.format, quality=dest.quality, force=dest.force)
             shown = "<stdout>" if str(target) == images.STDIO else str(target)
             written.append({"input": source, "output": shown})
@@ -625,9 +644,7 @@ def match(
     ] = Method.auto,
     explain: ExplainOption = False,
     force: ForceOption = False,
-    max_pixels: Annotated[
-        int | None, typer.Option(min=1, help="Refuse images with more pixels than this.")
-    ] = None,
+    max_pixels: MaxPixelsOption = None,
 ) -> None:
     """Find where PROBE appears in SCENE: the best matches, best first."""
     with cli_errors():
@@ -650,14 +667,18 @@ def match(
         if gray:
             scene_pixels = matching.luminance(scene_pixels)
             probe_pixels = matching.luminance(probe_pixels)
-        scores = matching.match_template(
-            scene_pixels,
-            probe_pixels,
-            method=method.value,
-            mask=weights,
-            strategy=strategy.value,
-            on_plan=report.explain if explain else None,
-        )
+        try:
+            scores = matching.match_template(
+                scene_pixels,
+                probe_pixels,
+                method=method.value,
+                mask=weights,
+                strategy=strategy.value,
+                on_plan=report.explain if explain else None,
+            )
+        except UsageError as exc:  # shapes that do not fit: name the files they came from
+            files = [scene, probe] + ([] if mask in ("auto", "none") else [f"--mask {mask}"])
+            raise UsageError(f"{', '.join(files)}: {exc}") from None
         shape, name = probe_pixels.shape, method.value
         found = matching.find_matches(
             scores,

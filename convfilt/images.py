@@ -56,6 +56,9 @@ DECODE_ERRORS = (
     struct.error,
     zlib.error,
 )
+# Failures an encoder may raise (disk full, codec errors); not TypeError/KeyError/IndexError,
+# which on writing would be our own bug and must not pass for an I/O message.
+ENCODE_ERRORS = (OSError, ValueError, RuntimeError, struct.error, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,8 @@ PILLOW_MODES: dict[str, str | None] = {
     "I": None,
     "F": None,
 }
+# Modes whose conversion to RGB leaves the source's colour space (and so its ICC profile).
+SPACE_CHANGING_MODES = frozenset({"CMYK", "YCbCr", "LAB", "HSV"})
 # numpy dtypes Pillow hands out for the kept modes, mapped to the native dtype we return.
 NATIVE_DTYPES = {"u1": np.uint8, "u2": np.uint16, "i4": np.int32, "f4": np.float32}
 
@@ -210,6 +215,8 @@ def _read_pillow(data: bytes, name: str, limit: int | None) -> Picture:
     had_exif = bool(image.info.get("exif"))
     ImageOps.exif_transpose(image, in_place=True)
     exif = _exif_without_orientation(image.getexif()) if had_exif else None
+    if image.mode in SPACE_CHANGING_MODES or image.mode not in PILLOW_MODES:
+        icc = None  # a CMYK/Lab/... profile does not describe the RGB pixels we hand out
     pixels, has_alpha = _pillow_pixels(image)
     if source_format == "PPM" and pixels.dtype == np.int32:  # 16-bit PGM: maxval <= 65535
         pixels = pixels.astype(np.uint16)
@@ -398,6 +405,16 @@ EXTENSIONS = {
     ".pnm": "PPM",
 }
 FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "PGM": "PPM", "PNM": "PPM"}
+# The extension a default output name gets for each format (``--format`` without ``-o``).
+FORMAT_EXTENSIONS = {
+    "PNG": ".png",
+    "TIFF": ".tif",
+    "JPEG": ".jpg",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "GIF": ".gif",
+    "PPM": ".ppm",
+}
 METADATA_FORMATS = frozenset({"JPEG", "TIFF", "WEBP"})  # Pillow writes ICC and EXIF into these
 # PNG: zlib level 2 with the Paeth filter. On a smooth 4096x4096 RGB image this encodes about
 # 6x faster than Pillow's defaults (level 6, adaptive filters) for files about 20% larger.
@@ -451,30 +468,50 @@ def save(
     if name == STDIO:
         buffer = io.BytesIO()
         _encode(writer, pixels, buffer, encoding, name)
-        sys.stdout.buffer.write(buffer.getvalue())
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.buffer.write(buffer.getvalue())
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise  # the reader went away: the CLI exits quietly, as `head` expects
+        except OSError as exc:
+            raise ConvfiltError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
         return None
     target = Path(name)
     write_atomically(target, lambda file: _encode(writer, pixels, file, encoding, name), force)
     return target
 
 
+def check_can_hold(pixels: np.ndarray, name: str, format: str | None = None) -> None:
+    """UsageError unless the output ``name`` (or ``format``) can hold pixels like these.
+
+    A filter keeps dtype and channels, so a command calls this right after loading, before
+    the filtering work, and a wrong output format fails at once.
+    """
+    _pick_writer(pixels, output_format(name, format), name)
+
+
 def output_format(name: str, format: str | None = None) -> str:
     """The output format for ``name`` from ``format=`` or the extension (case-insensitive).
 
-    "-" (stdout) defaults to PNG. An unknown format or extension is a UsageError naming it,
-    so a command can check every output before it does any work.
+    "-" (stdout) defaults to PNG. An unknown format or extension, or a ``format`` that
+    contradicts a known extension, is a UsageError naming it, so a command can check every
+    output before it does any work.
     """
     known = ", ".join(sorted(FORMAT_HOLDS)).lower()
+    suffix = "" if name == STDIO else Path(name).suffix.lower()
     if format is not None:
         fmt = format.strip().lstrip(".").upper()
         fmt = FORMAT_ALIASES.get(fmt, fmt)
         if fmt not in FORMAT_HOLDS:
             raise UsageError(f"--format: unknown output format {format!r} (known: {known})")
+        if suffix in EXTENSIONS and EXTENSIONS[suffix] != fmt:
+            raise UsageError(
+                f"{name}: --format {format} contradicts its extension {suffix} "
+                f"({EXTENSIONS[suffix]}); drop one of them"
+            )
         return fmt
     if name == STDIO:
         return "PNG"
-    suffix = Path(name).suffix.lower()
     if suffix not in EXTENSIONS:
         shown = suffix or "(no extension)"
         raise UsageError(
@@ -507,8 +544,7 @@ def _pick_writer(pixels: np.ndarray, fmt: str, name: str) -> Writer:
         able = [f for f, holds in FORMAT_HOLDS.items() if channels in holds.get(dtype, ())]
         what = f"{DEPTH_NAMES[dtype]} {CHANNEL_NAMES[channels]}"
         raise UsageError(
-            f"{name}: {fmt} cannot hold {what} pixels; write {' or '.join(able)} instead "
-            "(or convert the pixels first)"
+            f"{name}: {fmt} cannot hold {what} pixels; write {' or '.join(able)} instead"
         )
     if fmt == "PNG":
         return _write_png
@@ -527,7 +563,7 @@ def _encode(
         raise
     except MemoryError:
         raise
-    except DECODE_ERRORS as exc:
+    except ENCODE_ERRORS as exc:
         raise ConvfiltError(f"{name}: cannot write {encoding.format} ({_one_line(exc)})") from None
 
 
@@ -657,16 +693,18 @@ def resolve_output(
     out: str | Path | None = None,
     out_dir: str | Path | None = None,
     force: bool = False,
+    format: str | None = None,
 ) -> str | Path:
     """Where a command writes its result for ``source``.
 
     ``-o OUT`` wins ("-" means stdout); else ``out_dir/<stem>-<command><suffix>``; else the
-    same next to the input. Source "-" (stdin) goes to stdout, or to
-    ``out_dir/stdin-<command>.png`` when ``out_dir`` is given. A source without an extension
-    gets ``.png``. A missing ``out_dir`` is created (with its parents); a missing folder
-    of ``-o OUT`` is not (UsageError). Raises UsageError when the result would overwrite the
-    input (allowed only when ``force`` and ``out`` names it), an existing file without
-    ``force``, a folder, or lies under a path that is a file.
+    same next to the input. The suffix is ``format``'s (``--format tiff`` gives ``.tif``),
+    else the input's, else ``.png``. Source "-" (stdin) goes to stdout, or to
+    ``out_dir/stdin-<command><suffix>`` when ``out_dir`` is given. A missing ``out_dir`` is
+    accepted here and created by :func:`make_folder` once every check has passed; a missing
+    folder of ``-o OUT`` is not (UsageError). Raises UsageError when the result would
+    overwrite the input (allowed only when ``force`` and ``out`` names it), an existing file
+    without ``force``, a folder or special file, or lies under a path that is a file.
     """
     if out is not None and str(out) == STDIO:
         return STDIO
@@ -674,31 +712,35 @@ def resolve_output(
     if out is not None:
         target = Path(out)
     elif out_dir is not None:
-        folder = Path(out_dir)
-        _make_folder(folder)
-        target = folder / _default_name(source, command)
+        _check_folder(Path(out_dir))
+        target = Path(out_dir) / _default_name(source, command, format)
     elif is_stdin:
         return STDIO
     else:
-        target = Path(source).with_name(_default_name(source, command))
+        target = Path(source).with_name(_default_name(source, command, format))
     _check_under_folders(target)
-    if not is_stdin and _same_file(Path(source), target) and not (force and out is not None):
+    if not is_stdin and same_file(Path(source), target) and not (force and out is not None):
         raise UsageError(
             f"{target}: would overwrite the input; name another output "
-            "(or give -o with the input's name and --force)"
+            "(to replace the input, name it as the output and add --force)"
         )
+    if out is None and out_dir is not None and not Path(out_dir).exists():
+        return target  # an --out-dir still to be made: nothing can be in the way yet
     return check_writable(target, force=force)
 
 
 def check_writable(target: Path, *, force: bool, option: str | None = None) -> Path:
-    """UsageError unless ``target`` may be written: no folder there, no file there unless
-    ``force``, and its folder exists. ``option`` (e.g. "--csv") prefixes the message.
+    """UsageError unless ``target`` may be written: no folder or special file (device, FIFO)
+    there, no file there unless ``force``, and its folder exists. ``option`` (e.g. "--csv")
+    prefixes the message.
 
     Called before long work, so a bad output fails at once, and again by the writer.
     """
     where = f"{option} {target}" if option else str(target)
     if target.is_dir():
         raise UsageError(f"{where}: is a folder; name an output file")
+    if target.exists() and not target.is_file():
+        raise UsageError(f"{where}: not a regular file; name a file (or '-' for stdout)")
     if target.exists() and not force:
         raise UsageError(f"{where}: exists; use --force to overwrite")
     if not target.parent.is_dir():
@@ -706,17 +748,27 @@ def check_writable(target: Path, *, force: bool, option: str | None = None) -> P
     return target
 
 
-def _default_name(source: str | Path, command: str) -> str:
-    if str(source) == STDIO:
-        return f"stdin-{command}.png"
-    path = Path(source)
-    return f"{path.stem}-{command}{path.suffix or '.png'}"
+def _default_name(source: str | Path, command: str, format: str | None) -> str:
+    """``<stem>-<command><suffix>``: the suffix of ``format``, else the input's, else .png."""
+    stem, suffix = (
+        ("stdin", "") if str(source) == STDIO else (Path(source).stem, Path(source).suffix)
+    )
+    if format is not None:
+        suffix = FORMAT_EXTENSIONS[output_format(STDIO, format)]
+    return f"{stem}-{command}{suffix or '.png'}"
 
 
-def _make_folder(folder: Path) -> None:
-    _check_under_folders(folder / "_")
+def _check_folder(folder: Path) -> None:
+    """UsageError unless ``folder`` is a folder or can be made one (no file in the way)."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out-dir {folder}: is a file, not a folder")
+    _check_under_folders(folder)
+
+
+def make_folder(folder: str | Path) -> None:
+    """Create ``--out-dir`` (and its parents) if missing, after every check has passed."""
+    folder = Path(folder)
+    _check_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -732,7 +784,8 @@ def _check_under_folders(target: Path) -> None:
             return
 
 
-def _same_file(source: Path, target: Path) -> bool:
+def same_file(source: Path, target: Path) -> bool:
+    """Whether two paths name one file (through links and ``./``), or would."""
     try:
         return os.path.samefile(source, target)
     except OSError:

@@ -35,9 +35,11 @@ def invoke(*args: str):
 
 def assert_usage_error(result, option: str) -> None:
     assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.output
-    assert any(option in line for line in lines), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("convfilt: error: "), result.stderr
+    assert option in lines[0], result.stderr
+    assert result.stdout == ""
 
 
 @pytest.fixture(scope="module")

@@ -228,8 +228,10 @@ def test_bad_inputs(tmp_path: Path) -> None:
     wrong_mask = save(tmp_path / "mask.png", np.full((5, 5), 255, np.uint8))
     rgb_mask = save(tmp_path / "rgb-mask.png", np.full((80, 80, 3), 255, np.uint8))
     cases = [
-        ((small, PATCH), 2, "larger than the scene"),
+        ((small, PATCH), 2, f"{small}, {PATCH}: probe"),
+        ((grey_scene, small), 2, f"{grey_scene}, {small}: "),
         ((grey_scene, small), 2, "channel"),
+        ((FACE, PATCH, "--mask", wrong_mask), 2, f"--mask {wrong_mask}: "),
         ((FACE, PATCH, "--mask", wrong_mask), 2, "fit"),
         ((FACE, PATCH, "--mask", rgb_mask), 2, "alpha"),
         ((tmp_path / "missing.png", PATCH), 1, "missing.png"),
@@ -240,6 +242,7 @@ def test_bad_inputs(tmp_path: Path) -> None:
         assert result.exit_code == code, (args, result.output)
         assert needle in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
+        assert result.stdout == "" and "Traceback" not in result.output
     # --gray makes a grey scene and a colour probe comparable
     assert run(grey_scene, small, "--gray").exit_code == 0
 
@@ -261,3 +264,20 @@ def test_a_strategy_that_cannot_apply_is_a_usage_error() -> None:
     result = run(FACE, PATCH, "--strategy", "separable")
     assert result.exit_code == 2
     assert "separable" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_full_disk_under_stdout_is_one_line_exit_1() -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "convfilt", "match", str(FACE), str(PATCH), "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "convfilt: error: <stdout>: cannot write (No space left on device)"
+    ]

@@ -341,6 +341,15 @@ def test_16bit_png_metadata_chunks_are_valid_for_pillow(tmp_path):
     assert reloaded.exif is not None and b"convfilt-test" in reloaded.exif
 
 
+def test_an_icc_profile_of_another_colour_space_is_dropped(tmp_path):
+    # A CMYK JPEG's profile describes CMYK; the RGB pixels convfilt hands out need another.
+    cmyk = Image.fromarray(random_pixels(np.uint8, 3)).convert("CMYK")
+    cmyk.save(tmp_path / "c.jpg", icc_profile=b"a CMYK profile")
+    assert Image.open(tmp_path / "c.jpg").info["icc_profile"] == b"a CMYK profile"
+    picture = images.load(tmp_path / "c.jpg")
+    assert picture.pixels.shape[2] == 3 and picture.icc_profile is None
+
+
 def test_icc_profile_from_pillow_read_png_is_kept(tmp_path):
     Image.fromarray(random_pixels(np.uint8, 3)).save(tmp_path / "p.png", icc_profile=SRGB_ICC)
     assert images.load(tmp_path / "p.png").icc_profile == SRGB_ICC
@@ -353,7 +362,7 @@ def test_icc_profile_from_pillow_read_png_is_kept(tmp_path):
 @pytest.mark.parametrize(
     ("name", "format", "magic"),
     [("a.PNG", None, b"\x89PNG"), ("a.JpG", None, b"\xff\xd8"), ("a.Tiff", None, b"II*\x00"),
-     ("a.bin", "png", b"\x89PNG"), ("a.png", "jpg", b"\xff\xd8"), ("a.x", "TIF", b"II*\x00"),
+     ("a.bin", "png", b"\x89PNG"), ("a.jpg", "jpeg", b"\xff\xd8"), ("a.x", "TIF", b"II*\x00"),
      ("a.bmp", None, b"BM"), ("a.gif", None, b"GIF8"), ("a.webp", None, b"RIFF")],
 )  # fmt: skip
 def test_format_from_extension_or_option(tmp_path, name, format, magic):
@@ -361,6 +370,13 @@ def test_format_from_extension_or_option(tmp_path, name, format, magic):
     written = images.save(Picture(pixels, False, "x"), tmp_path / name, format=format)
     assert written == tmp_path / name
     assert written is not None and written.read_bytes().startswith(magic)
+
+
+def test_a_format_contradicting_a_known_extension_is_refused(tmp_path):
+    picture = Picture(random_pixels(np.uint8, 3), False, "x")
+    with pytest.raises(UsageError, match=r"--format jpg contradicts its extension \.png"):
+        images.save(picture, tmp_path / "a.png", format="jpg")
+    assert not (tmp_path / "a.png").exists()
 
 
 def test_unknown_format_is_a_usage_error_naming_it(tmp_path):
@@ -555,11 +571,29 @@ def test_out_wins_and_dash_means_stdout(source, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_out_dir_is_created(source, tmp_path):
+def test_out_dir_is_made_only_when_asked(source, tmp_path):
     folder = tmp_path / "out" / "nested"
     assert images.resolve_output(source, "blur", out_dir=folder) == folder / "photo-blur.jpg"
+    assert not (tmp_path / "out").exists()  # resolving checks; it leaves nothing behind
+    images.make_folder(folder)
     assert folder.is_dir()
     assert images.resolve_output("-", "blur", out_dir=folder) == folder / "stdin-blur.png"
+
+
+def test_format_names_the_default_output(source, tmp_path):
+    assert images.resolve_output(source, "blur", format="tiff") == tmp_path / "photo-blur.tif"
+    assert images.resolve_output("-", "sharpen", out_dir=tmp_path, format="webp") == (
+        tmp_path / "stdin-sharpen.webp"
+    )
+
+
+def test_special_files_are_never_replaced(source, tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match="not a regular file"):
+        images.resolve_output(source, "blur", out=fifo, force=True)
+    with pytest.raises(UsageError, match="not a regular file"):
+        images.save(Picture(random_pixels(np.uint8, 1), False, "x"), fifo, force=True)
 
 
 def test_source_without_extension_gets_png(tmp_path):
@@ -790,7 +824,7 @@ def test_real_pipes_carry_16bit_pixels_through_stdin_and_stdout():
         ("a.JPEG", None, "JPEG"),
         ("-", None, "PNG"),
         ("-", "webp", "WEBP"),
-        ("a.png", ".tif", "TIFF"),
+        ("a.bin", ".tif", "TIFF"),
     ],
 )
 def test_output_format_is_public_for_checking_before_work(name, format, expected):
