@@ -513,6 +513,7 @@ def bench(
     with cli_errors():
         from . import bench as runner
         from . import images
+        from .errors import UsageError
 
         config = runner.BenchConfig(
             sizes=runner.parse_range(sizes, "sizes", option="--sizes"),
@@ -527,6 +528,8 @@ def bench(
             if path is not None:
                 images.check_writable(path, force=force, option=option)
         if plot is not None:
+            if plot.suffix.lower() != ".png":
+                raise UsageError(f"--plot {plot}: the plot is a PNG; name a .png file")
             report.require_matplotlib()
         with report.progress_bar("bench") as update:
             result = runner.run(config, progress=update)

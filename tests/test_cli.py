@@ -8,7 +8,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from convfilt.cli import app
+from convfilt import engine
+from convfilt.cli import Method, Mode, app
 
 runner = CliRunner()
 
@@ -24,6 +25,7 @@ PARSE_ERRORS = [
     (["match", "a.png", "b.png", "--method", "sad"], "--method"),
     (["bench", "--repeat", "0"], "--repeat"),
     (["bench", "--dtype", "int8"], "--dtype"),
+    (["bench", "--plot", "plot.txt"], "--plot"),
     (["no-such-command"], "no-such-command"),
 ]
 
@@ -62,3 +64,9 @@ def test_python_dash_m_reports_a_parse_error_in_one_line() -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "--mode" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_choices_are_the_engines() -> None:
+    # spelled out in cli.py so that --help needs no numpy; kept in step here
+    assert [m.value for m in Method if m is not Method.auto] == list(engine.STRATEGIES)
+    assert [m.value for m in Mode] == list(engine.MODES)
