@@ -19,10 +19,17 @@ shifted by one pixel (scipy.ndimage's centre convention). The strategies (``STRA
   images with medium kernels.
 
 Policies:
-- Integer images are computed in float64. With an integer-valued kernel too the result is
-  rounded to the nearest integer, which makes it exact wherever ``max|x|·Σ|k|`` (bounded by the
-  dtype's range) is below 2**40 on the FFT and separable roads and 2**53 on the direct one;
-  above 2**40 only ``direct`` applies.
+- Integer images are computed in float64. With an integer-valued kernel too (and, in
+  ``constant`` mode, an integer-valued ``cval``) the result is rounded to the nearest integer,
+  which makes it exact wherever ``max(max|x|, |cval|)·Σ|k|`` (max|x| bounded by the dtype's
+  range) is below 2**40 on the FFT and separable roads and 2**53 on the direct one; above 2**40
+  only ``direct`` applies, and above 2**53 (int64, uint64) float64 cannot hold every integer,
+  so the rounded result is only the nearest float64 (the plan's note says so).
+- float32 images through a transform: the DC term sums every value, so when
+  ``max|x|·Σ|k|·P`` (P transform points) comes within 1/16 of float32's largest value the FFT
+  roads do not apply (the plan says why) and the banded roads, whose sums are per output, run.
+- ``cval`` must be finite (UsageError): a transform or banded product would spread a NaN cval
+  over whole bands, where scipy keeps it at the border.
 - Non-finite input (NaN, inf): the banded products and the FFT would spread it over a band or
   the whole image, so such an image is computed by ``direct`` through ``scipy.ndimage``'s loop,
   which keeps each NaN inside its kernel's footprint, exactly like scipy. Forcing another
@@ -48,6 +55,7 @@ STRATEGIES = ("direct", "separable", "fft", "overlap-add")
 
 EXACT_FFT_LIMIT = 2.0**40  # |result| bound under which rounding an FFT/separable result is exact
 EXACT_DIRECT_LIMIT = 2.0**53  # float64 sums of integers are exact below this
+FLOAT32_TRANSFORM_LIMIT = float(np.finfo(np.float32).max) / 16  # max|x|·Σ|k|·P allowed
 FFT_MEMORY_LIMIT = 128 * 2**20  # bytes of whole-image transforms ``auto`` accepts (CLI budget)
 BAND_BYTES = 2**20  # extended row band of the banded strategies: in L2, and small enough that
 # its buffers are reused from the heap, not mapped and page-faulted afresh on every call (a
@@ -59,7 +67,8 @@ class Plan:
     """The planner's decision for one image shape and kernel.
 
     ``estimates`` maps every strategy that can apply to its predicted time in seconds;
-    ``reason`` is one human-readable line.
+    ``reason`` is one human-readable line. ``dtype`` is the *working* dtype the strategy
+    computes (and returns) in: float32 for float32/float16 images, else float64.
     """
 
     strategy: str
@@ -190,7 +199,7 @@ class Problem:
     kernels: tuple[NDArray[np.float64], ...]
     dtype: np.dtype
     factors: tuple[tuple[NDArray[np.float64], NDArray[np.float64]], ...] | None
-    exact: bool  # integer image and integer kernels: round the result
+    exact: bool  # integer image, kernels and cval: round the result
     bound: float  # max|x| · Σ|k| (from the dtype's range for integer images), inf if unknown
     finite: bool = True
 
@@ -232,6 +241,19 @@ def _band(problem: Problem, step: int, source_width: int) -> int:
 
 def _not_finite(problem: Problem) -> str | None:
     return None if problem.finite else "the image holds NaN or inf"
+
+
+def _overflows_float32(problem: Problem) -> str | None:
+    """Why a float32 transform would overflow (its DC term sums max|x|·Σ|k| over P points)."""
+    if problem.dtype != np.float32 or not np.isfinite(problem.bound):  # inf: not measured
+        return None
+    points = float(np.prod(cost.fft_size(problem.shape)))
+    if problem.bound * points > FLOAT32_TRANSFORM_LIMIT:
+        return (
+            f"float32 transform sums up to {problem.bound * points:.3g}, near float32's "
+            "largest value"
+        )
+    return None
 
 
 def _not_roundable(problem: Problem) -> str | None:
@@ -313,7 +335,7 @@ def _separable_applies(problem: Problem) -> str | None:
 def _prepare_separable(problem: Problem, constants: cost.Constants) -> Runner:
     assert problem.factors is not None
     kh, kw, width, dt = problem.kh, problem.kw, problem.width, problem.dtype
-    step, block = cost.band_rows(kh), cost.column_block(kw)
+    step, block = cost.band_rows(kh), cost.COLUMN_BLOCK
     passes = [
         (_toeplitz(column, step, dt), np.ascontiguousarray(_toeplitz(row, block, dt).T))
         for column, row in problem.factors
@@ -349,7 +371,7 @@ def _prepare_separable(problem: Problem, constants: cost.Constants) -> Runner:
 
 
 def _fft_applies(problem: Problem) -> str | None:
-    return _not_finite(problem) or _not_roundable(problem)
+    return _not_finite(problem) or _not_roundable(problem) or _overflows_float32(problem)
 
 
 def _spectrum(block: NDArray[np.floating], shape: tuple[int, int]) -> NDArray[np.complexfloating]:
@@ -463,10 +485,10 @@ def _prepare_overlap_add(problem: Problem, constants: cost.Constants) -> Runner:
 
 @dataclass(frozen=True)
 class Strategy:
-    """One road: whether it applies (None, or why not), how to run it, its cost-model key."""
+    """One road: whether it applies (None, or why not), how to run it (``name`` is also its
+    cost-model key)."""
 
     name: str
-    cost_key: str
     applies: Callable[[Problem], str | None]
     prepare: Callable[[Problem, cost.Constants], Runner]
 
@@ -474,10 +496,10 @@ class Strategy:
 STRATEGY_TABLE: dict[str, Strategy] = {
     s.name: s
     for s in (
-        Strategy("direct", "direct", _direct_applies, _prepare_direct),
-        Strategy("separable", "separable", _separable_applies, _prepare_separable),
-        Strategy("fft", "fft", _fft_applies, _prepare_fft),
-        Strategy("overlap-add", "overlap-add", _fft_applies, _prepare_overlap_add),
+        Strategy("direct", _direct_applies, _prepare_direct),
+        Strategy("separable", _separable_applies, _prepare_separable),
+        Strategy("fft", _fft_applies, _prepare_fft),
+        Strategy("overlap-add", _fft_applies, _prepare_overlap_add),
     )
 }
 
@@ -506,6 +528,8 @@ def _value_bound(dtype: np.dtype) -> float:
 
 
 def _check_kernel(kernel: ArrayLike, name: str = "kernel") -> NDArray[np.float64]:
+    if np.iscomplexobj(kernel):
+        raise UsageError(f"{name}: complex numbers are not supported, only real ones")
     try:
         k = np.asarray(kernel, dtype=np.float64)
     except (TypeError, ValueError):
@@ -532,21 +556,28 @@ def _problem(
     kernels: Sequence[NDArray[np.float64]],
     image_dtype: np.dtype,
     *,
-    exact_integers: bool,
+    cval: float | None = None,
+    largest: float | None = None,
     finite: bool = True,
 ) -> Problem:
+    """The job; ``cval`` only where it is read (constant mode), ``largest`` the measured
+    max|x| of a float image (else the dtype's range, infinite for floats)."""
     dt = working_dtype(image_dtype)
-    factors = [separate(k, dt) for k in kernels]
+    separated = [separate(k, dt) for k in kernels]
+    factors = [f for f in separated if f is not None]
     integer_kernels = all(bool(np.all(k == np.round(k))) for k in kernels)
-    bound = _value_bound(image_dtype) * max(float(np.abs(k).sum()) for k in kernels)
+    integer_cval = cval is None or float(cval).is_integer()
+    magnitude = _value_bound(image_dtype) if largest is None else largest
+    magnitude = max(magnitude, 0.0 if cval is None else abs(cval))
+    bound = magnitude * max(float(np.abs(k).sum()) for k in kernels)
     return Problem(
         height=out_shape[0],
         width=out_shape[1],
         channels=channels,
         kernels=tuple(kernels),
         dtype=dt,
-        factors=None if any(f is None for f in factors) else tuple(f for f in factors if f),
-        exact=exact_integers and image_dtype.kind in "biu" and integer_kernels,
+        factors=tuple(factors) if len(factors) == len(kernels) else None,
+        exact=image_dtype.kind in "biu" and integer_kernels and integer_cval,
         bound=bound,
         finite=finite,
     )
@@ -562,13 +593,11 @@ def _decide(
     for name, strategy in STRATEGY_TABLE.items():
         why_not = strategy.applies(problem)
         if why_not is None:
-            estimates[name] = cost.estimate(
-                strategy.cost_key, problem.shape, problem.dtype, constants
-            )
+            estimates[name] = cost.estimate(name, problem.shape, problem.dtype, constants)
         else:
             notes.append(f"{name} does not apply: {why_not}")
             if method == name:
-                if not problem.finite:
+                if why_not == _not_finite(problem):
                     raise ConvfiltError(
                         f"method {name!r} cannot filter this image: it holds NaN or inf, which "
                         "the transform would spread; use method 'direct' or 'auto'"
@@ -579,8 +608,13 @@ def _decide(
     if "fft" in candidates and "overlap-add" in candidates and fft_bytes > FFT_MEMORY_LIMIT:
         del candidates["fft"]
         notes.append(f"auto skips fft: it needs ~{fft_bytes / 2**20:.0f} MB of transforms")
-    if problem.exact:
+    if problem.exact and problem.bound < EXACT_DIRECT_LIMIT:
         notes.append("integer image and kernel: results rounded to exact integers")
+    elif problem.exact:
+        notes.append(
+            "integer image and kernel: results rounded to integers, but beyond 2**53 only to "
+            "the nearest float64"
+        )
     if not problem.finite:
         notes.append("the image holds NaN/inf: direct runs scipy.ndimage's loop to keep it local")
     if method == "auto":
@@ -624,7 +658,7 @@ def plan(
         raise UsageError(f"image shape must be (H, W) or (H, W, C), got {shape}")
     channels = shape[2] if len(shape) == 3 else 1
     size = (shape[0], shape[1])
-    problem = _problem(size, channels, [k], np.dtype(dtype), exact_integers=True)
+    problem = _problem(size, channels, [k], np.dtype(dtype))
     return _decide(problem, method, shape, mode)[0]
 
 
@@ -636,6 +670,14 @@ def _all_finite(x: NDArray[np.generic]) -> bool:
         if np.isfinite(x.sum()):  # in the array's own dtype: 3x faster than in float64
             return True
     return bool(np.isfinite(x).all())
+
+
+def _largest(x: NDArray[np.generic]) -> float | None:
+    """max|x| of a float32/float16 image (None otherwise): it decides whether a float32
+    transform can overflow; wider dtypes cannot (their bound stays the dtype's range)."""
+    if x.dtype.kind != "f" or x.dtype.itemsize > 4:
+        return None
+    return max(float(x.max()), -float(x.min()))
 
 
 def _filter(
@@ -650,6 +692,8 @@ def _filter(
 ) -> NDArray[np.floating]:
     """Correlate with ``kernel`` (or, ``flip``, with it flipped and centred as scipy convolves)."""
     _check_mode_method(mode, method)
+    if not np.isfinite(cval):
+        raise UsageError(f"cval must be a finite number, got {cval}")
     x = np.asarray(image)
     if x.ndim not in (2, 3) or x.size == 0:
         raise UsageError(f"image must be a non-empty (H, W) or (H, W, C) array, got {x.shape}")
@@ -663,7 +707,9 @@ def _filter(
     channels = x.shape[2] if x.ndim == 3 else 1
     finite = _all_finite(x)
     size = (x.shape[0], x.shape[1])
-    problem = _problem(size, channels, [k], x.dtype, exact_integers=True, finite=finite)
+    outside = float(cval) if mode == "constant" else None
+    largest = _largest(x) if finite else None
+    problem = _problem(size, channels, [k], x.dtype, cval=outside, largest=largest, finite=finite)
     chosen, strategy, constants = _decide(problem, method, x.shape, mode)
     if on_plan is not None:
         on_plan(chosen)
@@ -751,7 +797,9 @@ def correlate_valid(
     h, w = x.shape[0] - kh + 1, x.shape[1] - kw + 1
     if h < 1 or w < 1:
         raise UsageError(f"kernel {kh}x{kw} is larger than the image {x.shape[0]}x{x.shape[1]}")
-    problem = _problem((h, w), 1, ks, work, exact_integers=False, finite=_all_finite(x))
+    finite = _all_finite(x)
+    largest = _largest(x) if finite else None
+    problem = _problem((h, w), 1, ks, work, largest=largest, finite=finite)
     chosen, strategy, constants = _decide(problem, method, x.shape, "valid")
     if on_plan is not None:
         on_plan(chosen)

@@ -65,9 +65,9 @@ def check_finite(value: float, name: str) -> float:
 
 def check_radius(value: int, name: str) -> int:
     """Return ``value`` if it is an integer >= 0, else raise UsageError naming ``name``."""
-    if value < 0:
-        raise UsageError(f"{name} must be an integer >= 0, got {value}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise UsageError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def check_threshold(value: float, name: str) -> float:
@@ -128,15 +128,27 @@ class _Depth:
     bounds: tuple[float, float] | None  # clip range for integers, None for floats
 
     @classmethod
-    def of(cls, dtype: np.dtype) -> _Depth:
-        """Describe ``dtype``; bool and complex images are refused."""
+    def of(cls, dtype: np.dtype, *, exact: bool = False) -> _Depth:
+        """Describe ``dtype``; bool and complex images are refused.
+
+        8- and 16-bit integers are filtered in float32 (within one level of the exact
+        result for averaging kernels, at half the memory of float64) unless ``exact``: a
+        kernel that is not averaging (integer taps, edge detectors) can need every digit of
+        a float64 (float32 through an FFT is off by a few levels of 65535·Σ|k|). The clip
+        bounds are the float64 values inside the dtype's range nearest its ends: for 64-bit
+        integers ``float(max)`` rounds up to 2**64 (or 2**63), which would overflow the cast.
+        """
         if np.issubdtype(dtype, np.floating):
             work = np.float32 if dtype.itemsize <= 4 else np.float64
             return cls(dtype, work, 1.0, None)
         if np.issubdtype(dtype, np.integer) and dtype != np.bool_:
             info = np.iinfo(dtype)
-            work = np.float32 if dtype.itemsize <= 2 else np.float64
-            return cls(dtype, work, float(info.max), (float(info.min), float(info.max)))
+            work = np.float32 if dtype.itemsize <= 2 and not exact else np.float64
+            high = float(info.max)
+            if int(high) > int(info.max):
+                high = float(np.nextafter(high, -np.inf))
+            low = float(info.min)  # 0 or -2**(bits-1): a power of two, always exact
+            return cls(dtype, work, float(info.max), (low, high))
         raise UsageError(f"unsupported image dtype {dtype}; expected integers or floats")
 
     def store(self, out: NDArray, index: tuple, values: FloatArray) -> None:
@@ -181,6 +193,7 @@ def filter_image(
     alpha_policy: AlphaPolicy = "premultiply",
     linear: bool = False,
     cval: float | None = None,
+    exact: bool = False,
 ) -> NDArray:
     """Apply a per-channel filter to an image, handling dtype, alpha and linear light.
 
@@ -200,6 +213,8 @@ def filter_image(
         channel (the outside is treated as a constant image of that value); None when the
         boundary mode extends the image itself (then a fully opaque alpha stays opaque, and
         premultiplying is skipped as it would change nothing).
+    exact : filter 8/16-bit integer images in float64 rather than float32 (see ``_Depth.of``):
+        for kernels that are not averaging, whose results float32 cannot round exactly.
 
     Returns
     -------
@@ -208,7 +223,7 @@ def filter_image(
     pixels = np.asarray(image)
     if pixels.ndim not in (2, 3):
         raise UsageError(f"image must be (H, W) or (H, W, C), got shape {pixels.shape}")
-    depth = _Depth.of(pixels.dtype)
+    depth = _Depth.of(pixels.dtype, exact=exact)
     planes = pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
     n_channels = planes.shape[2]
     if has_alpha and n_channels < 2:
@@ -432,4 +447,5 @@ def convolve_image(
         alpha_policy=policy,
         linear=linear,
         cval=_outside(mode, cval),
+        exact=not averaging,
     )

@@ -29,20 +29,28 @@ from .errors import ConvfiltError, UsageError
 
 FloatArray = NDArray[np.float64]
 
-# A window whose variance is below this fraction of (weight x the scene's largest squared
-# deviation from its mean) is "flat": its NCC is undefined and scores 0. Far above the rounding
-# of the running sums (measured ~1e-15 on 4096^2 scenes) and of the FFT cross term; in a 16-bit
-# scene spanning the full range, a window is flat below a standard deviation of ~0.3 levels.
-_FLAT_RTOL = 1e-10
-_CENTRING_RTOL = 1e-8
+# A window (or the probe) is "flat", its NCC undefined and scored 0, when its energy about its
+# own mean, E = S2 - S1²/n, is within the rounding error of computing it: E <= 4·n·eps·S2, with
+# S2 the window's own sum of squared (scene-mean-centred) values and n the terms summed. Any
+# summation order that sums the window's own values (the pairwise sliding sums, BLAS products,
+# numpy's sums) loses less than n·eps·S2 in S2 and, through S1²/n, in E; so the test is local:
+# an outlier elsewhere in the scene changes nothing. Correlations through a transform round
+# relative to the whole input, so there S2 is replaced by weight·max(d²) (``_zero_flat``).
+_FLAT_ULPS = 4.0
+_EPS = float(np.finfo(np.float64).eps)
+_FLAT_FLOOR = float(np.finfo(np.float64).tiny)  # exactly flat windows: E = S2 = 0
 
 # Unmasked ncc of a float32 scene and probe computes its cross term in float32 (half the
-# transform cost; errors ~1e-7 of the scores, measured <= 1e-5 on 4096^2 scenes), then
-# recomputes in float64 the placements that can be the best match: those scoring within
-# _REFINE_MARGIN of the best, at most _REFINE_COUNT of them, so an exact crop still scores
-# 1.0 to float64 precision. Window sums stay float64 throughout.
-_REFINE_MARGIN = 1e-3
-_REFINE_COUNT = 16
+# transform cost); window sums stay float64. The cross term's error is about eps32 of
+# max|d|·sum|probe - mean| whatever the window (measured: below a quarter of that), so a
+# window's score is off by up to that over sqrt(E·Ep): ~1e-7 in well-textured windows, but
+# 1e-3 and more where the scene has little contrast (a texture of amplitude 2e-5 on [0, 1]).
+# Each window's bound (the measured error times _CROSS_ERROR_ULPS) sizes the re-check: every
+# placement whose score plus its bound reaches the best score minus the best's bound is
+# recomputed in float64, so the best match (and an exact crop's 1.0) is float64-exact. When
+# more than _REFINE_LIMIT placements qualify, the whole map is recomputed in float64 instead.
+_CROSS_ERROR_ULPS = 4.0
+_REFINE_LIMIT = 256
 
 # Rec. 601 luma weights (as Pillow's "L" conversion and OpenCV's RGB2GRAY use).
 REC601 = (0.299, 0.587, 0.114)
@@ -74,8 +82,8 @@ class _Terms:
     scene_mean))^2 / weight when the method wants the window's own mean removed; None when the
     method needs no energy. ``probe_energy``: sum of w * (probe - offset)^2; ``probe_dot_mean``:
     sum over channels of scene_mean * sum of w * (probe - offset). ``weight``: sum of w.
-    ``flat_energy``, ``probe_flat_energy``: the energies at or below which a window, or the
-    probe, counts as flat. ``scene_means``, ``probe_offsets``: per channel, what was subtracted
+    For ncc, a flat window's energy (and a flat probe's) is already exactly 0 (``_zero_flat``).
+    ``scene_means``, ``probe_offsets``: per channel, what was subtracted
     from the scene and the probe. The arrays belong to the terms: ``combine`` reuses them.
     """
 
@@ -84,10 +92,9 @@ class _Terms:
     probe_energy: float
     probe_dot_mean: float
     weight: float
-    flat_energy: float
-    probe_flat_energy: float
     scene_means: tuple[float, ...] = ()
     probe_offsets: tuple[float, ...] = ()
+    cross_error: float = 0.0  # eps(work)·sum over channels of max|d|·sum|w·(probe - offset)|
 
 
 @dataclass(frozen=True)
@@ -115,9 +122,9 @@ def _no_offset(_probe_c: FloatArray, _weights: FloatArray, _scene_mean: float) -
 def _ncc_scores(terms: _Terms) -> FloatArray:
     """Zero-mean NCC: cross / sqrt(window variance * probe variance), flat windows 0."""
     assert terms.energy is not None
-    if terms.probe_energy <= terms.probe_flat_energy:
+    if terms.probe_energy <= _FLAT_FLOOR:
         return np.zeros(terms.cross.shape)
-    flat = terms.energy <= terms.flat_energy
+    flat = terms.energy <= _FLAT_FLOOR
     denominator = terms.energy  # in place: these maps are the largest arrays in play
     np.putmask(denominator, flat, 1.0)
     denominator *= terms.probe_energy
@@ -202,9 +209,11 @@ def match_template(
     per channel (and per extra mask kernel, sharing the scene's transform). Without a mask the
     window sums come from running sums in float64 along each axis in turn, as in Lewis [1];
     with a mask they are correlations of the scene and its square with the mask, as in
-    Padfield [2]. Windows whose variance is below a tolerance relative to the scene's range
-    are flat and score 0 under ncc, never NaN. For float32 inputs (unmasked ncc) the cross
-    term is computed in float32 and the best placements are recomputed in float64.
+    Padfield [2]. Windows whose variance is within the rounding error of their own sum of
+    squares are flat and score 0 under ncc, never NaN (a decision local to each window: an
+    outlier elsewhere in the scene does not change it). For float32 inputs (unmasked ncc) the
+    cross term is computed in float32 (scores off by up to ~1e-3 in low-contrast windows) and
+    every placement that can be the best within that error is recomputed in float64.
 
     References
     ----------
@@ -220,9 +229,11 @@ def match_template(
     _check_shapes(scene_f, probe_f)
     weights = _as_weights(mask, probe_f.shape[:2])
     terms = _terms(scene_f, probe_f, weights, spec, strategy, on_plan, work)
+    error = _score_error(terms) if fast else None
     scores = spec.combine(terms)
-    if fast:
-        _refine_best(scores, scene_f, probe_f, spec, terms)
+    if error is not None and not _refine_best(scores, error, scene_f, probe_f, spec, terms):
+        float64 = np.dtype(np.float64)
+        scores = spec.combine(_terms(scene_f, probe_f, None, spec, strategy, on_plan, float64))
     return scores
 
 
@@ -294,15 +305,28 @@ def _terms(
     uniform = weights is None
     w = np.ones((probe_h, probe_w)) if weights is None else weights
     weight = float(w.sum())
+    terms = probe_h * probe_w  # values summed per window: the rounding bound's n
     cross = energy = None
-    probe_energy = probe_dot_mean = scale = probe_scale = 0.0
+    probe_energy = probe_dot_mean = cross_error = 0.0
     means, offsets = [], []
+    roads: list[str] = []
+
+    def seen(plan: engine.Plan) -> None:
+        roads.append(plan.strategy)
+        if on_plan is not None:
+            on_plan(plan)
+
     for c in range(scene.shape[2]):
         plane = scene[..., c]
         scene_mean = float(plane.mean(dtype=np.float64))
         centred = np.subtract(plane, scene_mean, dtype=work)
         offset = spec.probe_offset(probe[..., c], w, scene_mean)
         shifted = probe[..., c] - offset
+        if spec.energy == "centred":
+            # ncc's cross term relies on sum(w·shifted) = 0, but a mean on a pedestal rounds
+            # (60000.499... is not a float): the sum is off by n·ulp(mean)/2, multiplied by
+            # each window's sum of deviations. A second pass on the small values removes it.
+            shifted -= float(np.sum(w * shifted)) / weight
         masked_mean = spec.energy == "centred" and not uniform
         kernels = [w * shifted, w] if masked_mean else [w * shifted]
         running = None
@@ -314,27 +338,34 @@ def _terms(
                 _window_energy, plane, scene_mean, probe_h, probe_w, own_mean=own_mean
             )
         correlations = engine.correlate_valid(
-            centred, kernels, method=strategy, on_plan=on_plan, dtype=work
+            centred, kernels, method=strategy, on_plan=seen, dtype=work
         )
         means.append(scene_mean)
         offsets.append(offset)
         cross = _accumulate(cross, correlations[0])
-        probe_energy += float(np.sum(w * shifted**2))
+        own_energy = np.array(float(np.sum(w * shifted**2)))
+        if spec.energy == "centred":
+            _zero_flat(own_energy, np.array(float(np.sum(w * probe[..., c] ** 2))), terms)
+        probe_energy += float(own_energy)
         probe_dot_mean += scene_mean * float(np.sum(w * shifted))
-        scale += _deviation_scale(plane, scene_mean)
-        probe_scale += _deviation_scale(probe[..., c][w > 0], offset)
+        largest = max(float(np.max(centred)), -float(np.min(centred)))
+        cross_error += float(np.finfo(work).eps) * largest * float(np.sum(np.abs(w * shifted)))
         if spec.energy == "none":
             continue
         window: NDArray[np.floating]
         if running is not None:
             window = running.result()
         else:
-            window = engine.correlate_valid(centred**2, [w], method=strategy, on_plan=on_plan)[0]
+            window = engine.correlate_valid(centred**2, [w], method=strategy, on_plan=seen)[0]
             if masked_mean:
                 sum1 = correlations[1]
                 np.square(sum1, out=sum1)
                 sum1 /= weight
-                window -= sum1
+                raw, window = window, np.subtract(window, sum1, out=sum1)
+                if any(road in _TRANSFORMS for road in roads):
+                    # a transform rounds relative to its whole input, not to each window
+                    raw = np.maximum(raw, weight * float(np.max(centred**2)))
+                _zero_flat(window, raw, terms)
         energy = _accumulate(energy, window)
     assert cross is not None
     return _Terms(
@@ -343,39 +374,56 @@ def _terms(
         probe_energy=probe_energy,
         probe_dot_mean=probe_dot_mean,
         weight=weight,
-        flat_energy=_FLAT_RTOL * weight * scale,
-        probe_flat_energy=_FLAT_RTOL * weight * probe_scale,
         scene_means=tuple(means),
         probe_offsets=tuple(offsets),
+        cross_error=cross_error,
     )
 
 
+def _score_error(terms: _Terms) -> NDArray[np.float32]:
+    """Per window, a bound on the ncc score's error from the float32 cross term (flat: 0)."""
+    assert terms.energy is not None
+    denominator = np.multiply(terms.energy, terms.probe_energy, dtype=np.float32)
+    np.sqrt(denominator, out=denominator)
+    bound = np.float32(_CROSS_ERROR_ULPS * terms.cross_error)
+    return np.divide(bound, denominator, out=denominator, where=denominator > 0)
+
+
 def _refine_best(
-    scores: FloatArray, scene: FloatArray, probe: FloatArray, spec: _Method, terms: _Terms
-) -> None:
+    scores: FloatArray,
+    error: NDArray[np.float32],
+    scene: FloatArray,
+    probe: FloatArray,
+    spec: _Method,
+    terms: _Terms,
+) -> bool:
     """Recompute in float64 the (unmasked) placements that can be the best; in place.
 
-    The candidates are those within ``_REFINE_MARGIN`` of the best score (at most
-    ``_REFINE_COUNT``, the best first); each window's cross term and centred energy are summed
-    directly, then scored by the method's own ``combine``.
+    The candidates are those whose score plus its ``error`` bound reaches the best score less
+    the best's bound; each window's cross term and centred energy are summed directly, then
+    scored by the method's own ``combine``. False (nothing changed) when more than
+    ``_REFINE_LIMIT`` qualify: then the caller recomputes the whole map.
     """
     oriented = scores if spec.higher_is_better else -scores
-    threshold = float(oriented.max()) - _REFINE_MARGIN
-    candidates = np.flatnonzero(oriented >= threshold)
-    if candidates.size > _REFINE_COUNT:
-        best = np.argpartition(oriented.ravel()[candidates], -_REFINE_COUNT)[-_REFINE_COUNT:]
-        candidates = candidates[best]
+    threshold = float(np.max(oriented - error))
+    candidates = np.flatnonzero(oriented + error >= threshold)
+    if candidates.size > _REFINE_LIMIT:
+        return False
     ys, xs = np.unravel_index(candidates, scores.shape)
     height, width = probe.shape[:2]
     shifted = probe - np.array(terms.probe_offsets)
     cross = np.empty(len(candidates))
     energy = np.empty(len(candidates))
+    raw = np.empty(len(candidates))
     for i, (y, x) in enumerate(zip(ys, xs, strict=True)):
         window = scene[y : y + height, x : x + width] - np.array(terms.scene_means)
-        cross[i] = float(np.sum(shifted * window))
         sums = window.sum(axis=(0, 1))
-        energy[i] = float(np.sum(window * window)) - float(np.sum(sums * sums)) / terms.weight
+        raw[i] = float(np.sum(window * window))
+        energy[i] = raw[i] - float(np.sum(sums * sums)) / terms.weight
+        cross[i] = float(np.sum(shifted * (window - sums / terms.weight)))
+    _zero_flat(energy, raw, height * width)
     scores[ys, xs] = spec.combine(replace(terms, cross=cross, energy=energy))
+    return True
 
 
 _pool: list[ThreadPoolExecutor] = []
@@ -388,15 +436,14 @@ def _background() -> ThreadPoolExecutor:
     return _pool[0]
 
 
-def _deviation_scale(values: FloatArray, centre: float) -> float:
-    """The squared size of the deviations of ``values`` from ``centre``, for the flatness
-    tolerance.
+_TRANSFORMS = ("fft", "overlap-add")
 
-    Never below ``_CENTRING_RTOL * |centre|``: subtracting a mean leaves rounding noise of
-    about 1e-16 of it, which must count as flat, not as texture.
-    """
-    largest = max(float(values.max()) - centre, centre - float(values.min()))
-    return max(largest, _CENTRING_RTOL * abs(centre)) ** 2
+
+def _zero_flat(energy: NDArray[np.floating], raw: NDArray[np.floating], terms: int) -> None:
+    """Set to exactly 0, in place, each energy ``E = S2 - S1²/n`` within its rounding error of
+    0: ``E <= _FLAT_ULPS·n·eps·S2`` (``raw`` holds S2, ``terms`` is n); see ``_FLAT_ULPS``."""
+    limit = np.multiply(raw, _FLAT_ULPS * terms * _EPS)
+    np.putmask(energy, energy <= limit, 0.0)
 
 
 def _accumulate(
@@ -415,68 +462,73 @@ _SLIDING_BAND_BYTES = 2**18  # bands of ``_window_energy``: about 256 KB, cache-
 def _window_energy(
     plane: FloatArray, centre: float, height: int, width: int, *, own_mean: bool
 ) -> FloatArray:
-    """Per height x width window of ``d = plane - centre``: sum(d²), minus sum(d)²/(h·w)
-    when ``own_mean`` (the energy about the window's own mean); float64, valid placements.
+    """Per height x width window of ``d = plane - centre``: sum(d²), or, with ``own_mean``,
+    the energy about the window's own mean, sum(d²) - sum(d)²/(h·w), flat windows set to
+    exactly 0 (``_zero_flat``); float64, valid placements.
 
-    Down the columns: cumulative sums of d and d² (interleaved), one row at a time so each
-    step is a vectorised add across the row (numpy's ``cumsum(axis=0)`` walks memory
-    column-wise, ~9x slower here), the rows converted to float64 block by block. Then, band
-    by band so the work stays in cache: the column sums ``height`` apart as differences of
-    the cumulative sums, ``_sliding_sums`` along the rows, and the combination. Each
-    cumulative sum spans one column, not the whole image, so the differences lose far fewer
-    digits than an integral image's.
+    Band by band of output rows (the band's input rows in float64, so the work stays near
+    cache): ``_sliding_sums`` down the columns, then along the rows. Both are pairwise sums of
+    the window's own values, so each window's rounding error is relative to that window's own
+    sum of squares, whatever the rest of the scene holds (a running sum down a whole column
+    would carry the error of every value above the window, such as one hot pixel's).
     """
     rows_in, cols = plane.shape
     powers = 2 if own_mean else 1
-    down = np.empty((rows_in + 1, powers, cols))
-    down[0] = 0.0
-    block = max(1, _SLIDING_BAND_BYTES // (8 * powers * cols))
-    chunk = np.empty((block, powers, cols))
-    for start in range(0, rows_in, block):
-        rows = min(block, rows_in - start)
-        deviations = chunk[:rows, 0]
-        np.subtract(plane[start : start + rows], centre, out=deviations)
-        np.square(deviations, out=chunk[:rows, powers - 1])
-        for row in range(rows):
-            np.add(down[start + row], chunk[row], out=down[start + row + 1])
     out_rows, out_cols = rows_in - height + 1, cols - width + 1
+    # at least 4·height output rows per band, so the height - 1 rows each band re-reads cost
+    # at most a quarter more
+    band = min(out_rows, max(4 * height, _SLIDING_BAND_BYTES // (8 * powers * cols)))
+    chunk = np.empty((band + height - 1, powers, cols))
     energy = np.empty((out_rows, out_cols))
-    columns = np.empty((block, powers, cols))
-    for start in range(0, out_rows, block):
-        rows = min(block, out_rows - start)
-        np.subtract(
-            down[start + height : start + height + rows],
-            down[start : start + rows],
-            out=columns[:rows],
-        )
-        sums = _sliding_sums(columns[:rows], width)
+    for start in range(0, out_rows, band):
+        rows = min(band, out_rows - start)
+        values = chunk[: rows + height - 1]
+        np.subtract(plane[start : start + rows + height - 1], centre, out=values[:, 0])
+        np.square(values[:, 0], out=values[:, powers - 1])
+        sums = _sliding_sums(_sliding_sums(values, height, axis=0), width)
         target = energy[start : start + rows]
         if own_mean:
             np.square(sums[:, 0], out=target)
             target *= -1.0 / (height * width)
             target += sums[:, 1]
+            _zero_flat(target, sums[:, 1], height * width)
         else:
             np.copyto(target, sums[:, 0])
     return energy
 
 
-def _sliding_sums(values: FloatArray, width: int) -> FloatArray:
-    """Sums of every ``width`` consecutive entries along the last axis (valid placements).
+def _sliding_sums(values: FloatArray, width: int, axis: int = -1) -> FloatArray:
+    """Sums of every ``width`` consecutive entries along ``axis`` (0 or the last; valid
+    placements).
 
     By doubling: level k holds sums of 2**k neighbours (one add from level k-1), and a window
     is the sum of the levels of the binary digits of ``width``: about 1.5·log2(width)
-    vectorised adds per entry, done band by band in cache. Measured 1.5-2x faster here than
-    a cumulative sum along the row, whose adds form one dependency chain; and pairwise sums
-    round better than differences of a running total.
+    vectorised adds per entry; along the last axis band by band (of the first) in cache.
+    Measured 1.5-2x faster here than a cumulative sum along the row, whose adds form one
+    dependency chain; and every window is a pairwise sum of its own entries, so its rounding
+    is relative to them alone (a difference of running totals rounds relative to the total).
     """
-    out = np.empty((*values.shape[:-1], values.shape[-1] - width + 1))
-    band = max(1, _SLIDING_BAND_BYTES // max(1, values[0].nbytes))
-    for start in range(0, values.shape[0], band):
-        level, target = values[start : start + band], out[start : start + band]
+    along = axis % values.ndim
+
+    def cut(array: FloatArray, start: int, stop: int | None) -> FloatArray:
+        return array[(slice(None),) * along + (slice(start, stop),)]
+
+    shape = list(values.shape)
+    shape[along] -= width - 1
+    out = np.empty(shape)
+    if along == 0:
+        bands = [(values, out)]
+    else:
+        band = max(1, _SLIDING_BAND_BYTES // max(1, values[0].nbytes))
+        bands = [
+            (values[start : start + band], out[start : start + band])
+            for start in range(0, values.shape[0], band)
+        ]
+    for level, target in bands:
         span, offset, digits, first = 1, 0, width, True
         while True:
             if digits & 1:
-                piece = level[..., offset : offset + out.shape[-1]]
+                piece = cut(level, offset, offset + shape[along])
                 if first:
                     np.copyto(target, piece)
                     first = False
@@ -486,7 +538,7 @@ def _sliding_sums(values: FloatArray, width: int) -> FloatArray:
             digits >>= 1
             if not digits:
                 break
-            level = level[..., :-span] + level[..., span:]
+            level = cut(level, 0, -span) + cut(level, span, None)
             span *= 2
     return out
 
@@ -520,7 +572,8 @@ def find_matches(
         The score a match must reach: at least this, or at most for lower-is-better methods.
     min_distance : int, optional
         Non-maximum suppression: a peak closer than this (in x and in y) to a better match is
-        dropped. Default: half the probe's size on each axis. 1 keeps every local peak.
+        dropped. Default: half the probe's size on each axis, rounded up ((h + 1) // 2 and
+        (w + 1) // 2: 3 for a probe of 5), at least 1. 1 keeps every local peak.
 
     Returns
     -------
@@ -541,7 +594,7 @@ def find_matches(
         raise UsageError(f"scores must be a non-empty 2-D map, got shape {values.shape}")
     probe_h, probe_w = (int(n) for n in probe_shape[:2])
     reach_y, reach_x = (
-        (max(1, round(probe_h / 2)), max(1, round(probe_w / 2)))
+        (max(1, (probe_h + 1) // 2), max(1, (probe_w + 1) // 2))
         if min_distance is None
         else (min_distance, min_distance)
     )

@@ -33,10 +33,14 @@ def shipped_constants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 @contextmanager
 def small_tiles() -> Iterator[None]:
     """Tiny bands and tiles, so that small images cross many band and tile edges."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine, "BAND_BYTES", 64)
-        patch.setattr(cost, "TILE_CANDIDATES", (5, 16))
-        yield
+    cost.estimate.cache_clear()  # memoised estimates would keep the other tiles' prices
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(engine, "BAND_BYTES", 64)
+            patch.setattr(cost, "TILE_CANDIDATES", (5, 16))
+            yield
+    finally:
+        cost.estimate.cache_clear()
 
 
 def reference(x: np.ndarray, k: np.ndarray, mode: str, cval: float, flip: bool) -> np.ndarray:
@@ -180,9 +184,75 @@ def test_integer_image_and_kernel_give_exact_integers(method: str, dtype: type) 
     assert np.array_equal(out, expected.astype(np.float64))
 
 
+@pytest.mark.parametrize("method", engine.STRATEGIES)
+@pytest.mark.parametrize("mode", engine.MODES)
+@pytest.mark.parametrize("cval", [0.0, 3.0, -7.0, 0.5])
+def test_integer_exactness_in_every_mode_and_cval(method: str, mode: str, cval: float) -> None:
+    """Integer image and kernel: exact integers in every mode (constant mode with an integer
+    cval); a fractional cval in constant mode is not rounded away (scipy: 6.5, not 6)."""
+    rng = np.random.default_rng(16)
+    x: np.ndarray = rng.integers(0, 256, (23, 19)).astype(np.uint8)
+    k = np.outer([1, 2, 1], [1, 0, -1]) if method == "separable" else rng.integers(-5, 6, (4, 5))
+    out = engine.correlate(x, k, method=method, mode=mode, cval=cval)
+    expected = ndi.correlate(x.astype(np.float64), k.astype(np.float64), mode=mode, cval=cval)
+    if mode == "constant" and not cval.is_integer():
+        assert not np.array_equal(out, np.rint(out))
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-9)
+    else:
+        assert np.array_equal(out, np.rint(expected))
+
+
+def test_fractional_cval_on_an_integer_image_is_not_rounded() -> None:
+    x = np.ones((3, 3), np.uint8)
+    out = engine.correlate(x, np.ones((3, 3)), mode="constant", cval=0.5)
+    assert out[0, 0] == 6.5
+    assert out[1, 1] == 9.0
+
+
+@pytest.mark.parametrize("cval", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_cval_is_a_usage_error(cval: float) -> None:
+    with pytest.raises(UsageError, match="cval"):
+        engine.correlate(np.ones((8, 8)), np.ones((3, 3)), mode="constant", cval=cval)
+
+
+def test_huge_float32_values_keep_off_the_transforms() -> None:
+    """The DC term of a float32 transform of 1e36-sized data overflows: only the banded
+    roads apply, and their result is finite and right."""
+    rng = np.random.default_rng(17)
+    x = (rng.random((120, 130)) * 1e36).astype(np.float32)
+    k = rng.random((9, 9))
+    plans: list[engine.Plan] = []
+    out = engine.correlate(x, k, on_plan=plans.append)
+    assert set(plans[0].estimates) == {"direct"}
+    assert any("float32" in note and "fft" in note for note in plans[0].notes)
+    assert np.isfinite(out).all()
+    assert_close(out, reference(x, k, "reflect", 0.0, flip=False), x, k)
+    with pytest.raises(UsageError, match="float32"):
+        engine.correlate(x, k, method="fft")
+    # ordinary float32 data still may take the transforms
+    assert "fft" in engine.plan((120, 130), k, dtype=np.float32).estimates
+
+
+def test_forced_separable_on_a_nan_image_names_the_real_reason() -> None:
+    x = np.ones((20, 20))
+    x[3, 3] = np.nan
+    with pytest.raises(UsageError, match="not rank one"):
+        engine.correlate(x, np.eye(3), method="separable")
+
+
+def test_complex_kernels_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="complex"):
+        engine.correlate(np.ones((8, 8)), np.ones((3, 3)) * (1 + 1j))
+
+
 def test_huge_integers_leave_only_direct() -> None:
     p = engine.plan((64, 64), np.ones((3, 3), dtype=np.int64), dtype=np.int64)
     assert set(p.estimates) == {"direct"}
+    assert not any("exact integers" in note for note in p.notes)  # beyond 2**53: not exact
+    assert any("nearest float64" in note for note in p.notes)
+    small = engine.plan((64, 64), np.ones((3, 3)), dtype=np.uint16)
+    assert any("exact integers" in note for note in small.notes)
+    assert small.dtype == "float64"  # the working dtype
     with pytest.raises(UsageError, match="fft"):
         engine.plan((64, 64), np.ones((3, 3)), dtype=np.int64, method="fft")
 

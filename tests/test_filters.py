@@ -328,17 +328,44 @@ def test_edge_kernels_keep_alpha_and_averaging_kernels_premultiply() -> None:
 
 
 @pytest.mark.parametrize(
-    "dtype", [np.uint8, np.uint16, np.int32, np.float16, np.float32, np.float64]
+    "dtype",
+    [np.uint8, np.uint16, np.int32, np.uint64, np.int64, np.float16, np.float32, np.float64],
 )
 def test_dtype_and_shape_are_preserved(dtype: type) -> None:
     image: np.ndarray = (np.random.default_rng(5).random((12, 13, 3)) * 100).astype(dtype)
-    for out in (
-        filters.gaussian_blur(image, 1.0),
-        filters.box_blur(image[..., 0], 1),
-        filters.unsharp_mask(image, 1.0, 0.5),
+    for source, out in (
+        (image, filters.gaussian_blur(image, 1.0)),
+        (image[..., 0], filters.box_blur(image[..., 0], 1)),
+        (image, filters.unsharp_mask(image, 1.0, 0.5)),
     ):
         assert out.dtype == image.dtype
-        assert out.shape[:2] == image.shape[:2]
+        assert out.shape == source.shape
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.int64, np.uint32, np.int32, np.uint16])
+def test_white_stays_white_and_black_stays_black(dtype: type) -> None:
+    """The clip bounds are inside the dtype's range: 64-bit extremes do not wrap around
+    (float(2**64 - 1) is 2**64), they stay within float64's precision of the extreme."""
+    info = np.iinfo(dtype)
+    for value in (info.max, info.min):
+        image: np.ndarray = np.full((5, 6), value, dtype)
+        out = filters.gaussian_blur(image, 1.0)
+        assert out.dtype == dtype
+        error = np.abs(out.astype(object) - int(value))
+        assert max(error.ravel()) <= 2 ** max(0, info.bits - 53)
+
+
+@pytest.mark.parametrize("method", ["direct", "fft", "overlap-add"])
+def test_integer_kernel_on_uint16_is_exact_on_every_road(method: str) -> None:
+    """A non-averaging integer kernel: the exact integer result (clipped), not float32's
+    rounding of it through a transform."""
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 65536, (90, 80)).astype(np.uint16)
+    kernel = rng.integers(-9, 10, (15, 15)).astype(float)
+    kernel[7, 7] -= kernel.sum() - 1
+    want = ndi.convolve(image.astype(np.int64), kernel.astype(np.int64), mode="reflect")
+    got = filters.convolve_image(image, kernel, method=method)
+    np.testing.assert_array_equal(got, np.clip(want, 0, 65535))
 
 
 def test_integer_results_are_rounded_half_to_even() -> None:
@@ -360,6 +387,8 @@ def test_integer_results_are_rounded_half_to_even() -> None:
         lambda x: filters.gaussian_blur(x, 1.0, truncate=0.0),
         lambda x: filters.gaussian_blur(x, 1.0, mode="bogus"),
         lambda x: filters.box_blur(x, -1),
+        lambda x: filters.box_blur(x, 1.5),  # type: ignore[arg-type]
+        lambda x: filters.box_blur(x, 1, radius_y=0.5),  # type: ignore[arg-type]
         lambda x: filters.unsharp_mask(x, 1.0, float("nan")),
         lambda x: filters.unsharp_mask(x, 1.0, 1.0, 1.0),
         lambda x: filters.unsharp_mask(x, 1.0, 1.0, -0.1),

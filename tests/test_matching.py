@@ -312,8 +312,60 @@ def test_all_ones_mask_equals_no_mask() -> None:
 def test_on_plan_sees_the_engine_plans() -> None:
     plans: list[engine.Plan] = []
     match_template(textured((40, 40, 3), 18), textured((8, 8, 3), 19), on_plan=plans.append)
-    assert plans
+    assert len(plans) == 3  # one cross-term correlation per channel
     assert all(isinstance(p, engine.Plan) for p in plans)
+    assert all(p.kernel_shape == (8, 8) and p.image_shape == (40, 40) for p in plans)
+
+
+@pytest.mark.parametrize("mask", [None, "disc"])
+def test_an_outlier_far_away_leaves_the_pedestal_match_and_flat_windows_alone(
+    mask: str | None,
+) -> None:
+    """Flatness is decided per window: one dead and one hot pixel elsewhere change nothing."""
+    rng = np.random.default_rng(11)
+    scene = (60000 + rng.integers(0, 2, (120, 150))).astype(np.uint16)
+    scene[80:120, 0:60] = 61234  # a flat patch, below the hot pixel's column
+    probe = scene[40:72, 90:130].copy()
+    weights = None
+    if mask == "disc":
+        yy, xx = np.mgrid[:32, :40]
+        weights = ((yy - 16) ** 2 + (xx - 20) ** 2 <= 15**2).astype(float)
+    clean = match_template(scene, probe, mask=weights)
+    scene[5, 5] = 0  # dead
+    scene[60, 10] = 65535  # hot, in the columns above the flat patch
+    scores = match_template(scene, probe, mask=weights)
+    found = best(scores, probe.shape)
+    assert (found.x, found.y) == (90, 40)
+    assert found.score == pytest.approx(1.0, abs=1e-9)
+    assert np.isfinite(scores).all()
+    assert (scores[80 : 120 - 32 + 1, 0 : 60 - 40 + 1] == 0.0).all()  # flat: exactly 0
+    far = np.ones(scores.shape, bool)  # windows that hold neither outlier score as before
+    far[: 5 + 1, : 5 + 1] = far[60 - 31 : 61, : 10 + 1] = False
+    np.testing.assert_allclose(scores[far], clean[far], atol=1e-9)
+
+
+def test_float32_best_match_is_rechecked_in_low_contrast() -> None:
+    """A texture of amplitude 2e-5 (and a bright block that sets the float32 rounding): the
+    float32 cross term is off by ~0.1 there, yet the best placement and its score are the
+    float64 ones."""
+    rng = np.random.default_rng(0)
+    scene = (0.5 + 2e-5 * rng.random((160, 160))).astype(np.float32)
+    scene[:4, :4] = 20.0
+    probe = rng.random((32, 32)).astype(np.float32)  # not in the scene
+    exact = direct_scores_vectorised(scene, probe)
+    fast = match_template(scene, probe)
+    found, want = best(fast, probe.shape), best(exact, probe.shape)
+    assert (found.x, found.y) == (want.x, want.y)
+    assert found.score == pytest.approx(want.score, abs=1e-9)
+
+
+def direct_scores_vectorised(scene: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """ncc of a grey scene by its definition, in float64 (windows as a strided view)."""
+    t = probe.astype(np.float64) - probe.astype(np.float64).mean()
+    windows = np.lib.stride_tricks.sliding_window_view(scene.astype(np.float64), probe.shape)
+    deviations = windows - windows.mean(axis=(2, 3), keepdims=True)
+    numerator = np.einsum("yxij,ij->yx", deviations, t)
+    return numerator / np.sqrt((deviations**2).sum(axis=(2, 3)) * (t**2).sum())
 
 
 # ------------------------------------------------------------------------------------------
@@ -356,6 +408,18 @@ def test_min_distance_one_keeps_neighbouring_peaks() -> None:
     default = find_matches(scores, probe_shape=(8, 8), top=2)
     assert (default[0].x, default[0].y) == (4, 4)
     assert (6, 4) not in [(m.x, m.y) for m in default]
+
+
+@pytest.mark.parametrize(("size", "reach"), [(5, 3), (6, 3), (7, 4), (8, 4)])
+def test_default_suppression_is_half_the_probe_rounded_up(size: int, reach: int) -> None:
+    scores = np.zeros((30, 30))
+    scores[10, 10] = 1.0
+    scores[10, 10 + reach] = 0.8  # just far enough along x: kept
+    scores[10 + reach - 1, 10] = 0.9  # just too close along y (and x): suppressed
+    found = [
+        (m.x, m.y) for m in find_matches(scores, probe_shape=(size, size), top=3, min_score=0.5)
+    ]
+    assert found == [(10, 10), (10 + reach, 10)]
 
 
 def test_shoulders_are_not_peaks() -> None:
