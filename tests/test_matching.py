@@ -12,7 +12,9 @@ from PIL import Image
 from convfilt import engine
 from convfilt.errors import ConvfiltError, UsageError
 from convfilt.matching import (
+    _FLAT_ULPS,
     Match,
+    _window_energy,
     display_rgb,
     draw_matches,
     find_matches,
@@ -366,6 +368,90 @@ def direct_scores_vectorised(scene: np.ndarray, probe: np.ndarray) -> np.ndarray
     deviations = windows - windows.mean(axis=(2, 3), keepdims=True)
     numerator = np.einsum("yxij,ij->yx", deviations, t)
     return numerator / np.sqrt((deviations**2).sum(axis=(2, 3)) * (t**2).sum())
+
+
+def energies_by_definition(plane: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """Per window of ``d = plane - plane.mean()``: sum(d²), the two-pass energy about the
+    window's mean, and whether the window is exactly flat (all its values equal)."""
+    windows = np.lib.stride_tricks.sliding_window_view(plane - plane.mean(), shape)
+    raw = (windows**2).sum(axis=(2, 3))
+    energy = ((windows - windows.mean(axis=(2, 3), keepdims=True)) ** 2).sum(axis=(2, 3))
+    flat = (windows == windows[..., :1, :1]).all(axis=(2, 3))
+    return raw, energy, flat
+
+
+@st.composite
+def planes_with_outliers(draw: st.DrawFn) -> tuple[np.ndarray, int, int]:
+    """Textures of very different contrasts on a pedestal or not, a flat patch, outliers."""
+    rows, cols = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    height, width = draw(st.integers(1, rows)), draw(st.integers(1, cols))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    amplitude = draw(st.sampled_from([1.0, 1e-3, 1e-7]))
+    levels = draw(st.sampled_from([None, 3]))  # few levels: flat windows by chance
+    texture = rng.random((rows, cols)) if levels is None else rng.integers(0, levels, (rows, cols))
+    plane = draw(st.sampled_from([0.0, 60000.0])) + amplitude * texture
+    top, left = draw(st.integers(0, rows - 1)), draw(st.integers(0, cols - 1))
+    bottom, right = draw(st.integers(top, rows)), draw(st.integers(left, cols))
+    plane[top:bottom, left:right] = draw(st.sampled_from([0.5, 31234.567]))
+    for _ in range(draw(st.integers(0, 3))):
+        y, x = draw(st.integers(0, rows - 1)), draw(st.integers(0, cols - 1))
+        plane[y, x] = draw(st.sampled_from([0.0, 65535.0, -1e5]))
+    return plane, height, width
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=planes_with_outliers())
+def test_window_energy_agrees_with_the_definition(case: tuple[np.ndarray, int, int]) -> None:
+    """Every window's energy is within its own rounding bound of the two-pass float64 value,
+    or 0 if its true energy is within twice that bound (no textured window is zeroed), and
+    exactly flat windows are exactly 0."""
+    plane, height, width = case
+    raw, energy, flat = energies_by_definition(plane, (height, width))
+    limit = _FLAT_ULPS * height * width * np.finfo(np.float64).eps * raw
+    centred = _window_energy(plane, float(plane.mean()), height, width, own_mean=True)
+    assert (centred[flat] == 0.0).all()
+    zeroed = centred == 0.0  # the rest is within the rounding bound; only near-flat zeroed
+    assert (np.abs(centred - energy)[~zeroed] <= limit[~zeroed]).all()
+    assert (energy[zeroed] <= 2.0 * limit[zeroed]).all()
+    sums = _window_energy(plane, float(plane.mean()), height, width, own_mean=False)
+    assert (np.abs(sums - raw) <= limit).all()
+
+
+@pytest.mark.parametrize(("height", "width"), [(7, 5), (1, 9), (33, 2)])
+def test_window_energy_across_bands_and_partial_blocks(height: int, width: int) -> None:
+    """A wide scene is summed in several bands of rows, each cut into blocks of the window's
+    height with a partial one last; on a pedestal with outliers each window still agrees."""
+    rng = np.random.default_rng(21)
+    plane = 60000.0 + rng.random((120, 1100))
+    plane[30:90, 200:700] = 60000.5
+    plane[50, 100] = plane[10, 1000] = 65535.0
+    raw, energy, flat = energies_by_definition(plane, (height, width))
+    limit = _FLAT_ULPS * height * width * np.finfo(np.float64).eps * raw
+    centred = _window_energy(plane, float(plane.mean()), height, width, own_mean=True)
+    assert flat.any() and (centred[flat] == 0.0).all()
+    assert (np.abs(centred - energy)[~flat] <= limit[~flat]).all()
+
+
+def test_flat_windows_beside_a_hot_pixel_are_exactly_zero() -> None:
+    """Flatness is judged against each window's own values: windows of a flat patch beside a
+    hot and a dead pixel are exactly 0, and a faint texture (variance 1e-8, far below the
+    hot pixel's rounding) right next to them keeps its energy."""
+    rng = np.random.default_rng(20)
+    plane = 60000.0 + 1e-4 * rng.random((64, 64))
+    plane[16:40, 8:30] = 60000.25
+    plane[20, 30] = 65535.0  # hot, next to the patch in its rows
+    plane[40, 12] = 0.0  # dead, right below it
+    raw, energy, flat = energies_by_definition(plane, (8, 8))
+    centred = _window_energy(plane, float(plane.mean()), 8, 8, own_mean=True)
+    assert flat[16:33, 8:23].all()
+    assert (centred[flat] == 0.0).all()
+    outliers = np.zeros(plane.shape, bool)
+    outliers[20, 30] = outliers[40, 12] = True
+    clean = ~np.lib.stride_tricks.sliding_window_view(outliers, (8, 8)).any(axis=(2, 3))
+    textured_clean = clean & ~flat
+    assert (centred[textured_clean] > 0.0).all()
+    limit = _FLAT_ULPS * 64 * np.finfo(np.float64).eps * raw  # 2e-12 at most, energies 5e-8
+    assert (np.abs(centred - energy)[clean] <= limit[clean]).all()
 
 
 # ------------------------------------------------------------------------------------------
