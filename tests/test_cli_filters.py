@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,8 @@ from typer.testing import CliRunner, Result
 
 from convfilt import filters, images, kernels
 from convfilt.cli import _PRESET_HELP, app
+
+from .processes import convfilt, convfilt_onto_full_disk
 
 runner = CliRunner()
 
@@ -351,16 +351,7 @@ def test_format_without_o_names_the_output_by_the_format(folder: Path) -> None:
 
 
 def test_a_full_disk_under_stdout_is_one_line_exit_1(folder: Path) -> None:
-    if not Path("/dev/full").exists():
-        pytest.skip("no /dev/full here")
-    with open("/dev/full", "wb") as full:
-        done = subprocess.run(
-            [sys.executable, "-m", "convfilt", "blur", "a.png", "-o", "-"],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
+    done = convfilt_onto_full_disk("blur", "a.png", "-o", "-")
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         "convfilt: error: <stdout>: cannot write (No space left on device)"
@@ -377,24 +368,12 @@ def test_force_overwrites(folder: Path) -> None:
 
 
 def test_python_dash_m_convfilt_blur(folder: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "convfilt", "blur", "a.png", "--sigma", "1.2", "-o", "real.png"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = convfilt("blur", "a.png", "--sigma", "1.2", "-o", "real.png")
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert "wrote real.png" in done.stderr
     np.testing.assert_array_equal(pixels("real.png"), filters.gaussian_blur(pixels("a.png"), 1.2))
-    failed = subprocess.run(
-        [sys.executable, "-m", "convfilt", "blur", "a.png", "--sigma", "nan", "-o", "x.png"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    failed = convfilt("blur", "a.png", "--sigma", "nan", "-o", "x.png")
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines() == [
         "convfilt: error: --sigma must be a finite number > 0, got nan"

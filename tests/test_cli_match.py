@@ -14,6 +14,8 @@ from typer.testing import CliRunner, Result
 
 from convfilt.cli import app
 
+from .processes import convfilt_onto_full_disk
+
 ROOT = Path(__file__).resolve().parents[1]
 FACE = ROOT / "samples" / "face.png"
 PATCH = ROOT / "samples" / "patch-probe.png"
@@ -267,16 +269,7 @@ def test_a_strategy_that_cannot_apply_is_a_usage_error() -> None:
 
 
 def test_a_full_disk_under_stdout_is_one_line_exit_1() -> None:
-    if not Path("/dev/full").exists():
-        pytest.skip("no /dev/full here")
-    with open("/dev/full", "w") as full:
-        done = subprocess.run(
-            [sys.executable, "-m", "convfilt", "match", str(FACE), str(PATCH), "--json"],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
+    done = convfilt_onto_full_disk("match", FACE, PATCH, "--json")
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         "convfilt: error: <stdout>: cannot write (No space left on device)"
