@@ -225,10 +225,10 @@ def _run_pipeline(
         raise UsageError("two inputs would write the same output; use -o or rename one")
     for target in targets:  # unknown extension or --format: refuse before any work
         images.output_format(str(target), dest.format)
-    for target in files:  # an output must not replace another input of the batch
+    replacing_the_input = len(inputs) == 1 and dest.out is not None and dest.force  # -o IN -f
+    for target in [] if replacing_the_input else files:  # no output may replace an input
         for source in inputs:
-            own = len(inputs) == 1 and dest.out is not None and dest.force
-            if source != images.STDIO and not own and images.same_file(Path(source), Path(target)):
+            if source != images.STDIO and images.same_file(Path(source), Path(target)):
                 raise UsageError(f"{target}: would overwrite the input {source}; rename one")
 
     written: list[dict[str, str]] = []
