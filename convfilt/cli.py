@@ -88,8 +88,8 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
     except BrokenPipeError:
         raise  # the reader of our stdout went away: Click exits quietly
-    except OSError as exc:  # I/O the library did not name (a full disk under stdout, ...)
-        where = exc.filename or "<stdout>"
+    except OSError as exc:  # I/O the library did not name (e.g. Rich's table onto a full disk)
+        where = exc.filename or "I/O error"
         report.error(f"{where}: {exc.strerror or exc}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

@@ -468,13 +468,7 @@ def save(
     if name == STDIO:
         buffer = io.BytesIO()
         _encode(writer, pixels, buffer, encoding, name)
-        try:
-            sys.stdout.buffer.write(buffer.getvalue())
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:
-            raise  # the reader went away: the CLI exits quietly, as `head` expects
-        except OSError as exc:
-            raise ConvfiltError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
+        write_stdout(buffer.getvalue())
         return None
     target = Path(name)
     write_atomically(target, lambda file: _encode(writer, pixels, file, encoding, name), force)
@@ -629,6 +623,20 @@ def _write_tiff_deep(pixels: np.ndarray, file: BinaryIO, encoding: _Encoding) ->
         extratags=extratags,
     )
     file.write(encoded.getbuffer())
+
+
+def write_stdout(data: bytes) -> None:
+    """Write ``data`` to stdout and flush; a failed write (a full disk) is a ConvfiltError.
+
+    A closed pipe is left to propagate: the CLI then exits quietly, as ``| head`` expects.
+    """
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise ConvfiltError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
 
 
 def write_atomically(target: Path, write: Callable[[BinaryIO], None], force: bool) -> None:

@@ -51,15 +51,10 @@ def message(text: str) -> None:
 
 def print_json(obj: Any) -> None:
     """Print one JSON document on stdout (plain, so it parses whatever the terminal)."""
-    from .errors import ConvfiltError
+    from .images import write_stdout
 
-    try:
-        sys.stdout.write(json.dumps(obj, indent=2, allow_nan=False) + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise  # the reader went away: the CLI exits quietly
-    except OSError as exc:
-        raise ConvfiltError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
+    sys.stdout.flush()  # anything already printed goes first
+    write_stdout((json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
 
 
 def explain(plan: Plan) -> None:
