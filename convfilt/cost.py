@@ -47,7 +47,9 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from functools import cache, lru_cache, partial
@@ -81,7 +83,24 @@ def fft_workers(points: int) -> int:
     The estimates divide the transform work by the same number, so that one fitted rate
     serves small (serial) and large (parallel) transforms alike.
     """
-    return 1 if points < PARALLEL_FFT_SIZE else available_cores()
+    return 1 if points < PARALLEL_FFT_SIZE else min(available_cores(), _thread_cap.get())
+
+
+_thread_cap: ContextVar[int] = ContextVar("thread_cap", default=1 << 30)
+
+
+@contextmanager
+def transform_threads(cap: int) -> Iterator[None]:
+    """Within the block (and this thread or task), transforms use at most ``cap`` threads.
+
+    For a caller that keeps the other cores busy itself: ``match_template`` sums its windows
+    on one core while the engine transforms on another. The estimates see the cap too.
+    """
+    token = _thread_cap.set(max(1, cap))
+    try:
+        yield
+    finally:
+        _thread_cap.reset(token)
 
 
 def band_rows(kh: int) -> int:
@@ -318,13 +337,19 @@ def overlap_tile(s: Shape, c: Constants, dtype: np.dtype | type | str) -> tuple[
     return min(costs, key=lambda option: option[2])
 
 
-@lru_cache(maxsize=1024)
 def estimate(strategy: str, s: Shape, dtype: np.dtype | type | str, c: Constants) -> float:
-    """Predicted seconds of ``strategy`` for ``s`` in ``dtype``.
+    """Predicted seconds of ``strategy`` for ``s`` in ``dtype`` (under the current
+    ``transform_threads`` cap)."""
+    return _estimate(strategy, s, dtype, c, _thread_cap.get())
 
-    A pure function of its (hashable) arguments, memoised: planning the same shapes again
-    (channels, batches of images, benchmarks) costs a lookup instead of ~0.1 ms.
-    """
+
+@lru_cache(maxsize=1024)
+def _estimate(
+    strategy: str, s: Shape, dtype: np.dtype | type | str, c: Constants, _cap: int
+) -> float:
+    """``estimate``, a pure function of its (hashable) arguments, memoised: planning the same
+    shapes again (channels, batches of images, benchmarks) costs a lookup instead of ~0.1 ms.
+    ``_cap`` (the thread cap, read by ``fft_workers``) is part of the key."""
     if strategy == "overlap-add":
         return overlap_tile(s, c, dtype)[2]
     model = ESTIMATORS[strategy]

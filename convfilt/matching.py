@@ -16,15 +16,17 @@ References
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import engine
+from . import cost, engine
 from .errors import ConvfiltError, UsageError
 
 FloatArray = NDArray[np.float64]
@@ -125,17 +127,7 @@ def _no_offset(_probe_c: FloatArray, _weights: FloatArray, _scene_mean: float) -
 
 def _ncc_scores(terms: _Terms) -> FloatArray:
     """Zero-mean NCC: cross / sqrt(window variance * probe variance), flat windows 0."""
-    assert terms.energy is not None
-    if terms.probe_energy <= _FLAT_FLOOR:
-        return np.zeros(terms.cross.shape)
-    flat = terms.energy <= _FLAT_FLOOR
-    denominator = terms.energy  # in place: these maps are the largest arrays in play
-    np.putmask(denominator, flat, 1.0)
-    denominator *= terms.probe_energy
-    np.sqrt(denominator, out=denominator)
-    scores = np.divide(terms.cross, denominator, out=denominator)  # float64 (cross may be f32)
-    np.putmask(scores, flat, 0.0)
-    return np.clip(scores, -1.0, 1.0, out=scores)
+    return _ncc_map(terms)[0]
 
 
 def _sqdiff_scores(terms: _Terms) -> FloatArray:
@@ -233,12 +225,14 @@ def match_template(
     _check_shapes(scene_f, probe_f)
     weights = _as_weights(mask, probe_f.shape[:2])
     terms = _terms(scene_f, probe_f, weights, spec, strategy, on_plan, work)
-    error = _score_error(terms) if fast else None
-    scores = spec.combine(terms)
-    if error is not None and not _refine_best(scores, error, scene_f, probe_f, spec, terms):
-        float64 = np.dtype(np.float64)
-        scores = spec.combine(_terms(scene_f, probe_f, None, spec, strategy, on_plan, float64))
-    return scores
+    if not fast:
+        return spec.combine(terms)
+    scores, candidates = _ncc_map(terms, cross_error=_CROSS_ERROR_ULPS * terms.cross_error)
+    if candidates.size <= _REFINE_LIMIT:
+        _refine(scores, candidates, scene_f, probe_f, spec, terms)
+        return scores
+    float64 = np.dtype(np.float64)
+    return spec.combine(_terms(scene_f, probe_f, None, spec, strategy, on_plan, float64))
 
 
 def _method(name: str) -> _Method:
@@ -334,16 +328,18 @@ def _terms(
         masked_mean = spec.energy == "centred" and not uniform
         kernels = [w * shifted, w] if masked_mean else [w * shifted]
         running = None
+        transforms: AbstractContextManager[None] = nullcontext()
         if uniform and spec.energy != "none":
-            # the running sums use one core (numpy's loops are serial) while the transforms
-            # run: on a 2-core machine that hides most of their cost
+            # the window sums (serial numpy loops) start on one core while the transforms
+            # run on the others; whoever finishes first helps with the sums' remaining bands
             own_mean = spec.energy == "centred"
-            running = _background().submit(
-                _window_energy, plane, scene_mean, probe_h, probe_w, own_mean=own_mean
+            running = _WindowEnergy(plane, scene_mean, probe_h, probe_w, own_mean=own_mean)
+            running.start(_pool())
+            transforms = cost.transform_threads(cost.available_cores() - 1)
+        with transforms:
+            correlations = engine.correlate_valid(
+                centred, kernels, method=strategy, on_plan=seen, dtype=work
             )
-        correlations = engine.correlate_valid(
-            centred, kernels, method=strategy, on_plan=seen, dtype=work
-        )
         means.append(scene_mean)
         offsets.append(offset)
         cross = _accumulate(cross, correlations[0])
@@ -384,35 +380,91 @@ def _terms(
     )
 
 
-def _score_error(terms: _Terms) -> NDArray[np.float32]:
-    """Per window, a bound on the ncc score's error from the float32 cross term (flat: 0)."""
+_SCORE_BAND = 2**17  # map entries per band of ``_ncc_map``: 1 MB of float64, in L2 (smaller
+# bands measured slower on two threads: more calls, each holding the GIL a while)
+
+
+def _ncc_map(
+    terms: _Terms, *, cross_error: float | None = None
+) -> tuple[FloatArray, NDArray[np.intp]]:
+    """NCC scores (flat windows 0, clipped to [-1, 1]), band by band on every core; and,
+    given the bound ``cross_error`` on the cross term's error (the float32 fast path), the
+    flat indices of the placements that can be the best within their error.
+
+    A window's score is off by up to ``cross_error / sqrt(E·Ep)``; the candidates are the
+    windows whose score plus that bound reaches the largest score less its own bound. Each
+    band reports its largest lower and upper bounds, so only the bands that hold a candidate
+    are visited again to list them. Without ``cross_error`` no candidates are listed.
+    """
+    scores = np.empty(terms.cross.shape)
+    if terms.probe_energy <= _FLAT_FLOOR:  # a flat probe: nothing correlates, exactly
+        scores[...] = 0.0
+        return scores, np.empty(0, dtype=np.intp)
+    per_row = max(1, scores[:1].size)
+    step = max(1, _SCORE_BAND // per_row)
+    bands = [slice(start, start + step) for start in range(0, len(scores), step)]
+
+    def score(rows: slice) -> tuple[float, float]:
+        denominator, flat = _ncc_denominator(terms, rows)
+        band = np.divide(terms.cross[rows], denominator, out=scores[rows])
+        if flat is not None:
+            np.putmask(band, flat, 0.0)
+        np.clip(band, -1.0, 1.0, out=band)
+        if cross_error is None:
+            return 0.0, 0.0
+        error = _score_error(denominator, flat, cross_error)
+        lower = float(np.max(np.subtract(band, error)))
+        return lower, float(np.max(np.add(band, error, out=error)))
+
+    bounds = list(_pool().map(score, bands)) if len(bands) > 1 else [score(bands[0])]
+    if cross_error is None:
+        return scores, np.empty(0, dtype=np.intp)
+    threshold = max(lower for lower, _ in bounds)
+    candidates = []
+    for rows, (_, upper) in zip(bands, bounds, strict=True):
+        if upper >= threshold:
+            error = _score_error(*_ncc_denominator(terms, rows), cross_error)
+            offset = rows.start * per_row
+            candidates.append(offset + np.flatnonzero(scores[rows] + error >= threshold))
+    return scores, np.concatenate(candidates)
+
+
+def _ncc_denominator(terms: _Terms, rows: slice) -> tuple[FloatArray, NDArray[np.bool_] | None]:
+    """sqrt(E·Ep) for the windows in ``rows`` (flat windows: 1), and the flat windows' mask
+    (None when there are none)."""
     assert terms.energy is not None
-    denominator = np.multiply(terms.energy, terms.probe_energy, dtype=np.float32)
-    np.sqrt(denominator, out=denominator)
-    bound = np.float32(_CROSS_ERROR_ULPS * terms.cross_error)
-    return np.divide(bound, denominator, out=denominator, where=denominator > 0)
+    energy = terms.energy[rows]
+    flat: NDArray[np.bool_] | None = energy <= _FLAT_FLOOR
+    denominator = np.multiply(energy, terms.probe_energy)
+    if flat is not None and flat.any():
+        np.putmask(denominator, flat, 1.0)
+    else:
+        flat = None
+    return np.sqrt(denominator, out=denominator), flat
 
 
-def _refine_best(
+def _score_error(
+    denominator: FloatArray, flat: NDArray[np.bool_] | None, cross_error: float
+) -> FloatArray:
+    """Per window, the bound on the ncc score's error from the cross term (flat: 0);
+    overwrites ``denominator``."""
+    error = np.divide(cross_error, denominator, out=denominator)
+    if flat is not None:
+        np.putmask(error, flat, 0.0)
+    return error
+
+
+def _refine(
     scores: FloatArray,
-    error: NDArray[np.float32],
+    candidates: NDArray[np.intp],
     scene: FloatArray,
     probe: FloatArray,
     spec: _Method,
     terms: _Terms,
-) -> bool:
-    """Recompute in float64 the (unmasked) placements that can be the best; in place.
-
-    The candidates are those whose score plus its ``error`` bound reaches the best score less
-    the best's bound; each window's cross term and centred energy are summed directly, then
-    scored by the method's own ``combine``. False (nothing changed) when more than
-    ``_REFINE_LIMIT`` qualify: then the caller recomputes the whole map.
-    """
-    oriented = scores if spec.higher_is_better else -scores
-    threshold = float(np.max(oriented - error))
-    candidates = np.flatnonzero(oriented + error >= threshold)
-    if candidates.size > _REFINE_LIMIT:
-        return False
+) -> None:
+    """Recompute in float64, in place, the (unmasked) placements at flat indices
+    ``candidates``: each window's cross term and centred energy summed directly, then scored
+    by the method's own ``combine``."""
     ys, xs = np.unravel_index(candidates, scores.shape)
     height, width = probe.shape[:2]
     shifted = probe - np.array(terms.probe_offsets)
@@ -427,17 +479,18 @@ def _refine_best(
         cross[i] = float(np.sum(shifted * (window - sums / terms.weight)))
     _zero_flat(energy, raw, height * width)
     scores[ys, xs] = spec.combine(replace(terms, cross=cross, energy=energy))
-    return True
 
 
-_pool: list[ThreadPoolExecutor] = []
+_workers: list[ThreadPoolExecutor] = []
 
 
-def _background() -> ThreadPoolExecutor:
-    """One worker thread for computing the window sums alongside the engine's transforms."""
-    if not _pool:
-        _pool.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="convfilt-sums"))
-    return _pool[0]
+def _pool() -> ThreadPoolExecutor:
+    """Threads for the window sums and the scores, one per core (numpy's loops release the
+    GIL, so they run alongside the caller's transforms and each other)."""
+    if not _workers:
+        cores = cost.available_cores()
+        _workers.append(ThreadPoolExecutor(max_workers=cores, thread_name_prefix="convfilt"))
+    return _workers[0]
 
 
 _TRANSFORMS = ("fft", "overlap-add")
@@ -460,48 +513,89 @@ def _accumulate(
     return total
 
 
-_SLIDING_BAND_BYTES = 2**18  # bands of ``_window_energy``: about 256 KB, cache-resident
+_SLIDING_BAND_BYTES = 2**18  # bands of ``_sliding_sums``: about 256 KB, cache-resident
+_ENERGY_BAND_BYTES = 2**22  # at most this many bytes per value array of a ``_WindowEnergy`` band
+
+
+class _WindowEnergy:
+    """The window energies of one plane (see ``_window_energy``), computed band by band of
+    output rows by every thread that calls ``work``: typically a pool worker from the start,
+    then the caller too once its own share (the transforms) is done, so neither core idles.
+
+    Each band's input rows are converted to float64 in its thread's scratch (in cache):
+    ``_block_sums`` down the columns, then ``_sliding_sums`` along the rows.
+    """
+
+    def __init__(
+        self, plane: NDArray[np.floating], centre: float, height: int, width: int, *, own_mean: bool
+    ) -> None:
+        self.plane, self.centre, self.height, self.width = plane, centre, height, width
+        self.powers = 2 if own_mean else 1
+        rows_in, cols = plane.shape
+        out_rows = rows_in - height + 1
+        self.energy = np.empty((out_rows, cols - width + 1))
+        # 64 output rows per band (fewer for very wide planes), or the window's height: the
+        # band's height - 1 extra input rows cost less than a working set out of L2 (measured
+        # on 1024² and 2048², windows 16 to 256: 128 rows or 4·height, 1.1-1.9x slower)
+        row_bytes = 8 * self.powers * cols
+        self.band = min(out_rows, max(height, min(64, _ENERGY_BAND_BYTES // row_bytes)))
+        self._starts = iter(range(0, out_rows, self.band))
+        self._lock = threading.Lock()
+        self._helper: Future[None] | None = None
+
+    def start(self, pool: ThreadPoolExecutor) -> _WindowEnergy:
+        """Let a worker of ``pool`` start on the bands."""
+        self._helper = pool.submit(self.work)
+        return self
+
+    def result(self) -> FloatArray:
+        """The energies, once the caller has helped with whatever bands are left."""
+        self.work()
+        if self._helper is not None and not self._helper.cancel():  # not started: no wait
+            self._helper.result()
+        return self.energy
+
+    def work(self) -> None:
+        """Compute bands until none is left."""
+        height, powers = self.height, self.powers
+        chunk = np.empty((self.band + height - 1, powers, self.plane.shape[1]))
+        prefix, suffix = np.empty_like(chunk), np.empty_like(chunk)
+        while (start := self._next_band()) is not None:
+            rows = min(self.band, len(self.energy) - start)
+            values = chunk[: rows + height - 1]
+            np.subtract(
+                self.plane[start : start + rows + height - 1], self.centre, out=values[:, 0]
+            )
+            np.square(values[:, 0], out=values[:, powers - 1])
+            columns = _block_sums(values, height, prefix[: len(values)], suffix[: len(values)])
+            sums = _sliding_sums(columns, self.width)
+            target = self.energy[start : start + rows]
+            if powers == 2:
+                np.square(sums[:, 0], out=target)
+                target *= -1.0 / (height * self.width)
+                target += sums[:, 1]
+                _zero_flat(target, sums[:, 1], height * self.width)
+            else:
+                np.copyto(target, sums[:, 0])
+
+    def _next_band(self) -> int | None:
+        with self._lock:
+            return next(self._starts, None)
 
 
 def _window_energy(
-    plane: FloatArray, centre: float, height: int, width: int, *, own_mean: bool
+    plane: NDArray[np.floating], centre: float, height: int, width: int, *, own_mean: bool
 ) -> FloatArray:
     """Per height x width window of ``d = plane - centre``: sum(d²), or, with ``own_mean``,
     the energy about the window's own mean, sum(d²) - sum(d)²/(h·w), flat windows set to
     exactly 0 (``_zero_flat``); float64, valid placements.
 
-    Band by band of output rows (the band's input rows in float64, so the work stays near
-    cache): ``_block_sums`` down the columns, then ``_sliding_sums`` along the rows. Both add
-    only the window's own values, so each window's rounding error is relative to that
-    window's own sum of squares, whatever the rest of the scene holds (a running sum down a
-    whole column would carry the error of every value above the window, such as one hot
-    pixel's).
+    Both passes (``_block_sums``, ``_sliding_sums``) add only the window's own values, so each
+    window's rounding error is relative to that window's own sum of squares, whatever the rest
+    of the scene holds (a running sum down a whole column would carry the error of every value
+    above the window, such as one hot pixel's).
     """
-    rows_in, cols = plane.shape
-    powers = 2 if own_mean else 1
-    out_rows, out_cols = rows_in - height + 1, cols - width + 1
-    # at least 4·height output rows per band, so the height - 1 rows each band re-reads cost
-    # at most a quarter more
-    band = min(out_rows, max(4 * height, _SLIDING_BAND_BYTES // (8 * powers * cols)))
-    chunk = np.empty((band + height - 1, powers, cols))
-    prefix, suffix = np.empty_like(chunk), np.empty_like(chunk)
-    energy = np.empty((out_rows, out_cols))
-    for start in range(0, out_rows, band):
-        rows = min(band, out_rows - start)
-        values = chunk[: rows + height - 1]
-        np.subtract(plane[start : start + rows + height - 1], centre, out=values[:, 0])
-        np.square(values[:, 0], out=values[:, powers - 1])
-        columns = _block_sums(values, height, prefix[: len(values)], suffix[: len(values)])
-        sums = _sliding_sums(columns, width)
-        target = energy[start : start + rows]
-        if own_mean:
-            np.square(sums[:, 0], out=target)
-            target *= -1.0 / (height * width)
-            target += sums[:, 1]
-            _zero_flat(target, sums[:, 1], height * width)
-        else:
-            np.copyto(target, sums[:, 0])
-    return energy
+    return _WindowEnergy(plane, centre, height, width, own_mean=own_mean).result()
 
 
 def _block_sums(

@@ -33,14 +33,14 @@ def shipped_constants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 @contextmanager
 def small_tiles() -> Iterator[None]:
     """Tiny bands and tiles, so that small images cross many band and tile edges."""
-    cost.estimate.cache_clear()  # memoised estimates would keep the other tiles' prices
+    cost._estimate.cache_clear()  # memoised estimates would keep the other tiles' prices
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(engine, "BAND_BYTES", 64)
             patch.setattr(cost, "TILE_CANDIDATES", (5, 16))
             yield
     finally:
-        cost.estimate.cache_clear()
+        cost._estimate.cache_clear()
 
 
 def reference(x: np.ndarray, k: np.ndarray, mode: str, cval: float, flip: bool) -> np.ndarray:
