@@ -255,7 +255,9 @@ def _as_channels(image: ArrayLike, name: str, dtype: np.dtype = np.dtype(np.floa
     ):
         raise UsageError(f"{name} must hold real numbers, got {array.dtype}")
     values = array.astype(dtype if array.dtype == dtype else np.float64, copy=False)
-    if not np.isfinite(values).all():
+    # a finite sum proves every value finite (an inf or NaN anywhere makes it inf or NaN),
+    # in one pass without a temporary; only a sum that overflowed needs the full check
+    if not np.isfinite(values.sum()) and not np.isfinite(values).all():
         raise ConvfiltError(f"{name} holds NaN or infinite values")
     return values[..., np.newaxis] if values.ndim == 2 else values
 
@@ -316,7 +318,7 @@ def _terms(
 
     for c in range(scene.shape[2]):
         plane = scene[..., c]
-        scene_mean = float(plane.mean(dtype=np.float64))
+        scene_mean = _centre(plane)
         centred = np.subtract(plane, scene_mean, dtype=work)
         offset = spec.probe_offset(probe[..., c], w, scene_mean)
         shifted = probe[..., c] - offset
@@ -380,8 +382,27 @@ def _terms(
     )
 
 
+def _centre(plane: NDArray[np.floating]) -> float:
+    """The plane's mean, the value both images are shifted by: any value near the data keeps
+    the precision, so a float32 plane's mean is summed in float32 (float64 only if that
+    overflows), and is itself a float32, so ``plane - centre`` is exact near it."""
+    mean = plane.mean()
+    return float(mean) if np.isfinite(mean) else float(plane.mean(dtype=np.float64))
+
+
 _SCORE_BAND = 2**17  # map entries per band of ``_ncc_map``: 1 MB of float64, in L2 (smaller
 # bands measured slower on two threads: more calls, each holding the GIL a while)
+_SURE = 2.0**-12  # windows whose score may be off by more than this are "unsure" (_ncc_map)
+
+
+@dataclass(frozen=True)
+class _Band:
+    """What ``_ncc_map`` learns of one band: its best score less that window's error bound,
+    its best score, and whether any window's error bound exceeds ``_SURE``."""
+
+    lower: float
+    best: float
+    unsure: bool
 
 
 def _ncc_map(
@@ -391,67 +412,61 @@ def _ncc_map(
     given the bound ``cross_error`` on the cross term's error (the float32 fast path), the
     flat indices of the placements that can be the best within their error.
 
-    A window's score is off by up to ``cross_error / sqrt(E·Ep)``; the candidates are the
-    windows whose score plus that bound reaches the largest score less its own bound. Each
-    band reports its largest lower and upper bounds, so only the bands that hold a candidate
-    are visited again to list them. Without ``cross_error`` no candidates are listed.
+    A window's score is off by up to ``cross_error / sqrt(E·Ep)``. The candidates are the
+    windows whose score plus that bound reaches ``threshold``, the largest over the bands of
+    the band's best score less its bound (at most the true largest lower bound, so no
+    window that can be the best is missed). A band is visited again to list them only if
+    its best score comes within ``_SURE`` of the threshold or some window's bound exceeds
+    ``_SURE``: elsewhere no score plus its bound can reach it. Without ``cross_error`` no
+    candidates are listed.
     """
     scores = np.empty(terms.cross.shape)
+    none = np.empty(0, dtype=np.intp)
     if terms.probe_energy <= _FLAT_FLOOR:  # a flat probe: nothing correlates, exactly
         scores[...] = 0.0
-        return scores, np.empty(0, dtype=np.intp)
+        return scores, none
     per_row = max(1, scores[:1].size)
     step = max(1, _SCORE_BAND // per_row)
     bands = [slice(start, start + step) for start in range(0, len(scores), step)]
 
-    def score(rows: slice) -> tuple[float, float]:
+    def score(rows: slice) -> _Band | None:
         denominator, flat = _ncc_denominator(terms, rows)
         band = np.divide(terms.cross[rows], denominator, out=scores[rows])
         if flat is not None:
-            np.putmask(band, flat, 0.0)
+            np.putmask(band, flat, 0.0)  # not -0.0
         np.clip(band, -1.0, 1.0, out=band)
         if cross_error is None:
-            return 0.0, 0.0
-        error = _score_error(denominator, flat, cross_error)
-        lower = float(np.max(np.subtract(band, error)))
-        return lower, float(np.max(np.add(band, error, out=error)))
+            return None
+        best = int(np.argmax(band))
+        best_score = float(band.flat[best])
+        lower = best_score - cross_error / float(denominator.flat[best])
+        return _Band(lower, best_score, float(np.min(denominator)) * _SURE < cross_error)
 
-    bounds = list(_pool().map(score, bands)) if len(bands) > 1 else [score(bands[0])]
-    if cross_error is None:
-        return scores, np.empty(0, dtype=np.intp)
-    threshold = max(lower for lower, _ in bounds)
-    candidates = []
-    for rows, (_, upper) in zip(bands, bounds, strict=True):
-        if upper >= threshold:
-            error = _score_error(*_ncc_denominator(terms, rows), cross_error)
-            offset = rows.start * per_row
-            candidates.append(offset + np.flatnonzero(scores[rows] + error >= threshold))
+    seen = list(_pool().map(score, bands)) if len(bands) > 1 else [score(bands[0])]
+    found = [band for band in seen if band is not None]
+    if cross_error is None or not found:
+        return scores, none
+    threshold = max(band.lower for band in found)
+    candidates = [none]
+    for rows, band in zip(bands, found, strict=True):
+        if band.unsure or band.best + _SURE >= threshold:
+            denominator, _ = _ncc_denominator(terms, rows)
+            error = np.divide(cross_error, denominator, out=denominator)
+            hits = np.flatnonzero(np.add(scores[rows], error, out=error) >= threshold)
+            candidates.append(rows.start * per_row + hits)
     return scores, np.concatenate(candidates)
 
 
 def _ncc_denominator(terms: _Terms, rows: slice) -> tuple[FloatArray, NDArray[np.bool_] | None]:
-    """sqrt(E·Ep) for the windows in ``rows`` (flat windows: 1), and the flat windows' mask
-    (None when there are none)."""
+    """sqrt(E·Ep) for the windows in ``rows``, +inf for flat ones (so their error bound is
+    0), and the flat windows' mask (None when there are none)."""
     assert terms.energy is not None
     energy = terms.energy[rows]
-    flat: NDArray[np.bool_] | None = energy <= _FLAT_FLOOR
     denominator = np.multiply(energy, terms.probe_energy)
-    if flat is not None and flat.any():
-        np.putmask(denominator, flat, 1.0)
-    else:
-        flat = None
-    return np.sqrt(denominator, out=denominator), flat
-
-
-def _score_error(
-    denominator: FloatArray, flat: NDArray[np.bool_] | None, cross_error: float
-) -> FloatArray:
-    """Per window, the bound on the ncc score's error from the cross term (flat: 0);
-    overwrites ``denominator``."""
-    error = np.divide(cross_error, denominator, out=denominator)
+    flat = energy <= _FLAT_FLOOR if float(np.min(energy)) <= _FLAT_FLOOR else None
     if flat is not None:
-        np.putmask(error, flat, 0.0)
-    return error
+        np.putmask(denominator, flat, np.inf)
+    return np.sqrt(denominator, out=denominator), flat
 
 
 def _refine(
