@@ -6,10 +6,11 @@ The model (seconds) for an output of HxW with C channels, m kernels of khxkw:
                R = ``band_rows(kh)``
 - separable:   c_sep · C·m·H · ((Rv + kh - 1)·(W + kw - 1) + (B + kw - 1)·W)
                + p_sep · C·m·H·(2W + kw - 1) + fixed
-- fft:         c_fft · P·log2 P / w · (C + C·m + m) + fixed,  P = padded transform size,
-               w = the threads a transform of P points runs on (``fft_workers``)
-- overlap-add: per block of L = Lh·Lw: c_fft · L·log2 L · C·(1 + m) + c_block · C,
-               plus the kernels' transforms once, + the fft fixed cost.
+- fft:         (c_fft · P·log2 P / w + s_fft · P·log2 P · (1 - 1/w)) · (C + C·m + m) + fixed,
+               P = padded transform size, w = the threads a transform of P points runs on
+               (``fft_workers``)
+- overlap-add: per block of L = Lh·Lw: the same transform price for L · C·(1 + m)
+               + c_block · C, plus the kernels' transforms once, + the fft fixed cost.
 
 The engine computes ``direct`` and ``separable`` as products of banded Toeplitz matrices with
 row bands of R rows (and column blocks of B), so the work they do is not kh·kw per pixel but
@@ -21,7 +22,12 @@ it one rate cannot fit both a 3-tap pass (R = 8: small, BLAS-inefficient product
 the writes) and a 257-tap pass (R = 64: efficient products): measured on 2048² float32 the cost
 per multiply-add of separable fell from 0.020 to 0.011 ns between those two, and a single rate
 fitted to both priced sigma-32 blurs 3x too high. The FFT term counts one forward transform per
-channel, one inverse per channel and kernel, and one per kernel.
+channel, one inverse per channel and kernel, and one per kernel. Its second term (``s_fft``,
+the "serial" share) prices what w threads do not divide: measured per P·log2 P on 2 cores,
+a transform on two threads ran at 0.17-0.20 ns (float32) against 0.11-0.15 ns on one, a
+speed-up of ~1.3x, not 2x; dividing all the work by w priced 2048² transforms 1.5-1.7x too
+low, and ``auto`` took the FFT where direct was twice as fast. With w = 1 the term vanishes,
+so the fit separates the two from transforms on either side of ``PARALLEL_FFT_SIZE``.
 
 Where it is wrong (as scipy's ``choose_conv_method`` admits of its own):
 - an FFT's copies (padding, products, crop) scale with P, not P·log P; a third term for
@@ -151,7 +157,8 @@ def fast_len(n: int, real: bool = False) -> int:
 
 @dataclass(frozen=True)
 class Constants:
-    """Seconds per unit of work and per output pass (per dtype), fixed seconds per call."""
+    """Seconds per unit of work and of each strategy's second term (output passes; the
+    transforms' serial share), per dtype; fixed seconds per call."""
 
     direct_float32: float
     direct_float64: float
@@ -159,6 +166,8 @@ class Constants:
     separable_float64: float
     fft_float32: float
     fft_float64: float
+    fft_serial_float32: float
+    fft_serial_float64: float
     direct_pass_float32: float
     direct_pass_float64: float
     separable_pass_float32: float
@@ -174,9 +183,13 @@ class Constants:
         name = np.dtype(dtype).name
         return float(getattr(self, f"{strategy}_{name if name in DTYPES else 'float64'}"))
 
-    def pass_rate(self, strategy: str, dtype: np.dtype | type | str) -> float:
-        """Seconds per output pixel and pass of ``strategy`` ('direct', 'separable')."""
-        return self.rate(f"{strategy}_pass", dtype)
+    def transform_seconds(self, dtype: np.dtype | type | str, points: int, workers: int) -> float:
+        """One transform of ``points`` values on ``workers`` threads: the shared work divided
+        among them, the serial share not."""
+        work = _plogp(points)
+        return work * (
+            self.rate("fft", dtype) / workers + self.rate("fft_serial", dtype) * (1 - 1 / workers)
+        )
 
     def to_json(self) -> dict[str, float | str]:
         """A plain dict for ``json.dumps``."""
@@ -310,11 +323,23 @@ def _plogp(p: int) -> float:
     return p * math.log2(max(p, 2))
 
 
-def fft_work(s: Shape) -> float:
-    """P·log2 P per worker, summed over the transforms of the whole-image FFT strategy."""
+def _fft_transforms(s: Shape) -> tuple[int, int, int]:
+    """(points per transform, threads per transform, transforms) of the whole-image FFT."""
     ph, pw = fft_size(s)
     points = ph * pw
-    return _plogp(points) / fft_workers(points) * (s.channels * (1 + s.kernels) + s.kernels)
+    return points, fft_workers(points), s.channels * (1 + s.kernels) + s.kernels
+
+
+def fft_work(s: Shape) -> float:
+    """P·log2 P per worker, summed over the transforms of the whole-image FFT strategy."""
+    points, workers, transforms = _fft_transforms(s)
+    return _plogp(points) / workers * transforms
+
+
+def fft_serial(s: Shape) -> float:
+    """P·log2 P·(1 - 1/w) summed over the transforms: the share w threads do not divide."""
+    points, workers, transforms = _fft_transforms(s)
+    return _plogp(points) * (1 - 1 / workers) * transforms
 
 
 TILE_CANDIDATES = (64, 128, 256, 512, 1024)
@@ -324,7 +349,7 @@ def overlap_cost(s: Shape, c: Constants, dtype: np.dtype | type | str, th: int, 
     """Estimated seconds of overlap-add with output tiles of ``th``x``tw``."""
     lh, lw = fast_len(th + s.kh - 1), fast_len(tw + s.kw - 1, real=True)
     batch = math.ceil(s.width / tw) * lh * lw  # a row of tiles goes through one transform call
-    transform = c.rate("fft", dtype) * _plogp(lh * lw) / fft_workers(batch)
+    transform = c.transform_seconds(dtype, lh * lw, fft_workers(batch))
     blocks = math.ceil(s.height / th) * math.ceil(s.width / tw)
     per_block = s.channels * (transform * (1 + s.kernels) + c.block_fixed)
     return blocks * per_block + transform * s.kernels + c.fft_fixed
@@ -354,8 +379,8 @@ def _estimate(
         return overlap_tile(s, c, dtype)[2]
     model = ESTIMATORS[strategy]
     seconds = c.rate(strategy, dtype) * model.work(s) + float(getattr(c, model.fixed))
-    if model.passes is not None:
-        seconds += c.pass_rate(strategy, dtype) * model.passes(s)
+    if model.second is not None:
+        seconds += c.rate(f"{strategy}_{model.second_key}", dtype) * model.second(s)
     return seconds
 
 
@@ -371,18 +396,20 @@ def separable_passes(s: Shape) -> float:
 
 @dataclass(frozen=True)
 class Estimator:
-    """One strategy's terms: multiply-adds, output passes (if priced), its fixed constant."""
+    """One strategy's terms: its work (multiply-adds, or P·log2 P per thread), a second term
+    whose rate is the constant ``{strategy}_{second_key}_{dtype}``, its fixed constant."""
 
     work: Callable[[Shape], float]
-    passes: Callable[[Shape], float] | None
+    second: Callable[[Shape], float] | None
+    second_key: str
     fixed: str
 
 
 # strategy -> its cost terms; overlap-add is priced by blocks.
 ESTIMATORS: dict[str, Estimator] = {
-    "direct": Estimator(direct_work, direct_passes, "direct_fixed"),
-    "separable": Estimator(separable_work, separable_passes, "separable_fixed"),
-    "fft": Estimator(fft_work, None, "fft_fixed"),
+    "direct": Estimator(direct_work, direct_passes, "pass", "direct_fixed"),
+    "separable": Estimator(separable_work, separable_passes, "pass", "separable_fixed"),
+    "fft": Estimator(fft_work, fft_serial, "serial", "fft_fixed"),
 }
 
 
@@ -413,8 +440,10 @@ GRID: tuple[tuple[str, int, int], ...] = (
     ("fft", 128, 15),
     ("fft", 256, 33),
     ("fft", 512, 33),
+    ("fft", 768, 17),
     ("fft", 1024, 65),
     ("fft", 2048, 25),
+    ("fft", 3072, 9),
     ("overlap-add", 512, 17),
     ("overlap-add", 1024, 33),
     ("overlap-add", 2048, 17),
@@ -536,13 +565,13 @@ def calibrate(
             if not measured:
                 continue
             terms = [[model.work(s) for s, _ in measured]]
-            if model.passes is not None:
-                terms.append([model.passes(s) for s, _ in measured])
+            if model.second is not None:
+                terms.append([model.second(s) for s, _ in measured])
             terms.append([1.0] * len(measured))
             *rates, fixed = fit_terms(terms, [t for _, t in measured])
             values[f"{strategy}_{dt}"] = rates[0]
-            if model.passes is not None:
-                values[f"{strategy}_pass_{dt}"] = rates[1]
+            if model.second is not None:
+                values[f"{strategy}_{model.second_key}_{dt}"] = rates[1]
             if len(measured) >= len(terms):
                 fixed_fits.append(fixed)
         if fixed_fits:

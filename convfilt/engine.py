@@ -46,9 +46,11 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
-from . import cost
+from . import cost, memory
 from .errors import ConvfiltError, UsageError
 from .kernels import separate
+
+memory.retain_freed_blocks()  # every road allocates blocks of megabytes: reuse, don't fault
 
 MODES = ("reflect", "mirror", "nearest", "wrap", "constant")
 STRATEGIES = ("direct", "separable", "fft", "overlap-add")

@@ -86,6 +86,34 @@ def test_fit_rate_recovers_a_linear_law() -> None:
     assert (rate, fixed) == (pytest.approx(2e-9), 0.0)
 
 
+def test_fit_terms_separates_the_serial_share_of_threaded_transforms() -> None:
+    """Transforms on one thread and on two: the fit recovers the divided rate and the serial
+    share (the calibration's FFT model), and estimates on one thread ignore the latter."""
+    shapes = [cost.Shape(n, n, 1, 1, 9, 9) for n in (64, 200, 400, 700, 1000, 2000, 3000)]
+    truth = replace(cost.default_constants(), fft_float32=1e-10, fft_serial_float32=6e-11)
+    seconds = [cost.estimate("fft", s, np.float32, truth) for s in shapes]
+    terms = [[cost.fft_work(s) for s in shapes], [cost.fft_serial(s) for s in shapes]]
+    rate, serial, fixed = cost.fit_terms([*terms, [1.0] * len(shapes)], seconds)
+    assert (rate, serial) == (pytest.approx(1e-10, rel=1e-6), pytest.approx(6e-11, rel=1e-6))
+    assert fixed == pytest.approx(truth.fft_fixed, rel=1e-6)
+    assert cost.fft_serial(shapes[0]) == 0.0  # below PARALLEL_FFT_SIZE: one thread
+    assert cost.fft_serial(shapes[-1]) > 0.0
+
+
+def test_transform_threads_caps_workers_and_the_estimates_see_it() -> None:
+    big = cost.Shape(2000, 2000, 1, 1, 9, 9)
+    c = cost.default_constants()
+    assert cost.fft_workers(2**22) == cost.available_cores()
+    free = cost.estimate("fft", big, np.float32, c)
+    with cost.transform_threads(1):
+        assert cost.fft_workers(2**22) == 1
+        capped = cost.estimate("fft", big, np.float32, c)
+    assert cost.fft_workers(2**22) == cost.available_cores()
+    if cost.available_cores() > 1:
+        assert capped > free
+    assert cost.estimate("fft", big, np.float32, c) == free
+
+
 def test_estimates_grow_with_the_work() -> None:
     c = cost.default_constants()
 

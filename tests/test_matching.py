@@ -9,12 +9,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from convfilt import engine
+from convfilt import engine, matching
 from convfilt.errors import ConvfiltError, UsageError
 from convfilt.matching import (
     _FLAT_ULPS,
     Match,
+    _ncc_map,
+    _Terms,
     _window_energy,
+    _WindowEnergy,
     display_rgb,
     draw_matches,
     find_matches,
@@ -368,6 +371,48 @@ def direct_scores_vectorised(scene: np.ndarray, probe: np.ndarray) -> np.ndarray
     deviations = windows - windows.mean(axis=(2, 3), keepdims=True)
     numerator = np.einsum("yxij,ij->yx", deviations, t)
     return numerator / np.sqrt((deviations**2).sum(axis=(2, 3)) * (t**2).sum())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    shape=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    band=st.sampled_from([1, 5, 2**17]),
+)
+def test_ncc_map_candidates_are_every_window_that_can_be_best(
+    data: st.DataObject, shape: tuple[int, int], band: int
+) -> None:
+    """Band by band (tiny bands cross many edges), the scores are cross / sqrt(E·Ep) clipped,
+    flat windows exactly 0; and the candidates hold every window whose score plus its error
+    bound reaches the largest score less its bound (the definition, over the whole map)."""
+    cross = data.draw(hnp.arrays(np.float32, shape, elements=st.floats(-4, 4, width=32)))
+    energy = data.draw(
+        hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 1e-12, 1e-6, 0.5, 2, 9]))
+    )
+    bound = data.draw(st.sampled_from([1e-9, 1e-5, 1e-2]))
+    terms = _Terms(cross=cross, energy=energy, probe_energy=2.0, probe_dot_mean=0.0, weight=1.0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matching, "_SCORE_BAND", band)
+        scores, candidates = _ncc_map(terms, cross_error=bound)
+    flat = energy == 0.0
+    denominator = np.sqrt(np.where(flat, 1.0, energy * 2.0))
+    want = np.clip(np.where(flat, 0.0, cross / denominator), -1.0, 1.0)
+    np.testing.assert_allclose(scores, want, rtol=1e-15, atol=0)
+    assert not np.signbit(scores[flat]).any()
+    error = np.where(flat, 0.0, bound / denominator)
+    must = np.flatnonzero(want + error >= np.max(want - error))
+    assert set(must) <= set(candidates.tolist())
+    assert len(set(candidates.tolist())) == len(candidates)
+
+
+def test_window_energy_shared_by_threads_equals_one_thread() -> None:
+    """A pool worker and the caller share the bands: the result is the one-thread result."""
+    rng = np.random.default_rng(5)
+    plane = rng.random((700, 300)).astype(np.float32)
+    alone = _window_energy(plane, 0.5, 9, 7, own_mean=True)
+    for _ in range(3):
+        job = _WindowEnergy(plane, 0.5, 9, 7, own_mean=True).start(matching._pool())
+        np.testing.assert_array_equal(job.result(), alone)
 
 
 def energies_by_definition(plane: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
