@@ -225,10 +225,18 @@ def default_constants() -> Constants:
 def constants_path() -> Path:
     """Where calibrated constants live: ``$CONVFILT_CACHE_DIR``, ``$XDG_CACHE_HOME/convfilt``
     or ``~/.cache/convfilt``, then ``constants.json``."""
-    folder = os.environ.get("CONVFILT_CACHE_DIR")
+    environ = os.environ
+    return _constants_path(
+        environ.get("CONVFILT_CACHE_DIR"), environ.get("XDG_CACHE_HOME"), environ.get("HOME")
+    )
+
+
+@lru_cache(maxsize=8)
+def _constants_path(folder: str | None, xdg: str | None, _home: str | None) -> Path:
+    """``constants_path`` for these variables (memoised: every plan asks, and building the
+    path costs more than the planner's estimates)."""
     if folder:
         return Path(folder) / CONSTANTS_FILE
-    xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "convfilt" / CONSTANTS_FILE
 
