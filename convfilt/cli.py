@@ -576,8 +576,14 @@ def calibrate(
             return
         defaults = cost.default_constants()
         if show:
-            where = f"stored in {path}" if path.exists() else "shipped defaults, none stored"
-            constants = cost.load_constants()
+            stored = cost.stored_constants()
+            if stored is not None:
+                where = f"stored in {path}"
+            elif path.exists():
+                where = f"shipped defaults: {path} is not usable, run convfilt calibrate"
+            else:
+                where = "shipped defaults, none stored"
+            constants = stored or defaults
             report.calibration_table(constants, defaults, title=f"cost constants ({where})")
             return
         options = {} if budget is None else {"budget_s": budget}

@@ -23,11 +23,12 @@ the writes) and a 257-tap pass (R = 64: efficient products): measured on 2048² 
 per multiply-add of separable fell from 0.020 to 0.011 ns between those two, and a single rate
 fitted to both priced sigma-32 blurs 3x too high. The FFT term counts one forward transform per
 channel, one inverse per channel and kernel, and one per kernel. Its second term (``s_fft``,
-the "serial" share) prices what w threads do not divide: measured per P·log2 P on 2 cores,
-a transform on two threads ran at 0.17-0.20 ns (float32) against 0.11-0.15 ns on one, a
-speed-up of ~1.3x, not 2x; dividing all the work by w priced 2048² transforms 1.5-1.7x too
-low, and ``auto`` took the FFT where direct was twice as fast. With w = 1 the term vanishes,
-so the fit separates the two from transforms on either side of ``PARALLEL_FFT_SIZE``.
+the "serial" share) prices what w threads do not divide. Measured in seconds per
+P·log2 P / w (float32, 2 cores): 0.11-0.15 ns with w = 1, 0.17-0.20 ns with w = 2, so two
+threads ran ~1.4x as fast as one, not 2x; dividing all the work by w priced 2048²
+transforms 1.5-1.7x too low, and ``auto`` took the FFT where direct was twice as fast. With
+w = 1 the term vanishes, so the fit separates the two from transforms on either side of
+``PARALLEL_FFT_SIZE``.
 
 Where it is wrong (as scipy's ``choose_conv_method`` admits of its own):
 - an FFT's copies (padding, products, crop) scale with P, not P·log P; a third term for
@@ -84,10 +85,11 @@ def available_cores() -> int:
 def fft_workers(points: int) -> int:
     """``scipy.fft``'s ``workers=`` for a transform over ``points`` values: one below
     ``PARALLEL_FFT_SIZE``, where starting threads costs more than they save (a 280x288 rfft2:
-    0.15 ms on one thread, 0.18 ms on two), else every available core.
+    0.15 ms on one thread, 0.18 ms on two), else every available core, at most the
+    ``transform_threads`` cap.
 
-    The estimates divide the transform work by the same number, so that one fitted rate
-    serves small (serial) and large (parallel) transforms alike.
+    The estimates use the same number: the work they divide among the threads, and the
+    serial share they do not (``Constants.transform_seconds``).
     """
     return 1 if points < PARALLEL_FFT_SIZE else min(available_cores(), _thread_cap.get())
 
@@ -245,21 +247,27 @@ _loaded: dict[tuple[str, int, int], Constants] = {}
 
 
 def load_constants() -> Constants:
-    """Stored constants if the file exists and is valid, else the defaults.
+    """Stored constants if the file exists and is valid, else the defaults."""
+    return stored_constants() or _default_cached()
 
-    Cached per (path, modification time), so the planner can call it on every plan.
+
+def stored_constants() -> Constants | None:
+    """The constants stored at ``constants_path()``, or None if there is no file or it is not
+    valid (damaged, or written by an older model that lacks a constant: ``calibrate`` again).
+
+    Cached per (path, modification time, size), so the planner can call it on every plan.
     """
     path = constants_path()
     try:
         stat = path.stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
     except OSError:
-        return _default_cached()
+        return None
     if key not in _loaded:
         try:
             _loaded[key] = Constants.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError):
-            return _default_cached()
+            return None
     return _loaded[key]
 
 

@@ -16,6 +16,7 @@ References
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,8 +35,8 @@ FloatArray = NDArray[np.float64]
 # A window (or the probe) is "flat", its NCC undefined and scored 0, when its energy about its
 # own mean, E = S2 - S1²/n, is within the rounding error of computing it: E <= 4·n·eps·S2, with
 # S2 the window's own sum of squared (scene-mean-centred) values and n the terms summed. Any
-# summation order that adds only the window's own values (the blocked running sums and the
-# pairwise sliding sums of ``_window_energy``, BLAS products, numpy's sums) makes n - 1 adds at
+# summation order that adds only the window's own values (``_block_sums`` and
+# ``_sliding_sums`` of ``_WindowEnergy``, BLAS products, numpy's sums) makes n - 1 adds at
 # most along any path: S2 is off by at most n·eps·S2 (squares included), S1 by (n - 1)·eps·
 # sum|d|, so S1²/n by 2(n - 1)·eps·S2 + 3·eps·S2 (|S1|·sum|d| <= n·S2), and the subtraction
 # adds eps·S2: (3n + 2)·eps·S2 <= 4·n·eps·S2 for n >= 2 (n = 1 gives exactly 0). Measured on
@@ -57,6 +58,9 @@ _FLAT_FLOOR = float(np.finfo(np.float64).tiny)  # exactly flat windows: E = S2 =
 # more than _REFINE_LIMIT placements qualify, the whole map is recomputed in float64 instead.
 _CROSS_ERROR_ULPS = 4.0
 _REFINE_LIMIT = 256
+# ... unless the float32 cross term could overflow: its values reach max|d|·sum|probe - mean|,
+# which is cross_error / eps32. Within 1/16 of float32's largest value, float64 throughout.
+_FLOAT32_CROSS_LIMIT = float(np.finfo(np.float32).eps * np.finfo(np.float32).max) / 16
 
 # Rec. 601 luma weights (as Pillow's "L" conversion and OpenCV's RGB2GRAY use).
 REC601 = (0.299, 0.587, 0.114)
@@ -224,13 +228,16 @@ def match_template(
     probe_f = _as_channels(probe, "probe")
     _check_shapes(scene_f, probe_f)
     weights = _as_weights(mask, probe_f.shape[:2])
-    terms = _terms(scene_f, probe_f, weights, spec, strategy, on_plan, work)
+    with np.errstate(over="ignore", invalid="ignore") if fast else nullcontext():
+        # a float32 cross term that could overflow is thrown away below, warnings and all
+        terms = _terms(scene_f, probe_f, weights, spec, strategy, on_plan, work)
     if not fast:
         return spec.combine(terms)
-    scores, candidates = _ncc_map(terms, cross_error=_CROSS_ERROR_ULPS * terms.cross_error)
-    if candidates.size <= _REFINE_LIMIT:
-        _refine(scores, candidates, scene_f, probe_f, spec, terms)
-        return scores
+    if terms.cross_error < _FLOAT32_CROSS_LIMIT:
+        scores, candidates = _ncc_map(terms, cross_error=_CROSS_ERROR_ULPS * terms.cross_error)
+        if candidates.size <= _REFINE_LIMIT:
+            _refine(scores, candidates, scene_f, probe_f, spec, terms)
+            return scores
     float64 = np.dtype(np.float64)
     return spec.combine(_terms(scene_f, probe_f, None, spec, strategy, on_plan, float64))
 
@@ -422,7 +429,7 @@ def _ncc_map(
     """
     scores = np.empty(terms.cross.shape)
     none = np.empty(0, dtype=np.intp)
-    if terms.probe_energy <= _FLAT_FLOOR:  # a flat probe: nothing correlates, exactly
+    if terms.probe_energy <= _FLAT_FLOOR or scores.size == 0:  # a flat probe: all exactly 0
         scores[...] = 0.0
         return scores, none
     per_row = max(1, scores[:1].size)
@@ -444,9 +451,10 @@ def _ncc_map(
 
     seen = list(_pool().map(score, bands)) if len(bands) > 1 else [score(bands[0])]
     found = [band for band in seen if band is not None]
-    if cross_error is None or not found:
+    if cross_error is None:
         return scores, none
-    threshold = max(band.lower for band in found)
+    threshold = max(band.lower for band in found)  # finite: float64 energies of a float32
+    # scene and a cross term below _FLOAT32_CROSS_LIMIT (match_template checks) stay finite
     candidates = [none]
     for rows, band in zip(bands, found, strict=True):
         if band.unsure or band.best + _SURE >= threshold:
@@ -462,11 +470,12 @@ def _ncc_denominator(terms: _Terms, rows: slice) -> tuple[FloatArray, NDArray[np
     0), and the flat windows' mask (None when there are none)."""
     assert terms.energy is not None
     energy = terms.energy[rows]
-    denominator = np.multiply(energy, terms.probe_energy)
+    denominator = np.sqrt(energy)  # sqrt(E)·sqrt(Ep): E·Ep could underflow (values ~1e-100)
+    denominator *= np.sqrt(terms.probe_energy)
     flat = energy <= _FLAT_FLOOR if float(np.min(energy)) <= _FLAT_FLOOR else None
     if flat is not None:
         np.putmask(denominator, flat, np.inf)
-    return np.sqrt(denominator, out=denominator), flat
+    return denominator, flat
 
 
 def _refine(
@@ -480,6 +489,8 @@ def _refine(
     """Recompute in float64, in place, the (unmasked) placements at flat indices
     ``candidates``: each window's cross term and centred energy summed directly, then scored
     by the method's own ``combine``."""
+    if candidates.size == 0:
+        return
     ys, xs = np.unravel_index(candidates, scores.shape)
     height, width = probe.shape[:2]
     shifted = probe - np.array(terms.probe_offsets)
@@ -497,15 +508,19 @@ def _refine(
 
 
 _workers: list[ThreadPoolExecutor] = []
+_workers_lock = threading.Lock()
+# a forked child inherits the pool but none of its threads: it starts a pool of its own
+os.register_at_fork(after_in_child=_workers.clear)
 
 
 def _pool() -> ThreadPoolExecutor:
     """Threads for the window sums and the scores, one per core (numpy's loops release the
     GIL, so they run alongside the caller's transforms and each other)."""
-    if not _workers:
-        cores = cost.available_cores()
-        _workers.append(ThreadPoolExecutor(max_workers=cores, thread_name_prefix="convfilt"))
-    return _workers[0]
+    with _workers_lock:
+        if not _workers:
+            cores = cost.available_cores()
+            _workers.append(ThreadPoolExecutor(max_workers=cores, thread_name_prefix="convfilt"))
+        return _workers[0]
 
 
 _TRANSFORMS = ("fft", "overlap-add")
@@ -529,7 +544,8 @@ def _accumulate(
 
 
 _SLIDING_BAND_BYTES = 2**18  # bands of ``_sliding_sums``: about 256 KB, cache-resident
-_ENERGY_BAND_BYTES = 2**22  # at most this many bytes per value array of a ``_WindowEnergy`` band
+_ENERGY_BAND_BYTES = 2**22  # fewer rows per ``_WindowEnergy`` band when a row band of 64 rows
+# would take more bytes per value array than this (never fewer than the window's height)
 
 
 class _WindowEnergy:
@@ -578,9 +594,9 @@ class _WindowEnergy:
         while (start := self._next_band()) is not None:
             rows = min(self.band, len(self.energy) - start)
             values = chunk[: rows + height - 1]
-            np.subtract(
-                self.plane[start : start + rows + height - 1], self.centre, out=values[:, 0]
-            )
+            inputs = self.plane[start : start + rows + height - 1]
+            # in float64 (a float32 plane minus a Python float would round in float32)
+            np.subtract(inputs, self.centre, out=values[:, 0], dtype=np.float64)
             np.square(values[:, 0], out=values[:, powers - 1])
             columns = _block_sums(values, height, prefix[: len(values)], suffix[: len(values)])
             sums = _sliding_sums(columns, self.width)

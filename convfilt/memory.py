@@ -19,6 +19,7 @@ allocator as it is. It does nothing where the C library has no glibc ``mallopt``
 from __future__ import annotations
 
 import os
+import sys
 
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed value on 64-bit systems
 TRIM_THRESHOLD = 256 * 2**20
@@ -34,6 +35,8 @@ def retain_freed_blocks() -> bool:
     _applied.append(False)
     if os.environ.get("CONVFILT_MALLOC", "").lower() == "system":
         return False
+    if not sys.platform.startswith("linux"):  # glibc's thresholds; others have their own
+        return False
     try:
         import ctypes
 
@@ -41,7 +44,7 @@ def retain_freed_blocks() -> bool:
         if not hasattr(libc, "gnu_get_libc_version"):  # musl, macOS, ...: other allocators
             return False
         mallopt = libc.mallopt
-    except (OSError, AttributeError):  # pragma: no cover - no C library to ask (Windows)
+    except (OSError, AttributeError):  # pragma: no cover - no C library to ask
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int

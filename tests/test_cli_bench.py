@@ -180,6 +180,16 @@ def test_calibrate_show_and_reset(tmp_path) -> None:
     row = next(line for line in shown.stdout.splitlines() if "direct_float32" in line)
     assert row.split()[-1] == "2.00"  # value / default
 
+    older = doubled.to_json()
+    del older["fft_serial_float32"]  # written before the model had this constant
+    stored.write_text(json.dumps(older), encoding="utf-8")
+    shown = invoke("calibrate", "--show")
+    assert shown.exit_code == 0, shown.output
+    assert "not usable" in shown.stdout and "calibrate" in shown.stdout
+    row = next(line for line in shown.stdout.splitlines() if "direct_float32" in line)
+    assert row.split()[-1] == "1.00"  # the defaults, which the planner uses too
+    assert cost.load_constants() == defaults
+
     reset = invoke("calibrate", "--reset")
     assert reset.exit_code == 0 and not stored.exists()
     assert "removed" in reset.stderr

@@ -86,9 +86,12 @@ def test_fit_rate_recovers_a_linear_law() -> None:
     assert (rate, fixed) == (pytest.approx(2e-9), 0.0)
 
 
-def test_fit_terms_separates_the_serial_share_of_threaded_transforms() -> None:
+def test_fit_terms_separates_the_serial_share_of_threaded_transforms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Transforms on one thread and on two: the fit recovers the divided rate and the serial
-    share (the calibration's FFT model), and estimates on one thread ignore the latter."""
+    share (the calibration's FFT model); a transform on one thread has no serial share."""
+    monkeypatch.setattr(cost, "available_cores", lambda: 2)  # also on a one-core machine
     shapes = [cost.Shape(n, n, 1, 1, 9, 9) for n in (64, 200, 400, 700, 1000, 2000, 3000)]
     truth = replace(cost.default_constants(), fft_float32=1e-10, fft_serial_float32=6e-11)
     seconds = [cost.estimate("fft", s, np.float32, truth) for s in shapes]
@@ -111,6 +114,9 @@ def test_transform_threads_caps_workers_and_the_estimates_see_it() -> None:
     assert cost.fft_workers(2**22) == cost.available_cores()
     if cost.available_cores() > 1:
         assert capped > free
+        assert cost.fft_serial(big) > 0.0
+    with cost.transform_threads(1):
+        assert cost.fft_serial(big) == 0.0
     assert cost.estimate("fft", big, np.float32, c) == free
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -406,13 +410,72 @@ def test_ncc_map_candidates_are_every_window_that_can_be_best(
 
 
 def test_window_energy_shared_by_threads_equals_one_thread() -> None:
-    """A pool worker and the caller share the bands: the result is the one-thread result."""
+    """A pool worker and the caller share the bands: the result is the one-thread result,
+    whoever computed which band (the worker is let take the first ones)."""
     rng = np.random.default_rng(5)
     plane = rng.random((700, 300)).astype(np.float32)
     alone = _window_energy(plane, 0.5, 9, 7, own_mean=True)
-    for _ in range(3):
-        job = _WindowEnergy(plane, 0.5, 9, 7, own_mean=True).start(matching._pool())
-        np.testing.assert_array_equal(job.result(), alone)
+    job = _WindowEnergy(plane, 0.5, 9, 7, own_mean=True)
+    takers: list[str] = []
+    worker_started = threading.Event()
+    take = job._next_band
+
+    def spy() -> int | None:
+        takers.append(threading.current_thread().name)
+        if threading.current_thread() is not threading.main_thread():
+            worker_started.set()
+        return take()
+
+    job._next_band = spy  # type: ignore[method-assign]
+    job.start(matching._pool())
+    assert worker_started.wait(timeout=10)
+    np.testing.assert_array_equal(job.result(), alone)
+    assert any(name != threading.main_thread().name for name in takers)
+
+
+def test_float32_cross_term_near_overflow_is_computed_in_float64() -> None:
+    """A float32 scene at 1e20: its cross term would overflow float32, so the map comes from
+    float64 throughout, finite, with the exact crop at 1."""
+    rng = np.random.default_rng(8)
+    scene = (rng.random((90, 80)) * 1e20).astype(np.float32)
+    probe = scene[30:46, 20:40].copy()
+    scores = match_template(scene, probe)
+    assert np.isfinite(scores).all()
+    assert scores[30, 20] == pytest.approx(1.0, abs=1e-12)
+    assert np.unravel_index(np.argmax(scores), scores.shape) == (30, 20)
+
+
+def test_tiny_values_do_not_underflow_the_denominator() -> None:
+    """Values near 1e-100 (float64): E·Ep would underflow to 0, sqrt(E)·sqrt(Ep) does not.
+    NCC ignores scale, so the reference is the same scene at 1."""
+    rng = np.random.default_rng(9)
+    unit = rng.random((40, 40))
+    scene = unit * 1e-100
+    probe = scene[5:15, 7:17].copy()
+    want = direct_scores_vectorised(unit, unit[5:15, 7:17])
+    np.testing.assert_allclose(match_template(scene, probe), want, atol=1e-9)
+
+
+def test_match_template_after_fork() -> None:
+    """A child forked after a match starts threads of its own instead of waiting forever on
+    the parent's pool (a real process; the child is killed after 60 s if it hangs)."""
+    script = """
+import os, signal, numpy as np
+from convfilt.matching import match_template
+scene = np.random.default_rng(0).random((600, 600)).astype(np.float32)
+probe = scene[100:132, 200:232].copy()
+match_template(scene, probe)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)
+    scores = match_template(scene, probe)
+    os._exit(0 if abs(scores[100, 200] - 1.0) < 1e-9 else 3)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["0"]
 
 
 def energies_by_definition(plane: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
