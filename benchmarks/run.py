@@ -4,6 +4,7 @@
   packages imagemagick, libvips-tools and time; skipped with a message when they are missing);
 - ``engine``: every strategy and ``auto`` vs scipy.signal/scipy.ndimage and OpenCV, and the
   Gaussian blur vs scipy.ndimage, Pillow and OpenCV;
+- ``fft_model``: the cost model's FFT estimates against measured transforms, by size;
 - ``match``: template matching vs scikit-image and OpenCV;
 - ``convfilt bench``: the CLI's own crossover table on this machine.
 
@@ -30,6 +31,7 @@ def _commands(quick: bool) -> dict[str, list[str]]:
     return {
         "blur_cli": [python, "-m", "benchmarks.blur_cli", *flag],
         "engine": [python, "-m", "benchmarks.engine", *flag],
+        "fft_model": [python, "-m", "benchmarks.fft_model", *flag],
         "match": [python, "-m", "benchmarks.match", *flag],
         "convfilt-bench": [python, "-m", "convfilt", "bench", *bench_grid],
     }
