@@ -529,8 +529,9 @@ _TRANSFORMS = ("fft", "overlap-add")
 def _zero_flat(energy: NDArray[np.floating], raw: NDArray[np.floating], terms: int) -> None:
     """Set to exactly 0, in place, each energy ``E = S2 - S1²/n`` within its rounding error of
     0: ``E <= _FLAT_ULPS·n·eps·S2`` (``raw`` holds S2, ``terms`` is n); see ``_FLAT_ULPS``."""
-    limit = np.multiply(raw, _FLAT_ULPS * terms * _EPS)
-    np.putmask(energy, energy <= limit, 0.0)
+    flat = np.less_equal(energy, np.multiply(raw, _FLAT_ULPS * terms * _EPS))
+    if flat.any():
+        np.putmask(energy, flat, 0.0)
 
 
 def _accumulate(
@@ -676,25 +677,37 @@ def _sliding_sums(values: FloatArray, width: int) -> FloatArray:
     the row, whose adds form one dependency chain); and every window is a pairwise sum of
     its own entries, so its rounding is relative to them alone.
     """
-    out = np.empty((*values.shape[:-1], values.shape[-1] - width + 1))
+    count = values.shape[-1] - width + 1
+    out = np.empty((*values.shape[:-1], count))
     band = max(1, _SLIDING_BAND_BYTES // max(1, values[0].nbytes))
     for start in range(0, len(values), band):
         level, target = values[start : start + band], out[start : start + band]
-        span, offset, digits, first = 1, 0, width, True
+        span, offset, digits = 1, 0, width
+        first: FloatArray | None = None  # the first level's piece, added when a second comes
+        summed = False
         while True:
             if digits & 1:
-                piece = level[..., offset : offset + out.shape[-1]]
-                if first:
-                    np.copyto(target, piece)
-                    first = False
-                else:
+                piece = level[..., offset : offset + count]
+                if summed:
                     target += piece
+                elif first is None:
+                    first = piece
+                else:
+                    np.add(first, piece, out=target)
+                    summed = True
                 offset += span
             digits >>= 1
             if not digits:
                 break
+            if digits == 1 and first is None:  # the next level is the window: write it there
+                np.add(level[..., :-span], level[..., span:], out=target)
+                summed = True
+                break
             level = level[..., :-span] + level[..., span:]
             span *= 2
+        if not summed:  # a single level, held as a view of the input: copied out
+            assert first is not None
+            np.copyto(target, first)
     return out
 
 
