@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import pairwise
 
 import numpy as np
@@ -205,16 +206,17 @@ class Problem:
     bound: float  # max|x| · Σ|k| (from the dtype's range for integer images), inf if unknown
     finite: bool = True
 
-    @property
+    @cached_property
     def kh(self) -> int:
         return int(self.kernels[0].shape[0])
 
-    @property
+    @cached_property
     def kw(self) -> int:
         return int(self.kernels[0].shape[1])
 
-    @property
+    @cached_property
     def shape(self) -> cost.Shape:
+        """The cost model's view (built once: the planner asks for it per strategy)."""
         return cost.Shape(
             self.height, self.width, self.channels, len(self.kernels), self.kh, self.kw
         )
@@ -249,7 +251,8 @@ def _overflows_float32(problem: Problem) -> str | None:
     """Why a float32 transform would overflow (its DC term sums max|x|·Σ|k| over P points)."""
     if problem.dtype != np.float32 or not np.isfinite(problem.bound):  # inf: not measured
         return None
-    points = float(np.prod(cost.fft_size(problem.shape)))
+    rows, cols = cost.fft_size(problem.shape)
+    points = float(rows * cols)
     if problem.bound * points > FLOAT32_TRANSFORM_LIMIT:
         return (
             f"float32 transform sums up to {problem.bound * points:.3g}, near float32's "
@@ -606,7 +609,8 @@ def _decide(
                     )
                 raise UsageError(f"method {name!r} cannot apply: {why_not}")
     candidates = dict(estimates)
-    fft_bytes = 3 * np.prod(cost.fft_size(problem.shape)) * problem.dtype.itemsize
+    rows, cols = cost.fft_size(problem.shape)
+    fft_bytes = 3 * rows * cols * problem.dtype.itemsize
     if "fft" in candidates and "overlap-add" in candidates and fft_bytes > FFT_MEMORY_LIMIT:
         del candidates["fft"]
         notes.append(f"auto skips fft: it needs ~{fft_bytes / 2**20:.0f} MB of transforms")
