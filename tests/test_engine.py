@@ -299,6 +299,23 @@ def test_planner_clear_cases() -> None:
         assert engine.plan((512, 512, 3), np.outer(g, g), dtype=dtype).strategy == "separable"
 
 
+def test_auto_prefers_a_banded_road_on_a_near_tie(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within BANDED_PREFERENCE of a transform's estimate, auto takes direct and says why;
+    beyond it, the cheaper transform."""
+    kernel = np.random.default_rng(3).random((9, 9))
+    prices = {"direct": 1.0, "fft": 2.0, "overlap-add": 1.0}
+
+    def estimate(strategy: str, *_: object) -> float:
+        return prices[strategy]
+
+    monkeypatch.setattr(cost, "estimate", estimate)
+    for transform, expected in ((0.97, "direct"), (0.9, "overlap-add")):
+        prices["overlap-add"] = transform
+        chosen = engine.plan((512, 512), kernel)
+        assert chosen.strategy == expected
+        assert ("within 5% of overlap-add" in chosen.reason) == (expected == "direct")
+
+
 def test_plan_reports_every_applicable_estimate_and_a_reason() -> None:
     p = engine.plan((128, 96), np.ones((5, 5)), mode="wrap")
     assert set(p.estimates) == set(engine.STRATEGIES)
