@@ -21,6 +21,7 @@ few zlib levels). Timings on a shared machine are noisy: compare within one run.
 from __future__ import annotations
 
 import argparse
+import compileall
 import io
 import shutil
 import statistics
@@ -33,6 +34,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+import convfilt
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "face.png"
 SIGMA = 2.0
@@ -216,6 +219,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     lines = [f"peers: {versions[0]}; {versions[1]}", f"repeat {repeat}, sigma {SIGMA:g}"]
 
+    # time convfilt as an installed package starts: with its bytecode, which pip compiles at
+    # install but not for an editable install; under PYTHONDONTWRITEBYTECODE=1 (set on the
+    # build machine) every start would otherwise compile every module, ~30 ms
+    compileall.compile_dir(Path(convfilt.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory(prefix="convfilt-bench-") as folder:
         work = Path(folder)
         large = work / f"large-{size}.png"
