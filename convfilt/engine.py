@@ -794,6 +794,7 @@ def correlate_valid(
     method: str = "auto",
     on_plan: Callable[[Plan], None] | None = None,
     dtype: np.dtype | type | str = np.float64,
+    largest: float | None = None,
 ) -> list[NDArray[np.floating]]:
     """Valid-mode correlation of one 2-D image with several kernels of one shape.
 
@@ -802,6 +803,8 @@ def correlate_valid(
     computed once and shared by all kernels. ``dtype`` is the working and output dtype:
     float64 (default) or float32, which halves the transforms' cost for callers that accept
     float32 rounding (about 1e-7 of ``max|x|·Σ|k|``), such as matching a float32 scene.
+    ``largest``: max|image|, from a caller that has measured it (and so knows the image
+    finite); it spares the engine its own passes over the image.
     """
     _check_mode_method("constant", method)
     work = np.dtype(dtype)
@@ -819,8 +822,13 @@ def correlate_valid(
     h, w = x.shape[0] - kh + 1, x.shape[1] - kw + 1
     if h < 1 or w < 1:
         raise UsageError(f"kernel {kh}x{kw} is larger than the image {x.shape[0]}x{x.shape[1]}")
-    finite = _all_finite(x)
-    largest = _largest(x) if finite else None
+    if largest is None:
+        finite = _all_finite(x)
+        largest = _largest(x) if finite else None
+    elif not np.isfinite(largest):
+        raise UsageError(f"largest must be a finite max|image|, got {largest}")
+    else:
+        finite = True
     problem = _problem((h, w), 1, ks, work, largest=largest, finite=finite)
     chosen, strategy, constants = _decide(problem, method, x.shape, "valid")
     if on_plan is not None:

@@ -345,9 +345,11 @@ def _terms(
             running = _WindowEnergy(plane, scene_mean, probe_h, probe_w, own_mean=own_mean)
             running.start(_pool())
             transforms = cost.transform_threads(cost.available_cores() - 1)
+        largest = max(float(np.max(centred)), -float(np.min(centred)))
+        known = largest if np.isfinite(largest) else None  # inf: float32 overflowed, see above
         with transforms:
             correlations = engine.correlate_valid(
-                centred, kernels, method=strategy, on_plan=seen, dtype=work
+                centred, kernels, method=strategy, on_plan=seen, dtype=work, largest=known
             )
         means.append(scene_mean)
         offsets.append(offset)
@@ -357,7 +359,6 @@ def _terms(
             _zero_flat(own_energy, np.array(float(np.sum(w * probe[..., c] ** 2))), terms)
         probe_energy += float(own_energy)
         probe_dot_mean += scene_mean * float(np.sum(w * shifted))
-        largest = max(float(np.max(centred)), -float(np.min(centred)))
         cross_error += float(np.finfo(work).eps) * largest * float(np.sum(np.abs(w * shifted)))
         if spec.energy == "none":
             continue

@@ -405,6 +405,20 @@ def test_correlate_valid_matches_the_definition(method: str) -> None:
         np.testing.assert_allclose(out, np.einsum("yxij,ij->yx", windows, k), atol=1e-11)
 
 
+def test_correlate_valid_takes_a_measured_largest() -> None:
+    """A caller's max|image| stands in for the engine's own passes: same result; a value
+    that is not finite is refused."""
+    rng = np.random.default_rng(11)
+    image = rng.standard_normal((60, 50)).astype(np.float32)
+    kernels = [rng.random((7, 5))]
+    own = engine.correlate_valid(image, kernels, dtype=np.float32)[0]
+    given = float(np.abs(image).max())
+    told = engine.correlate_valid(image, kernels, dtype=np.float32, largest=given)[0]
+    np.testing.assert_array_equal(told, own)
+    with pytest.raises(UsageError, match="largest"):
+        engine.correlate_valid(image, kernels, largest=float("inf"))
+
+
 def test_correlate_valid_rejects_a_kernel_larger_than_the_image() -> None:
     with pytest.raises(UsageError, match="larger"):
         engine.correlate_valid(np.ones((5, 5)), [np.ones((6, 2))])
