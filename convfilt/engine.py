@@ -64,7 +64,7 @@ FFT_MEMORY_LIMIT = 128 * 2**20  # bytes of whole-image transforms ``auto`` accep
 # less than this fraction. The estimates cannot tell such roads apart (they are off by 10-25%,
 # docs/performance.md), and on a near-tie the banded roads win on the rest: each output is
 # summed from its own window (no rounding relative to the whole image), in bands of memory.
-# Measured: 4096², 9x9: estimates direct 93.0 and overlap-add 91.7 ms, times 62-84 and 86-97.
+# Measured: 4096², 9x9: estimates direct 93.0 and overlap-add 91.7 ms, times 60-84 and 86-97.
 BANDED_PREFERENCE = 0.05
 BANDED = ("direct", "separable")
 BAND_BYTES = 2**20  # extended row band of the banded strategies: in L2, and small enough that

@@ -694,7 +694,7 @@ def _sliding_sums(values: FloatArray, width: int) -> FloatArray:
                 elif first is None:
                     first = piece
                 else:
-                    np.add(first, piece, out=target)
+                    np.add(first, piece, out=target, dtype=target.dtype)  # float64
                     summed = True
                 offset += span
             digits >>= 1
