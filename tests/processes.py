@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,19 @@ def convfilt(
         text=True,
         timeout=120,
         check=False,
+    )
+
+
+def python_script(script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -c SCRIPT`` in a fresh interpreter with ``env`` added to the environment;
+    fails the test if it exits non-zero (or runs past 120 s)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -31,6 +29,8 @@ from convfilt.matching import (
     match_template,
     split_alpha,
 )
+
+from .processes import python_script
 
 
 def direct_scores(
@@ -476,10 +476,7 @@ if pid == 0:
     os._exit(0 if abs(scores[100, 200] - 1.0) < 1e-9 else 3)
 print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert done.stdout.split() == ["0"]
+    assert python_script(script).stdout.split() == ["0"]
 
 
 def energies_by_definition(plane: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:

@@ -3,12 +3,11 @@ stops the page faults it exists for, and ``CONVFILT_MALLOC=system`` turns it off
 
 from __future__ import annotations
 
-import os
 import platform
-import subprocess
-import sys
 
 import pytest
+
+from .processes import python_script
 
 glibc_only = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
@@ -34,14 +33,7 @@ print(memory._applied, memory.retain_freed_blocks(), memory._applied, faults)
 
 def run(script: str, **env: str) -> list[str]:
     """Words a fresh interpreter prints running ``script`` with ``env`` added."""
-    completed = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return completed.stdout.split()
+    return python_script(script, **env).stdout.split()
 
 
 @glibc_only
