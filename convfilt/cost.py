@@ -188,10 +188,8 @@ class Constants:
     def transform_seconds(self, dtype: np.dtype | type | str, points: int, workers: int) -> float:
         """One transform of ``points`` values on ``workers`` threads: the shared work divided
         among them, the serial share not."""
-        work = _plogp(points)
-        return work * (
-            self.rate("fft", dtype) / workers + self.rate("fft_serial", dtype) * (1 - 1 / workers)
-        )
+        shared = self.rate("fft", dtype) * _divided(points, workers)
+        return shared + self.rate("fft_serial", dtype) * _undivided(points, workers)
 
     def to_json(self) -> dict[str, float | str]:
         """A plain dict for ``json.dumps``."""
@@ -339,6 +337,16 @@ def _plogp(p: int) -> float:
     return p * math.log2(max(p, 2))
 
 
+def _divided(points: int, workers: int) -> float:
+    """One transform's P·log2 P share per thread: the work its ``workers`` threads divide."""
+    return _plogp(points) / workers
+
+
+def _undivided(points: int, workers: int) -> float:
+    """The same transform's P·log2 P·(1 - 1/w): the serial share the threads do not divide."""
+    return _plogp(points) * (1 - 1 / workers)
+
+
 def _fft_transforms(s: Shape) -> tuple[int, int, int]:
     """(points per transform, threads per transform, transforms) of the whole-image FFT."""
     ph, pw = fft_size(s)
@@ -349,13 +357,13 @@ def _fft_transforms(s: Shape) -> tuple[int, int, int]:
 def fft_work(s: Shape) -> float:
     """P·log2 P per worker, summed over the transforms of the whole-image FFT strategy."""
     points, workers, transforms = _fft_transforms(s)
-    return _plogp(points) / workers * transforms
+    return _divided(points, workers) * transforms
 
 
 def fft_serial(s: Shape) -> float:
     """P·log2 P·(1 - 1/w) summed over the transforms: the share w threads do not divide."""
     points, workers, transforms = _fft_transforms(s)
-    return _plogp(points) * (1 - 1 / workers) * transforms
+    return _undivided(points, workers) * transforms
 
 
 TILE_CANDIDATES = (64, 128, 256, 512, 1024)
