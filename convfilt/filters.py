@@ -162,11 +162,26 @@ class _Depth:
 # --- the one place where images meet the engine -----------------------------------------------
 
 Smooth = Callable[[FloatArray, float], FloatArray]
-Finish = Callable[[FloatArray, FloatArray, float], FloatArray]
 
 
-def _blurred(original: FloatArray, smoothed: FloatArray, full_scale: float) -> FloatArray:
-    """The ``finish`` step of a plain filter: the filtered channel itself."""
+@dataclass(frozen=True)
+class AlphaPlanes:
+    """The alpha channel of a premultiplied filter, in [0, 1]: as stored, filtered by the
+    kernel (the weights' sum), and as the output will store it (blurred, or sharpened)."""
+
+    original: FloatArray
+    blurred: FloatArray
+    result: FloatArray
+    outside: float  # alpha beyond the border (mode="constant"), 1.0 otherwise
+
+
+Finish = Callable[[FloatArray, FloatArray, float, AlphaPlanes | None], FloatArray]
+
+
+def _blurred(
+    original: FloatArray, smoothed: FloatArray, full_scale: float, alpha: AlphaPlanes | None
+) -> FloatArray:
+    """The ``finish`` step of a plain filter: the filtered (straight) channel itself."""
     return smoothed
 
 
@@ -182,6 +197,34 @@ def _once(callback: PlanCallback) -> PlanCallback:
             callback(plan)
 
     return first_only
+
+
+@dataclass(frozen=True)
+class _Work:
+    """How one image's channels enter and leave the float working units."""
+
+    depth: _Depth
+    linear: bool
+
+    @property
+    def colour_scale(self) -> float:
+        """Colour is worked on in [0, 1] where the sRGB curve needs it, else in stored units."""
+        return self.depth.full_scale if self.linear else 1.0
+
+    def load(self, channel: NDArray, scale: float, decode: bool) -> FloatArray:
+        """A float copy of ``channel`` divided by ``scale``, sRGB-decoded if ``decode``."""
+        values = np.array(channel, dtype=self.depth.work, copy=True)
+        if scale != 1.0:
+            values /= scale
+        return srgb_to_linear(values) if decode else values
+
+    def unload(self, values: FloatArray, scale: float, encode: bool) -> FloatArray:
+        """The inverse of :meth:`load`, in place."""
+        if encode:
+            linear_to_srgb(values)
+        if scale != 1.0:
+            values *= scale
+        return values
 
 
 def filter_image(
@@ -202,8 +245,11 @@ def filter_image(
     image : (H, W) or (H, W, C) array, integer or float.
     smooth : ``smooth(channel, cval) -> filtered`` on one float (H, W) channel, in the units
         given to it (``cval`` already converted to them).
-    finish : ``finish(original, smoothed, full_scale) -> result`` on one channel, e.g. the
-        unsharp-mask formula; the default returns ``smoothed``.
+    finish : ``finish(original, smoothed, full_scale, alpha) -> result`` on one straight
+        channel, e.g. the unsharp-mask formula; ``full_scale`` is what a threshold is a
+        fraction of (0 for alpha itself, which no threshold spares); ``alpha`` is given
+        (``AlphaPlanes``) when the colour was filtered premultiplied. The default returns
+        ``smoothed``.
     has_alpha : whether the last channel is alpha (premultiplied while filtering).
     alpha_policy : ``"premultiply"`` (averaging kernels: weight colour by alpha, filter alpha
         too) or ``"keep"`` (other kernels, e.g. edge detectors: filter colour as it is and pass
@@ -223,68 +269,70 @@ def filter_image(
     pixels = np.asarray(image)
     if pixels.ndim not in (2, 3):
         raise UsageError(f"image must be (H, W) or (H, W, C), got shape {pixels.shape}")
-    depth = _Depth.of(pixels.dtype, exact=exact)
+    work = _Work(_Depth.of(pixels.dtype, exact=exact), linear)
     planes = pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
     n_channels = planes.shape[2]
     if has_alpha and n_channels < 2:
         raise UsageError("an image with alpha needs at least two channels")
-    n_colour = n_channels - 1 if has_alpha else n_channels
     out = np.empty_like(planes)
-    # Working units: stored units, except [0, 1] where a curve or a weight needs them.
-    colour_scale = depth.full_scale if linear else 1.0
-
-    def to_work(channel: NDArray, scale: float, decode: bool) -> FloatArray:
-        values = np.array(channel, dtype=depth.work, copy=True)
-        if scale != 1.0:
-            values /= scale
-        return srgb_to_linear(values) if decode else values
-
-    def from_work(values: FloatArray, scale: float, encode: bool) -> FloatArray:
-        if encode:
-            linear_to_srgb(values)
-        if scale != 1.0:
-            values *= scale
-        return values
-
     outside = 0.0 if cval is None else cval
-    colour_cval = float(to_work(np.array(outside), colour_scale, linear))
-    alpha_smoothed = None
-    alpha_cval = 1.0
-    if has_alpha and cval is None and np.all(planes[..., -1] == depth.full_scale):
+    if has_alpha and cval is None and np.all(planes[..., -1] == work.depth.full_scale):
         alpha_policy = "keep"  # opaque inside and out: premultiplying would only cost time
+    alpha = None
     if has_alpha and alpha_policy == "premultiply":
-        alpha_cval = outside / depth.full_scale
-        alpha = to_work(planes[..., -1], depth.full_scale, False)
-        alpha_smoothed = smooth(alpha, alpha_cval)
-        result = finish(alpha, alpha_smoothed, 1.0)
-        np.clip(result, 0.0, 1.0, out=result)
-        depth.store(out, (..., n_channels - 1), result * depth.full_scale)
-        del result, alpha  # colour is weighted by the stored alpha: one float copy fewer
+        alpha = _filter_alpha(planes[..., -1], work, smooth, finish, outside, out)
     elif has_alpha:
         out[..., -1] = planes[..., -1]
-    # a plain filter needs no copy of the unweighted colour: weight it in place
-    keep_original = finish is not _blurred
-
-    for c in range(n_colour):
-        original = to_work(planes[..., c], colour_scale, linear)
-        if alpha_smoothed is not None:
-            weighted = np.multiply(
-                original, planes[..., -1], out=None if keep_original else original
-            )
-            weighted /= depth.full_scale
-            smoothed = smooth(weighted, colour_cval * alpha_cval)
-            del weighted
-            visible = alpha_smoothed > _ALPHA_FLOOR
-            np.divide(smoothed, alpha_smoothed, out=smoothed, where=visible)
-            smoothed[np.logical_not(visible, out=visible)] = 0.0
-            del visible
-        else:
-            smoothed = smooth(original, colour_cval)
-        result = finish(original, smoothed, depth.full_scale / colour_scale)
-        del original, smoothed
-        depth.store(out, (..., c), from_work(result, colour_scale, linear))
+    colour_cval = float(work.load(np.array(outside), work.colour_scale, linear))
+    for c in range(n_channels - 1 if has_alpha else n_channels):
+        original = work.load(planes[..., c], work.colour_scale, linear)
+        result = _filter_colour(original, smooth, finish, colour_cval, work, alpha)
+        del original
+        work.depth.store(out, (..., c), work.unload(result, work.colour_scale, linear))
         del result
     return out[..., 0] if pixels.ndim == 2 else out
+
+
+def _filter_alpha(
+    stored: NDArray, work: _Work, smooth: Smooth, finish: Finish, outside: float, out: NDArray
+) -> AlphaPlanes:
+    """Filter the alpha channel (in [0, 1], outside ``outside`` in stored units) into the last
+    channel of ``out``; return its planes for the premultiplied colour."""
+    full_scale = work.depth.full_scale
+    original = work.load(stored, full_scale, False)
+    blurred = smooth(original, outside / full_scale)
+    result = finish(original, blurred.copy(), 0.0, None)  # no threshold on alpha: full scale 0
+    np.clip(result, 0.0, 1.0, out=result)
+    work.depth.store(out, (..., out.shape[2] - 1), result * full_scale)
+    return AlphaPlanes(original, blurred, result, outside / full_scale)
+
+
+def _filter_colour(
+    original: FloatArray,
+    smooth: Smooth,
+    finish: Finish,
+    cval: float,
+    work: _Work,
+    alpha: AlphaPlanes | None,
+) -> FloatArray:
+    """Filter one straight colour channel; with ``alpha``, premultiplied and divided by the
+    filtered alpha (``smooth`` of the weights), so that the straight result is a weighted
+    mean. ``finish`` then makes the result from the straight original and filtered values."""
+    full_scale = work.depth.full_scale / work.colour_scale
+    if alpha is None:
+        return finish(original, smooth(original, cval), full_scale, None)
+    smoothed = smooth(original * alpha.original, cval * alpha.outside)
+    _divide_visible(smoothed, alpha.blurred)
+    return finish(original, smoothed, full_scale, alpha)
+
+
+def _divide_visible(values: FloatArray, alpha: FloatArray) -> FloatArray:
+    """``values / alpha`` in place where the pixel is visible (alpha above ``_ALPHA_FLOOR``),
+    0 elsewhere: un-premultiply without dividing rounding noise by rounding noise."""
+    visible = alpha > _ALPHA_FLOOR
+    np.divide(values, alpha, out=values, where=visible)
+    values[np.logical_not(visible, out=visible)] = 0.0
+    return values
 
 
 def _correlator(
@@ -394,22 +442,37 @@ def unsharp_mask(
 
     Only where ``|img - blur| > threshold · full_scale`` (full scale 255 for uint8, 65535 for
     uint16, 1.0 for floats); elsewhere the pixel is kept, so a threshold spares flat noise.
-    Alpha is sharpened too and clipped to [0, full scale]; colour is blurred premultiplied
-    (no fringe), then sharpened. Integer results are rounded and clipped; floats are not
-    clipped. NaN/inf stay in their footprint (module notes).
+    Integer results are rounded and clipped; floats are not clipped. NaN/inf stay in their
+    footprint (module notes).
+
+    With alpha (``has_alpha``) the image is sharpened premultiplied, as GEGL's unsharp mask
+    does: ``P' = P + amount·(P - G*P)`` for the premultiplied colour ``P``, ``a' = a +
+    amount·(a - G*a)`` clipped to [0, full scale] for alpha, and the colour stored is
+    ``P'/a'`` where ``a' > 0`` (0 where nothing is visible). The threshold compares the
+    straight colour with its premultiplied blur ``(G*P)/(G*a)``; it does not apply to alpha.
     """
     check_finite(amount, "amount")
     check_threshold(threshold, "threshold")
     kernel = _gaussian_kernel(sigma, None, truncate)
     smooth = _correlator(kernel, flip=False, mode=mode, method=method, on_plan=on_plan)
 
-    def sharpen(original: FloatArray, blurred: FloatArray, full_scale: float) -> FloatArray:
-        detail = np.subtract(original, blurred, out=blurred)
-        keep = np.abs(detail) <= threshold * full_scale
-        detail *= amount
-        detail += original
-        detail[keep] = original[keep]
-        return detail
+    def sharpen(
+        original: FloatArray, blurred: FloatArray, full_scale: float, alpha: AlphaPlanes | None
+    ) -> FloatArray:
+        keep = np.abs(original - blurred) <= threshold * full_scale
+        if alpha is None:
+            result = np.subtract(original, blurred, out=blurred)
+            result *= amount
+            result += original
+        else:  # GEGL's unsharp mask: P' = P + amount·(P - G*P), colour P'/alpha'
+            premultiplied = original * alpha.original
+            result = np.multiply(blurred, alpha.blurred, out=blurred)  # G*P
+            np.subtract(premultiplied, result, out=result)
+            result *= amount
+            result += premultiplied
+            _divide_visible(result, alpha.result)
+        result[keep] = original[keep]
+        return result
 
     return filter_image(
         image, smooth, finish=sharpen, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval)

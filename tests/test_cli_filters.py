@@ -378,3 +378,14 @@ def test_python_dash_m_convfilt_blur(folder: Path) -> None:
     assert failed.stderr.strip().splitlines() == [
         "convfilt: error: --sigma must be a finite number > 0, got nan"
     ]
+
+
+def test_sharpen_rgba_is_gegl_premultiplied_unsharp(folder: Path) -> None:
+    from .test_filters import alpha_ramp_image, gegl_unsharp
+
+    rgba = np.rint(alpha_ramp_image(40) * 255).astype(np.uint8)
+    Image.fromarray(rgba).save("ramp.png")
+    result = run("sharpen", "ramp.png", "--sigma", "1.5", "--amount", "0.6")
+    assert result.exit_code == 0, result.stderr
+    want = np.clip(np.rint(gegl_unsharp(rgba / 255.0, 1.5, 0.6) * 255), 0, 255)
+    assert np.abs(pixels("ramp-sharpen.png").astype(int) - want).max() <= 1
