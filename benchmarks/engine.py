@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from convfilt import cost, engine
+from convfilt import calibration, cost, engine
 from convfilt.kernels import gaussian_1d
 
 STRATEGIES = ("direct", "fft", "overlap-add")
@@ -96,7 +96,7 @@ def grid(sizes: list[int], kernels: list[int], repeat: int, hopeless: float) -> 
     """Time every contender on every cell."""
     rng = np.random.default_rng(0)
     peers = _peers()
-    constants = cost.load_constants()
+    constants = calibration.load_constants()
     cells = []
     for size in sizes:
         image = rng.random((size, size), dtype=np.float32)
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         sizes, kernels = [256, 1024, 2048, 4096], [3, 5, 9, 15, 25, 41, 65]
         gsizes, sigmas = [2048, 4096], [2.0, 8.0, 32.0]
-    print(f"constants: {cost.load_constants().source}")
+    print(f"constants: {calibration.load_constants().source}")
     columns = [*STRATEGIES, "auto", *_peers()]
     print(f"{'N':>5} {'n':>3} " + " ".join(f"{c:>11}" for c in columns) + "  auto picks  (ms)")
     cells = grid(sizes, kernels, args.repeat, args.hopeless)

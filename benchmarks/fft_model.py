@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from convfilt import cost, engine
+from convfilt import calibration, cost, engine
 
 SIZES = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes up to 1024 only")
     sizes = [n for n in SIZES if n <= 1024] if parser.parse_args(argv).quick else SIZES
-    constants = cost.load_constants()
+    constants = calibration.load_constants()
     rng = np.random.default_rng(0)
     kernel = rng.random((9, 9))
     print(f"constants: {constants.source}")

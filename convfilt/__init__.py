@@ -1,7 +1,7 @@
 """convfilt: image filtering by the cheapest exact road (direct, separable or FFT convolution).
 
-The public API is imported lazily, so that ``import convfilt`` (and so ``convfilt --help``)
-does not pay for numpy, scipy or Pillow until a function is used.
+The public API is imported lazily, so that ``import convfilt`` (and so the command line's
+help) does not pay for numpy, scipy or Pillow until a function is used.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _API = {
+    "ConvfiltError": "errors",
+    "UsageError": "errors",
+    "retain_freed_blocks": "memory",
     "convolve": "engine",
     "correlate": "engine",
     "plan": "engine",
@@ -26,8 +29,10 @@ _API = {
 }
 
 __all__ = [
+    "ConvfiltError",
     "Match",
     "Plan",
+    "UsageError",
     "__version__",
     "box_blur",
     "convolve",
@@ -36,13 +41,16 @@ __all__ = [
     "gaussian_blur",
     "match_template",
     "plan",
+    "retain_freed_blocks",
     "unsharp_mask",
 ]
 
 if TYPE_CHECKING:
     from .engine import Plan, convolve, correlate, plan
+    from .errors import ConvfiltError, UsageError
     from .filters import box_blur, gaussian_blur, unsharp_mask
     from .matching import Match, find_matches, match_template
+    from .memory import retain_freed_blocks
 
 
 def __getattr__(name: str) -> Any:

@@ -1,13 +1,14 @@
-"""The benchmark runner behind ``convfilt bench``: time every strategy, return records.
+"""Timing the engine here: the runner behind ``convfilt bench`` and ``convfilt calibrate``.
 
 For each image size x kernel size it times each requested strategy of the engine (median of
 ``repeat`` runs after a warm-up), asks the planner what it would pick, and measures each
 strategy's largest absolute error against a float64 reference. From the records it derives the
 crossover kernel size (from where an FFT road stays ahead of the direct one), the planner's
 accuracy and its regret. This module prints nothing and writes no file; the CLI renders what
-it returns.
+it returns. ``calibrate`` times the strategies on a fixed grid and fits the cost model's
+constants from the times (``calibration`` stores them).
 
-Range syntax (``--sizes``, ``--kernels``):
+Range syntax (``sizes``, ``kernels``):
 
 - ``a..b`` for sizes means the powers of two from ``a`` to ``b`` (``64..2048`` → 64, 128, …,
   2048); for kernels it means the odd sizes ``2**k + 1`` (``3..65`` → 3, 5, 9, 17, 33, 65),
@@ -24,22 +25,24 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from functools import partial
+from itertools import combinations
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from . import cost, engine
+from . import calibration, cost, engine, names
 from .errors import UsageError
 
 RangeKind = Literal["sizes", "kernels"]
 Progress = Callable[[str, float], None]
 
-FFT_FAMILY = ("fft", "overlap-add")  # the strategies whose crossover with "direct" we report
+FFT_FAMILY = names.TRANSFORMS  # the strategies whose crossover with direct we report
 NOT_APPLICABLE = "not applicable"  # why a strategy that cannot take this kernel was not run
-AUTO = "auto"  # key of the planner's own timing, when its choice was not among the strategies
+AUTO = names.AUTO  # key of the planner's own timing, when its choice was not among the strategies
 
 RANGE_FORMS: dict[RangeKind, str] = {
     "sizes": "64..2048 (the powers of two from 64 to 2048), 64,100,300 (a list) or 256 (one size)",
@@ -70,36 +73,38 @@ def _range_members(kind: RangeKind, low: int, high: int) -> tuple[int, ...]:
     )
 
 
-def parse_range(text: str, kind: RangeKind, *, option: str | None = None) -> tuple[int, ...]:
-    """Read a ``--sizes`` or ``--kernels`` value into sorted distinct positive integers.
+def parse_range(text: str, kind: RangeKind) -> tuple[int, ...]:
+    """Read a ``sizes`` or ``kernels`` range into sorted distinct positive integers.
 
     Raises
     ------
     UsageError
         On any other syntax, a non-positive value or an empty range; the message names the
-        option and shows the accepted forms.
+        parameter (``kind``) and shows the accepted forms.
     """
-    name = option or f"--{kind}"
 
     def bad(why: str) -> UsageError:
-        return UsageError(f"{name}: {why}; accepted forms: {RANGE_FORMS[kind]}")
+        return UsageError(f"{kind}: {why}; accepted forms: {RANGE_FORMS[kind]}", parameters=[kind])
 
     spec = "".join(text.split())
     if not spec:
         raise bad("empty value")
+    ranged = ".." in spec
     try:
-        if ".." in spec:
+        if ranged:
             low_text, high_text = spec.split("..")
             low, high = int(low_text), int(high_text)
-            if low < 1 or low > high:
-                raise bad(f"'{text}' is not an increasing range of positive integers")
-            values = _range_members(kind, low, high)
-            if not values:
-                raise bad(f"'{text}' holds no {'power of two' if kind == 'sizes' else '2^k+1'}")
-            return values
-        values = tuple(sorted({int(part) for part in spec.split(",")}))
+        else:
+            values = tuple(sorted({int(part) for part in spec.split(",")}))
     except ValueError:
         raise bad(f"cannot read '{text}'") from None
+    if ranged:
+        if low < 1 or low > high:
+            raise bad(f"'{text}' is not an increasing range of positive integers")
+        values = _range_members(kind, low, high)
+        if not values:
+            raise bad(f"'{text}' holds no {'power of two' if kind == 'sizes' else '2^k+1'}")
+        return values
     if values[0] < 1:
         raise bad(f"'{text}' has a value below 1")
     return values
@@ -119,32 +124,37 @@ class BenchConfig:
     kernels: tuple[int, ...] = (3, 5, 9, 17, 33, 65)
     dtype: str = "float32"
     repeat: int = 3
-    methods: tuple[str, ...] = engine.STRATEGIES
+    methods: tuple[str, ...] = names.STRATEGIES
     compare: tuple[str, ...] = ()
-    mode: str = "reflect"
+    mode: str = names.REFLECT
     seed: int = 0
     cap_s: float = 2.0
     budget_s: float = 0.3
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in engine.STRATEGIES]
+        unknown = [m for m in self.methods if m not in names.STRATEGIES]
         if unknown or not self.methods:
             raise UsageError(
-                f"--methods: unknown strategy {', '.join(unknown) or '(none)'}; "
-                f"choose from {', '.join(engine.STRATEGIES)}"
+                f"methods: unknown strategy {', '.join(unknown) or '(none)'}; "
+                f"choose from {', '.join(names.STRATEGIES)}",
+                parameters=["methods"],
             )
         unknown = [c for c in self.compare if c not in COMPARATORS]
         if unknown:
             raise UsageError(
-                f"--compare: unknown peer {', '.join(unknown)}; "
-                f"choose from {', '.join(COMPARATORS)}"
+                f"compare: unknown peer {', '.join(unknown)}; choose from {', '.join(COMPARATORS)}",
+                parameters=["compare"],
             )
-        if self.dtype not in ("float32", "float64"):
-            raise UsageError(f"--dtype: {self.dtype!r} is not float32 or float64")
+        if self.dtype not in names.FLOAT_DTYPES:
+            raise UsageError(
+                f"dtype: {self.dtype!r} is not float32 or float64", parameters=["dtype"]
+            )
         if self.repeat < 1:
-            raise UsageError("--repeat: must be at least 1")
+            raise UsageError("repeat: must be at least 1", parameters=["repeat"])
         if self.mode not in PAD_MODES:
-            raise UsageError(f"--mode: {self.mode!r} is not one of {', '.join(PAD_MODES)}")
+            raise UsageError(
+                f"mode: {self.mode!r} is not one of {', '.join(PAD_MODES)}", parameters=["mode"]
+            )
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -247,7 +257,7 @@ class BenchResult:
     constants: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``convfilt bench --json`` document."""
+        """The JSON document of a run (``convfilt bench`` prints it)."""
         config = asdict(self.config)
         return {
             "machine": self.machine,
@@ -264,7 +274,7 @@ class BenchResult:
         return [name for name in order if name in present]
 
     def csv_rows(self) -> list[dict[str, Any]]:
-        """One row per cell x column, for ``--csv`` (empty strings for what is missing)."""
+        """One row per cell x column, for a CSV file (empty strings for what is missing)."""
         rows = []
         for r in self.records:
             for name in self.columns():
@@ -370,7 +380,7 @@ def _scipy_signal(
     return padded_valid(image, kernel, mode, lambda a, b: sig.correlate(a, b, "valid", "auto"))
 
 
-# peers for --compare: name -> correlate(image, kernel, mode) with ndimage's boundary meaning
+# peers for ``compare``: name -> correlate(image, kernel, mode) with ndimage's boundary meaning
 COMPARATORS: dict[str, Callable[[NDArray[np.floating], NDArray[np.floating], str], NDArray[Any]]]
 COMPARATORS = {"scipy": _scipy_signal}
 
@@ -513,7 +523,7 @@ def _fastest_and_regret(
 
 def _fft_beats_direct(record: CellRecord) -> bool | None:
     """Whether an FFT road was faster than direct in this cell (None: nothing to compare)."""
-    direct = record.effective_ms("direct")
+    direct = record.effective_ms(names.DIRECT)
     ffts = [t for t in map(record.effective_ms, FFT_FAMILY) if t is not None and math.isfinite(t)]
     if direct is None or not ffts:
         return None
@@ -574,5 +584,201 @@ def run(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
                 slow_before.setdefault(name, (kernel_size, ms / 1e3))
         records.append(record)
     report("done", 1.0)
-    constants = cost.load_constants().to_json()
+    constants = calibration.load_constants().to_json()
     return BenchResult(machine_info(), config, records, summarize(records), constants)
+
+
+# --- calibration: measuring the cost model's constants ---------------------------------------
+
+# (strategy, image side, kernel side) timed by ``calibrate``, cheapest first so that a small
+# budget still fits every strategy on its first points.
+_GRID_POINTS: dict[str, tuple[tuple[int, int], ...]] = {
+    names.DIRECT: (
+        (32, 3),
+        (128, 3),
+        (256, 9),
+        (512, 5),
+        (512, 15),
+        (1024, 3),
+        (1024, 9),
+        (1024, 25),
+        (2048, 5),
+    ),
+    names.SEPARABLE: (
+        (32, 3),
+        (128, 9),
+        (512, 17),
+        (512, 65),
+        (1024, 33),
+        (2048, 17),
+        (1024, 3),
+        (1024, 129),
+        (2048, 257),
+    ),
+    names.FFT: (
+        (32, 3),
+        (128, 15),
+        (256, 33),
+        (512, 33),
+        (768, 17),
+        (1024, 65),
+        (2048, 25),
+        (3072, 9),
+    ),
+    names.OVERLAP_ADD: ((512, 17), (1024, 33), (2048, 17), (2048, 65)),
+}
+GRID: tuple[tuple[str, int, int], ...] = tuple(
+    (strategy, side, n) for strategy, points in _GRID_POINTS.items() for side, n in points
+)
+
+
+MIN_TIMED_S = 0.05  # fast calls are repeated past ``repeat`` until this much time is spent
+
+
+def _time(run: Callable[[], object], repeat: int) -> float:
+    """Median wall time of at least ``repeat`` calls after one warm-up call.
+
+    Sub-millisecond calls vary by up to 2x from call to call (allocation, caches), and they
+    are the points that fix the fixed costs, so they are repeated until ``MIN_TIMED_S`` is
+    spent (at most 100 calls).
+    """
+    run()
+    samples: list[float] = []
+    while len(samples) < repeat or (sum(samples) < MIN_TIMED_S and len(samples) < 100):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def fit_rate(work: list[float], seconds: list[float]) -> tuple[float, float]:
+    """Fit ``seconds ≈ rate·work + fixed`` minimising *relative* residuals.
+
+    Times span three orders of magnitude, so plain least squares would fit only the largest
+    points; dividing each equation by its time weighs every point by its relative error, and
+    the problem stays linear (unlike a log-space fit of a sum). A negative fixed cost (noise)
+    is clamped to 0 and the rate refitted alone.
+    """
+    w = np.asarray(work, dtype=np.float64)
+    t = np.asarray(seconds, dtype=np.float64)
+    if len(w) >= 2:
+        system = np.stack([w / t, 1.0 / t], axis=1)
+        (rate, fixed), *_ = np.linalg.lstsq(system, np.ones_like(t), rcond=None)
+        if rate > 0 and fixed >= 0:
+            return float(rate), float(fixed)
+    rate = float(np.sum(w / t) / np.sum((w / t) ** 2))  # least squares of rate·w/t ≈ 1
+    return max(rate, 1e-15), 0.0
+
+
+def fit_terms(terms: list[list[float]], seconds: list[float]) -> list[float]:
+    """Fit ``seconds ≈ Σ coefficient_i · terms[i]`` with coefficients >= 0, relative residuals.
+
+    As ``fit_rate``, each equation is divided by its time. Non-negativity by trying every
+    subset of the terms that keeps the first (the work rate, which must stay positive) and
+    keeping the best non-negative least-squares fit: exact for the 2-3 terms used here. A
+    subset is tried only if there are at least as many points as terms in it, so with fewer
+    points than terms only the first few terms are fitted (the others stay 0).
+    """
+    t = np.asarray(seconds, dtype=np.float64)
+    system = np.stack([np.asarray(term, dtype=np.float64) / t for term in terms], axis=1)
+    best: tuple[float, list[float]] | None = None
+    others = range(1, len(terms))
+    subsets = [(0, *rest) for size in range(len(terms)) for rest in combinations(others, size)]
+    for subset in subsets:
+        if len(subset) > len(t):
+            continue
+        solution, *_ = np.linalg.lstsq(system[:, subset], np.ones_like(t), rcond=None)
+        if solution[0] <= 0 or np.any(solution < 0):
+            continue
+        residual = float(np.sum((system[:, subset] @ solution - 1.0) ** 2))
+        if best is None or residual < best[0]:
+            coefficients = [0.0] * len(terms)
+            for index, value in zip(subset, solution, strict=True):
+                coefficients[index] = float(value)
+            best = (residual, coefficients)
+    if best is None:
+        return [fit_rate(terms[0], seconds)[0]] + [0.0] * (len(terms) - 1)
+    return best[1]
+
+
+def calibrate(
+    progress: Callable[[str, float], None] | None = None, budget_s: float = 20.0
+) -> cost.Constants:
+    """Time each strategy on ``GRID`` for float32 and float64 and fit the constants.
+
+    Stops adding points to a strategy once its share of ``budget_s`` is spent (each strategy
+    keeps at least its first point); a strategy whose fixed cost cannot be fitted keeps the
+    default's. ``progress(message, fraction_done)`` is called before each point. Does not save.
+    """
+    base = calibration.default_constants()
+    rng = np.random.default_rng(0)
+    strategies = names.STRATEGIES
+    share = budget_s / (len(strategies) * len(cost.DTYPES))
+    cases = [(dt, case) for dt in cost.DTYPES for case in GRID]
+    points: dict[tuple[str, str], list[tuple[cost.Shape, float]]] = {}
+    spent: dict[tuple[str, str], float] = {}
+    for index, (dt, (strategy, side, n)) in enumerate(cases):
+        key = (strategy, dt)
+        if points.get(key) and spent[key] > share:
+            continue
+        if progress is not None:
+            progress(f"{strategy} {dt} {side}x{side} kernel {n}x{n}", index / len(cases))
+        image = rng.random((side, side)).astype(dt)
+        if strategy == names.SEPARABLE:
+            kernel = np.outer(rng.random(n), rng.random(n))
+        else:
+            kernel = rng.random((n, n))
+        start = time.perf_counter()
+        repeat = 1 if budget_s < 5 else 3
+        seconds = _time(partial(engine.correlate, image, kernel, method=strategy), repeat)
+        spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
+        points.setdefault(key, []).append((cost.Shape(side, side, 1, 1, n, n), seconds))
+    if progress is not None:
+        progress("fitting", 1.0)
+    values = asdict(base)
+    for strategy in cost.ESTIMATORS:
+        model = cost.ESTIMATORS[strategy]
+        fixed_fits = []
+        for dt in cost.DTYPES:
+            measured = points.get((strategy, dt), [])
+            if not measured:
+                continue
+            terms = [[model.work(s) for s, _ in measured]]
+            if model.second is not None:
+                terms.append([model.second(s) for s, _ in measured])
+            terms.append([1.0] * len(measured))
+            *rates, fixed = fit_terms(terms, [t for _, t in measured])
+            values[f"{strategy}_{dt}"] = rates[0]
+            if model.second is not None:
+                values[f"{strategy}_{model.second_key}_{dt}"] = rates[1]
+            if len(measured) >= len(terms):
+                fixed_fits.append(fixed)
+        if fixed_fits:
+            values[model.fixed] = float(np.mean(fixed_fits))
+    values["block_fixed"] = _fit_block_fixed(
+        points, cost.Constants(**values), calibration.load_constants()
+    )
+    values["source"] = (
+        f"calibrated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
+        f"({cost.available_cores()} cpus), budget {budget_s:g}s"
+    )
+    return replace(base, **values)
+
+
+def _fit_block_fixed(
+    points: dict[tuple[str, str], list[tuple[cost.Shape, float]]],
+    c: cost.Constants,
+    used: cost.Constants,
+) -> float:
+    """Per-block overhead of overlap-add: what its timings leave after the FFT work.
+
+    ``used`` are the constants the engine chose its tiles with while being timed.
+    """
+    residuals = []
+    for dt in cost.DTYPES:
+        for s, seconds in points.get((names.OVERLAP_ADD, dt), []):
+            th, tw, _ = cost.overlap_tile(s, used, dt)
+            without_blocks = cost.overlap_cost(s, replace(c, block_fixed=0.0), dt, th, tw)
+            blocks = math.ceil(s.height / th) * math.ceil(s.width / tw)
+            residuals.append(max(seconds - without_blocks, 0.0) / (blocks * s.channels))
+    return float(np.median(residuals)) if residuals else c.block_fixed

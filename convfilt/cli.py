@@ -7,10 +7,10 @@ starts fast.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,7 +19,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from . import report
+from . import names, report
 from .errors import ConvfiltError
 
 if TYPE_CHECKING:  # the match command's helpers (numpy is imported only inside commands)
@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # the match command's helpers (numpy is imported only inside 
     from numpy.typing import NDArray
 
     from .images import Picture
-    from .matching import Match
 
 
 class OneLineErrors(TyperGroup):
@@ -75,13 +74,47 @@ app = typer.Typer(
 )
 
 
+# Library parameter -> the command's own parameter, where the two names differ. Every other
+# library parameter is the command's parameter of the same name; ``parameter_flags`` reads
+# each command's flags from its options, so this and the options are the one table.
+_LIBRARY_PARAMETERS = {"luminance": "gray"}
+
+
+def parameter_flags(command: click.Command | None) -> dict[str, str]:
+    """The table from Python parameter names to ``command``'s flags (sigma_y -> --sigma-y)."""
+    flags: dict[str, str] = {}
+    for param in command.params if command is not None else []:
+        if isinstance(param, click.Option) and param.name is not None:
+            flags[param.name] = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+    for library, own in _LIBRARY_PARAMETERS.items():
+        if own in flags:
+            flags[library] = flags[own]
+    return flags
+
+
+def flag_message(exc: ConvfiltError, flags: dict[str, str]) -> str:
+    """``exc``'s message with the parameters it names shown as flags.
+
+    The first mention of each parameter, as a word (``top must be ...``, ``out_dir x: ...``)
+    or as ``name=True`` (``use force=True to overwrite``), becomes the flag; one that the
+    command has no flag for stays as it is.
+    """
+    text = str(exc)
+    for name in exc.parameters:
+        if name in flags:
+            word = re.compile(rf"(?:(?<=^)|(?<=[\s(])){re.escape(name)}(?:=True)?(?=[\s:,;)]|$)")
+            text = word.sub(flags[name], text, count=1)
+    return text
+
+
 @contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn library failures into a one-line message and the contract's exit code."""
     try:
         yield
     except ConvfiltError as exc:
-        report.error(str(exc))
+        context = click.get_current_context(silent=True)
+        report.error(flag_message(exc, parameter_flags(context.command if context else None)))
         raise typer.Exit(exc.exit_code) from None
     except MemoryError:
         report.error("out of memory; try a smaller image or --method fft/overlap-add")
@@ -97,31 +130,24 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-class Mode(StrEnum):
-    """Boundary modes, with scipy.ndimage's names and meanings."""
-
-    reflect = "reflect"
-    mirror = "mirror"
-    nearest = "nearest"
-    wrap = "wrap"
-    constant = "constant"
-
-
-class Method(StrEnum):
-    """Convolution strategies; ``auto`` lets the planner choose."""
-
-    auto = "auto"
-    direct = "direct"
-    separable = "separable"
-    fft = "fft"
-    overlap_add = "overlap-add"
+def _choice(choices: tuple[str, ...]) -> click.Choice:
+    """A Click choice over names from ``names`` (so --help needs no numpy)."""
+    return click.Choice(choices, case_sensitive=False)
 
 
 ModeOption = Annotated[
-    Mode, typer.Option("--mode", help="Boundary mode (scipy.ndimage names).", case_sensitive=False)
+    str,
+    typer.Option(
+        "--mode", help="Boundary mode (scipy.ndimage names).", click_type=_choice(names.MODES)
+    ),
 ]
 MethodOption = Annotated[
-    Method, typer.Option("--method", help="Convolution strategy; auto picks the cheapest.")
+    str,
+    typer.Option(
+        "--method",
+        help="Convolution strategy; auto picks the cheapest.",
+        click_type=_choice(names.STRATEGY_CHOICES),
+    ),
 ]
 ExplainOption = Annotated[
     bool, typer.Option("--explain", help="Print the planner's estimates and choice on stderr.")
@@ -137,13 +163,6 @@ OutOption = Annotated[
 # --- blur, sharpen, convolve (filters helper) ---------------------------------------------------
 
 
-class Kind(StrEnum):
-    """Blur kernels."""
-
-    gaussian = "gaussian"
-    box = "box"
-
-
 InputsArgument = Annotated[
     list[str],
     typer.Argument(metavar="INPUT...", help="Input images ('-' reads stdin).", show_default=False),
@@ -157,11 +176,11 @@ FormatOption = Annotated[
     typer.Option("--format", help="Output format (png, jpeg, tiff, webp, ...); default: from -o."),
 ]
 QualityOption = Annotated[
-    int | None, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality, 1 to 100.")
+    int | None, typer.Option("--quality", help="JPEG/WebP quality, 1 to 100.")
 ]
 MaxPixelsOption = Annotated[
     int | None,
-    typer.Option("--max-pixels", min=1, help="Refuse larger images (decompression-bomb guard)."),
+    typer.Option("--max-pixels", help="Refuse larger images (decompression-bomb guard)."),
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help='Print {"outputs": [{"input", "output"}]} on stdout.')
@@ -264,13 +283,15 @@ def blur(
         float | None, typer.Option("--sigma-y", help="Gaussian sigma along y; default --sigma.")
     ] = None,
     truncate: TruncateOption = 4.0,
-    kind: Annotated[Kind, typer.Option("--kind", help="Blur kernel.")] = Kind.gaussian,
+    kind: Annotated[
+        str, typer.Option("--kind", help="Blur kernel.", click_type=_choice(names.BLUR_KINDS))
+    ] = names.GAUSSIAN,
     radius: Annotated[
         int | None,
         typer.Option("--radius", help="Box radius: a (2R+1)x(2R+1) mean. [default: 2]"),
     ] = None,
-    mode: ModeOption = Mode.reflect,
-    method: MethodOption = Method.auto,
+    mode: ModeOption = names.REFLECT,
+    method: MethodOption = names.AUTO,
     explain: ExplainOption = False,
     linear: LinearOption = False,
     force: ForceOption = False,
@@ -286,13 +307,13 @@ def blur(
 
         on_plan = report.explain if explain else None
         transform: Callable[[Picture], NDArray[Any]]
-        if kind is Kind.gaussian:
+        if kind == names.GAUSSIAN:
             if radius is not None:
                 raise UsageError("--radius is for --kind box; a Gaussian takes --sigma")
-            sigma_x = filters.check_positive(2.0 if sigma is None else sigma, "--sigma")
+            sigma_x = filters.check_positive(2.0 if sigma is None else sigma, "sigma")
             if sigma_y is not None:
-                filters.check_positive(sigma_y, "--sigma-y")
-            filters.check_positive(truncate, "--truncate")
+                filters.check_positive(sigma_y, "sigma_y")
+            filters.check_positive(truncate, "truncate")
 
             def transform(picture: Picture) -> NDArray[Any]:
                 return filters.gaussian_blur(
@@ -300,8 +321,8 @@ def blur(
                     sigma_x,
                     sigma_y=sigma_y,
                     truncate=truncate,
-                    mode=mode.value,
-                    method=method.value,
+                    mode=mode,
+                    method=method,
                     linear=linear,
                     has_alpha=picture.has_alpha,
                     on_plan=on_plan,
@@ -310,14 +331,14 @@ def blur(
         else:
             if sigma is not None or sigma_y is not None:
                 raise UsageError("--sigma/--sigma-y are for --kind gaussian; a box takes --radius")
-            box_radius = filters.check_radius(2 if radius is None else radius, "--radius")
+            box_radius = filters.check_radius(2 if radius is None else radius, "radius")
 
             def transform(picture: Picture) -> NDArray[Any]:
                 return filters.box_blur(
                     picture.pixels,
                     box_radius,
-                    mode=mode.value,
-                    method=method.value,
+                    mode=mode,
+                    method=method,
                     linear=linear,
                     has_alpha=picture.has_alpha,
                     on_plan=on_plan,
@@ -341,8 +362,8 @@ def sharpen(
         typer.Option("--threshold", help="Leave detail below this fraction of full scale, [0, 1)."),
     ] = 0.0,
     truncate: TruncateOption = 4.0,
-    mode: ModeOption = Mode.reflect,
-    method: MethodOption = Method.auto,
+    mode: ModeOption = names.REFLECT,
+    method: MethodOption = names.AUTO,
     explain: ExplainOption = False,
     linear: LinearOption = False,
     force: ForceOption = False,
@@ -355,10 +376,10 @@ def sharpen(
     with cli_errors():
         from . import filters
 
-        filters.check_positive(sigma, "--sigma")
-        filters.check_finite(amount, "--amount")
-        filters.check_threshold(threshold, "--threshold")
-        filters.check_positive(truncate, "--truncate")
+        filters.check_positive(sigma, "sigma")
+        filters.check_finite(amount, "amount")
+        filters.check_threshold(threshold, "threshold")
+        filters.check_positive(truncate, "truncate")
         on_plan = report.explain if explain else None
 
         def transform(picture: Picture) -> NDArray[Any]:
@@ -368,8 +389,8 @@ def sharpen(
                 amount,
                 threshold,
                 truncate=truncate,
-                mode=mode.value,
-                method=method.value,
+                mode=mode,
+                method=method,
                 linear=linear,
                 has_alpha=picture.has_alpha,
                 on_plan=on_plan,
@@ -419,8 +440,8 @@ def convolve(
     ] = False,
     out: OutOption = None,
     out_dir: OutDirOption = None,
-    mode: ModeOption = Mode.reflect,
-    method: MethodOption = Method.auto,
+    mode: ModeOption = names.REFLECT,
+    method: MethodOption = names.AUTO,
     explain: ExplainOption = False,
     linear: LinearOption = False,
     force: ForceOption = False,
@@ -445,8 +466,8 @@ def convolve(
                 picture.pixels,
                 weights,
                 correlate=correlate,
-                mode=mode.value,
-                method=method.value,
+                mode=mode,
+                method=method,
                 linear=linear,
                 has_alpha=picture.has_alpha,
                 on_plan=on_plan,
@@ -459,14 +480,7 @@ def convolve(
 # --- bench and calibrate (bench helper) --------------------------------------------------------
 
 
-class Dtype(StrEnum):
-    """Float types the benchmark can run in."""
-
-    float32 = "float32"
-    float64 = "float64"
-
-
-_STRATEGY_NAMES = ",".join(m.value for m in Method if m is not Method.auto)
+_STRATEGY_NAMES = ",".join(names.STRATEGIES)
 
 
 @app.command()
@@ -479,9 +493,12 @@ def bench(
         str,
         typer.Option(help="Kernel sizes: 3..65 (2^k+1: 3,5,9,17,33,65), a list 3,7,15, or 9."),
     ] = "3..65",
-    dtype: Annotated[Dtype, typer.Option(help="Float type of the images.")] = Dtype.float32,
+    dtype: Annotated[
+        str,
+        typer.Option(help="Float type of the images.", click_type=_choice(names.FLOAT_DTYPES)),
+    ] = names.FLOAT_DTYPES[0],
     repeat: Annotated[
-        int, typer.Option(min=1, help="Timed runs per cell (median; fewer for slow cells).")
+        int, typer.Option(help="Timed runs per cell (median; fewer for slow cells).")
     ] = 3,
     methods: Annotated[
         str, typer.Option(help="Comma-separated strategies to time.")
@@ -489,7 +506,7 @@ def bench(
     compare: Annotated[
         str, typer.Option(help="Also time a peer: scipy (scipy.signal.correlate, method auto).")
     ] = "",
-    mode: ModeOption = Mode.reflect,
+    mode: ModeOption = names.REFLECT,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")
     ] = False,
@@ -516,15 +533,15 @@ def bench(
         from .errors import UsageError
 
         config = runner.BenchConfig(
-            sizes=runner.parse_range(sizes, "sizes", option="--sizes"),
-            kernels=runner.parse_range(kernels, "kernels", option="--kernels"),
-            dtype=dtype.value,
+            sizes=runner.parse_range(sizes, "sizes"),
+            kernels=runner.parse_range(kernels, "kernels"),
+            dtype=dtype,
             repeat=repeat,
             methods=_split_names(methods),
             compare=_split_names(compare),
-            mode=mode.value,
+            mode=mode,
         )
-        for path, option in ((csv, "--csv"), (plot, "--plot")):
+        for path, option in ((csv, "csv"), (plot, "plot")):
             if path is not None:
                 images.check_writable(path, force=force, option=option)
         if plot is not None:
@@ -564,19 +581,19 @@ def calibrate(
 ) -> None:
     """Measure the cost model's constants on this machine and store them for the planner."""
     with cli_errors():
-        from . import cost
+        from . import calibration
         from .errors import UsageError
 
         if show and reset:
             raise UsageError("--show and --reset do not go together")
-        path = cost.constants_path()
+        path = calibration.constants_path()
         if reset:
-            removed = cost.reset_constants()
+            removed = calibration.reset_constants()
             report.message(f"removed {path}" if removed else f"nothing stored at {path}")
             return
-        defaults = cost.default_constants()
+        defaults = calibration.default_constants()
         if show:
-            stored = cost.stored_constants()
+            stored = calibration.stored_constants()
             if stored is not None:
                 where = f"stored in {path}"
             elif path.exists():
@@ -587,21 +604,15 @@ def calibrate(
             report.calibration_table(constants, defaults, title=f"cost constants ({where})")
             return
         options = {} if budget is None else {"budget_s": budget}
+        from .bench import calibrate as measure
+
         with report.progress_bar("calibrate") as update:
-            constants = cost.calibrate(progress=update, **options)
-        saved = cost.save_constants(constants)
+            constants = measure(progress=update, **options)
+        saved = calibration.save_constants(constants)
         report.calibration_table(constants, defaults, title=f"measured cost constants ({saved})")
 
 
 # --- match (matching helper) -------------------------------------------------------------------
-
-
-class MatchMethod(StrEnum):
-    """Template-matching scores (see convfilt.matching)."""
-
-    ncc = "ncc"
-    sqdiff = "sqdiff"
-    ccorr = "ccorr"
 
 
 @app.command()
@@ -618,13 +629,14 @@ def match(
         typer.Option(help="Pixels between reported matches, in x or y (default: half the probe)."),
     ] = None,
     method: Annotated[
-        MatchMethod,
+        str,
         typer.Option(
             "--method",
             help="ncc: zero-mean normalised cross-correlation in [-1, 1]; sqdiff: sum of "
             "squared differences (lower is better); ccorr: plain correlation.",
+            click_type=_choice(names.MATCH_METHODS),
         ),
-    ] = MatchMethod.ncc,
+    ] = names.NCC,
     mask: Annotated[
         str,
         typer.Option(
@@ -645,12 +657,13 @@ def match(
         bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")
     ] = False,
     strategy: Annotated[
-        Method,
+        str,
         typer.Option(
             "--strategy",
             help="Convolution strategy for the correlations (--method names the score here).",
+            click_type=_choice(names.STRATEGY_CHOICES),
         ),
-    ] = Method.auto,
+    ] = names.AUTO,
     explain: ExplainOption = False,
     force: ForceOption = False,
     max_pixels: MaxPixelsOption = None,
@@ -660,7 +673,7 @@ def match(
         import time
         from dataclasses import asdict, replace
 
-        from . import images, matching
+        from . import images, matching, render
         from .errors import ConvfiltError, UsageError
 
         started = time.perf_counter()
@@ -680,15 +693,15 @@ def match(
             scores = matching.match_template(
                 scene_pixels,
                 probe_pixels,
-                method=method.value,
+                method=method,
                 mask=weights,
-                strategy=strategy.value,
+                strategy=strategy,
                 on_plan=report.explain if explain else None,
             )
         except UsageError as exc:  # shapes that do not fit: name the files they came from
             files = [scene, probe] + ([] if mask in ("auto", "none") else [f"--mask {mask}"])
-            raise UsageError(f"{', '.join(files)}: {exc}") from None
-        shape, name = probe_pixels.shape, method.value
+            raise UsageError(f"{', '.join(files)}: {exc}", parameters=exc.parameters) from None
+        shape, name = probe_pixels.shape, method
         found = matching.find_matches(
             scores,
             probe_shape=shape,
@@ -702,13 +715,11 @@ def match(
             best = matching.find_matches(scores, probe_shape=shape, method=name)[0].score
             raise ConvfiltError(f"no match reaches --min-score {min_score:g} (best {best:.6g})")
         if "annotate" in outputs:
-            rgb = matching.display_rgb(scene_picture.pixels, scene_picture.has_alpha)
-            drawn = replace(
-                scene_picture, pixels=matching.draw_matches(rgb, found), has_alpha=False
-            )
+            rgb = render.display_rgb(scene_picture.pixels, scene_picture.has_alpha)
+            drawn = replace(scene_picture, pixels=render.draw_matches(rgb, found), has_alpha=False)
             images.save(drawn, outputs["annotate"], force=force)
         if "heatmap" in outputs:
-            colours = matching.heatmap(
+            colours = render.heatmap(
                 scores, scene_shape=scene_pixels.shape, probe_shape=shape, method=name
             )
             picture = images.Picture(pixels=colours, has_alpha=False, source=scene)
@@ -720,13 +731,13 @@ def match(
                 {
                     "scene": scene,
                     "probe": probe,
-                    "method": method.value,
+                    "method": method,
                     "matches": [asdict(found_match) for found_match in found],
                     "elapsed_ms": round(elapsed_ms, 3),
                 }
             )
         else:
-            _print_matches(found, method.value)
+            report.match_table(found, method)
 
 
 def _match_outputs(
@@ -761,27 +772,14 @@ def _match_mask(
     return matching.mask_weights(picture.pixels, picture.has_alpha, name=option)
 
 
-def _print_matches(found: list[Match], method: str) -> None:
-    """The matches as a Rich table on stdout, best first."""
-    from rich.table import Table
-
-    table = Table(title=f"matches ({method})", title_justify="left")
-    for column in ("#", "x", "y", "width", "height", "score", "x_subpixel", "y_subpixel"):
-        table.add_column(column, justify="right")
-    for rank, found_match in enumerate(found, start=1):
-        table.add_row(
-            str(rank),
-            str(found_match.x),
-            str(found_match.y),
-            str(found_match.width),
-            str(found_match.height),
-            f"{found_match.score:.6g}",
-            f"{found_match.x_subpixel:.3f}",
-            f"{found_match.y_subpixel:.3f}",
-        )
-    report.stdout().print(table)
-
-
 def main() -> None:
-    """Entry point for ``python -m convfilt`` and the console script."""
+    """Entry point for ``python -m convfilt`` and the console script.
+
+    The one place that changes process-wide state: the allocator keeps freed blocks
+    (``memory.retain_freed_blocks``; ``CONVFILT_MALLOC=system`` opts out), since every
+    road allocates blocks of megabytes. A library user opts in with the same call.
+    """
+    from .memory import retain_freed_blocks
+
+    retain_freed_blocks()
     app(prog_name="convfilt")

@@ -1,4 +1,4 @@
-"""The cost model: what each strategy should cost, the constants, and their calibration.
+"""The cost model: what each strategy should cost, given the constants (pure: no files).
 
 The model (seconds) for an output of HxW with C channels, m kernels of khxkw:
 
@@ -40,34 +40,26 @@ Where it is wrong (as scipy's ``choose_conv_method`` admits of its own):
   sharing the cores — calibration on a busy machine fits the busy machine;
 - copies (boundary extension, crop) are folded into the rates, not modelled apart.
 
-The constants are per dtype (float32 and float64 differ by ~2x in BLAS and FFT). Shipped
-defaults live in ``cost_defaults.json`` (produced by ``convfilt calibrate`` on the reference
-machine, then copied there; see that file's ``source``). ``convfilt calibrate`` fits new ones and
-stores them in the user's cache folder, which later runs load instead.
+The constants are per dtype (float32 and float64 differ by ~2x in BLAS and FFT). Where they
+come from (shipped defaults, or the ones ``convfilt calibrate`` measured and stored) is
+``calibration``'s business; ``bench.calibrate`` measures them.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, fields, replace
-from datetime import UTC, datetime
-from functools import cache, lru_cache, partial
-from itertools import combinations
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
+from functools import cache, lru_cache
 
 import numpy as np
 
-DTYPES = ("float32", "float64")
-DEFAULTS_FILE = "cost_defaults.json"
-CONSTANTS_FILE = "constants.json"
+from . import names
+
+DTYPES = names.FLOAT_DTYPES
 
 # --- tiling and threads (shared by the engine's strategies and the estimates below) ----------
 
@@ -188,7 +180,7 @@ class Constants:
     def transform_seconds(self, dtype: np.dtype | type | str, points: int, workers: int) -> float:
         """One transform of ``points`` values on ``workers`` threads: the shared work divided
         among them, the serial share not."""
-        shared = self.rate("fft", dtype) * _divided(points, workers)
+        shared = self.rate(names.FFT, dtype) * _divided(points, workers)
         return shared + self.rate("fft_serial", dtype) * _undivided(points, workers)
 
     def to_json(self) -> dict[str, float | str]:
@@ -213,88 +205,6 @@ class Constants:
                 raise ValueError(f"constant {f.name!r} must be finite and >= 0")
             values[f.name] = float(value)
         return cls(**values)  # type: ignore[arg-type]
-
-
-def default_constants() -> Constants:
-    """The constants shipped with convfilt (``cost_defaults.json``)."""
-    # beside this module (importlib.resources would add ~3 ms of imports to every start-up)
-    text = Path(__file__).with_name(DEFAULTS_FILE).read_text(encoding="utf-8")
-    return Constants.from_json(json.loads(text))
-
-
-def constants_path() -> Path:
-    """Where calibrated constants live: ``$CONVFILT_CACHE_DIR``, ``$XDG_CACHE_HOME/convfilt``
-    or ``~/.cache/convfilt``, then ``constants.json``."""
-    environ = os.environ
-    return _constants_path(
-        environ.get("CONVFILT_CACHE_DIR"), environ.get("XDG_CACHE_HOME"), environ.get("HOME")
-    )
-
-
-@lru_cache(maxsize=8)
-def _constants_path(folder: str | None, xdg: str | None, _home: str | None) -> Path:
-    """``constants_path`` for these variables (memoised: every plan asks, and building the
-    path costs more than the planner's estimates)."""
-    if folder:
-        return Path(folder) / CONSTANTS_FILE
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "convfilt" / CONSTANTS_FILE
-
-
-_loaded: dict[tuple[str, int, int], Constants] = {}
-
-
-def load_constants() -> Constants:
-    """Stored constants if the file exists and is valid, else the defaults."""
-    return stored_constants() or _default_cached()
-
-
-def stored_constants() -> Constants | None:
-    """The constants stored at ``constants_path()``, or None if there is no file or it is not
-    valid (damaged, or written by an older model that lacks a constant: ``calibrate`` again).
-
-    Cached per (path, modification time, size), so the planner can call it on every plan.
-    """
-    path = constants_path()
-    try:
-        stat = path.stat()
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
-    except OSError:
-        return None
-    if key not in _loaded:
-        try:
-            _loaded[key] = Constants.from_json(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            return None
-    return _loaded[key]
-
-
-_defaults: list[Constants] = []
-
-
-def _default_cached() -> Constants:
-    if not _defaults:
-        _defaults.append(default_constants())
-    return _defaults[0]
-
-
-def save_constants(constants: Constants) -> Path:
-    """Write ``constants`` to ``constants_path()`` atomically; return the path."""
-    path = constants_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".tmp{os.getpid()}")
-    temporary.write_text(json.dumps(constants.to_json(), indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)
-    return path
-
-
-def reset_constants() -> bool:
-    """Delete stored constants (back to the defaults); True if there was a file."""
-    try:
-        constants_path().unlink()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 # --- estimates ---------------------------------------------------------------------------------
@@ -399,7 +309,7 @@ def _estimate(
     """``estimate``, a pure function of its (hashable) arguments, memoised: planning the same
     shapes again (channels, batches of images, benchmarks) costs a lookup instead of ~0.1 ms.
     ``_cap`` (the thread cap, read by ``fft_workers``) is part of the key."""
-    if strategy == "overlap-add":
+    if strategy == names.OVERLAP_ADD:
         return overlap_tile(s, c, dtype)[2]
     model = ESTIMATORS[strategy]
     seconds = c.rate(strategy, dtype) * model.work(s) + float(getattr(c, model.fixed))
@@ -431,195 +341,7 @@ class Estimator:
 
 # strategy -> its cost terms; overlap-add is priced by blocks.
 ESTIMATORS: dict[str, Estimator] = {
-    "direct": Estimator(direct_work, direct_passes, "pass", "direct_fixed"),
-    "separable": Estimator(separable_work, separable_passes, "pass", "separable_fixed"),
-    "fft": Estimator(fft_work, fft_serial, "serial", "fft_fixed"),
+    names.DIRECT: Estimator(direct_work, direct_passes, "pass", "direct_fixed"),
+    names.SEPARABLE: Estimator(separable_work, separable_passes, "pass", "separable_fixed"),
+    names.FFT: Estimator(fft_work, fft_serial, "serial", "fft_fixed"),
 }
-
-
-# --- calibration -------------------------------------------------------------------------------
-
-# (strategy, image side, kernel side) timed by ``calibrate``, cheapest first so that a small
-# budget still fits every strategy on its first points.
-GRID: tuple[tuple[str, int, int], ...] = (
-    ("direct", 32, 3),
-    ("direct", 128, 3),
-    ("direct", 256, 9),
-    ("direct", 512, 5),
-    ("direct", 512, 15),
-    ("direct", 1024, 3),
-    ("direct", 1024, 9),
-    ("direct", 1024, 25),
-    ("direct", 2048, 5),
-    ("separable", 32, 3),
-    ("separable", 128, 9),
-    ("separable", 512, 17),
-    ("separable", 512, 65),
-    ("separable", 1024, 33),
-    ("separable", 2048, 17),
-    ("separable", 1024, 3),
-    ("separable", 1024, 129),
-    ("separable", 2048, 257),
-    ("fft", 32, 3),
-    ("fft", 128, 15),
-    ("fft", 256, 33),
-    ("fft", 512, 33),
-    ("fft", 768, 17),
-    ("fft", 1024, 65),
-    ("fft", 2048, 25),
-    ("fft", 3072, 9),
-    ("overlap-add", 512, 17),
-    ("overlap-add", 1024, 33),
-    ("overlap-add", 2048, 17),
-    ("overlap-add", 2048, 65),
-)
-
-
-MIN_TIMED_S = 0.05  # fast calls are repeated past ``repeat`` until this much time is spent
-
-
-def _time(run: Callable[[], object], repeat: int) -> float:
-    """Median wall time of at least ``repeat`` calls after one warm-up call.
-
-    Sub-millisecond calls vary by up to 2x from call to call (allocation, caches), and they
-    are the points that fix the fixed costs, so they are repeated until ``MIN_TIMED_S`` is
-    spent (at most 100 calls).
-    """
-    run()
-    samples: list[float] = []
-    while len(samples) < repeat or (sum(samples) < MIN_TIMED_S and len(samples) < 100):
-        start = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
-def fit_rate(work: list[float], seconds: list[float]) -> tuple[float, float]:
-    """Fit ``seconds ≈ rate·work + fixed`` minimising *relative* residuals.
-
-    Times span three orders of magnitude, so plain least squares would fit only the largest
-    points; dividing each equation by its time weighs every point by its relative error, and
-    the problem stays linear (unlike a log-space fit of a sum). A negative fixed cost (noise)
-    is clamped to 0 and the rate refitted alone.
-    """
-    w = np.asarray(work, dtype=np.float64)
-    t = np.asarray(seconds, dtype=np.float64)
-    if len(w) >= 2:
-        system = np.stack([w / t, 1.0 / t], axis=1)
-        (rate, fixed), *_ = np.linalg.lstsq(system, np.ones_like(t), rcond=None)
-        if rate > 0 and fixed >= 0:
-            return float(rate), float(fixed)
-    rate = float(np.sum(w / t) / np.sum((w / t) ** 2))  # least squares of rate·w/t ≈ 1
-    return max(rate, 1e-15), 0.0
-
-
-def fit_terms(terms: list[list[float]], seconds: list[float]) -> list[float]:
-    """Fit ``seconds ≈ Σ coefficient_i · terms[i]`` with coefficients >= 0, relative residuals.
-
-    As ``fit_rate``, each equation is divided by its time. Non-negativity by trying every
-    subset of the terms that keeps the first (the work rate, which must stay positive) and
-    keeping the best non-negative least-squares fit: exact for the 2-3 terms used here. A
-    subset is tried only if there are at least as many points as terms in it, so with fewer
-    points than terms only the first few terms are fitted (the others stay 0).
-    """
-    t = np.asarray(seconds, dtype=np.float64)
-    system = np.stack([np.asarray(term, dtype=np.float64) / t for term in terms], axis=1)
-    best: tuple[float, list[float]] | None = None
-    others = range(1, len(terms))
-    subsets = [(0, *rest) for size in range(len(terms)) for rest in combinations(others, size)]
-    for subset in subsets:
-        if len(subset) > len(t):
-            continue
-        solution, *_ = np.linalg.lstsq(system[:, subset], np.ones_like(t), rcond=None)
-        if solution[0] <= 0 or np.any(solution < 0):
-            continue
-        residual = float(np.sum((system[:, subset] @ solution - 1.0) ** 2))
-        if best is None or residual < best[0]:
-            coefficients = [0.0] * len(terms)
-            for index, value in zip(subset, solution, strict=True):
-                coefficients[index] = float(value)
-            best = (residual, coefficients)
-    if best is None:
-        return [fit_rate(terms[0], seconds)[0]] + [0.0] * (len(terms) - 1)
-    return best[1]
-
-
-def calibrate(
-    progress: Callable[[str, float], None] | None = None, budget_s: float = 20.0
-) -> Constants:
-    """Time each strategy on ``GRID`` for float32 and float64 and fit the constants.
-
-    Stops adding points to a strategy once its share of ``budget_s`` is spent (each strategy
-    keeps at least its first point); a strategy whose fixed cost cannot be fitted keeps the
-    default's. ``progress(message, fraction_done)`` is called before each point. Does not save.
-    """
-    from . import engine
-
-    base = default_constants()
-    rng = np.random.default_rng(0)
-    strategies = ("direct", "separable", "fft", "overlap-add")
-    share = budget_s / (len(strategies) * len(DTYPES))
-    cases = [(dt, case) for dt in DTYPES for case in GRID]
-    points: dict[tuple[str, str], list[tuple[Shape, float]]] = {}
-    spent: dict[tuple[str, str], float] = {}
-    for index, (dt, (strategy, side, n)) in enumerate(cases):
-        key = (strategy, dt)
-        if points.get(key) and spent[key] > share:
-            continue
-        if progress is not None:
-            progress(f"{strategy} {dt} {side}x{side} kernel {n}x{n}", index / len(cases))
-        image = rng.random((side, side)).astype(dt)
-        if strategy == "separable":
-            kernel = np.outer(rng.random(n), rng.random(n))
-        else:
-            kernel = rng.random((n, n))
-        start = time.perf_counter()
-        repeat = 1 if budget_s < 5 else 3
-        seconds = _time(partial(engine.correlate, image, kernel, method=strategy), repeat)
-        spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
-        points.setdefault(key, []).append((Shape(side, side, 1, 1, n, n), seconds))
-    if progress is not None:
-        progress("fitting", 1.0)
-    values = asdict(base)
-    for strategy in ("direct", "separable", "fft"):
-        model = ESTIMATORS[strategy]
-        fixed_fits = []
-        for dt in DTYPES:
-            measured = points.get((strategy, dt), [])
-            if not measured:
-                continue
-            terms = [[model.work(s) for s, _ in measured]]
-            if model.second is not None:
-                terms.append([model.second(s) for s, _ in measured])
-            terms.append([1.0] * len(measured))
-            *rates, fixed = fit_terms(terms, [t for _, t in measured])
-            values[f"{strategy}_{dt}"] = rates[0]
-            if model.second is not None:
-                values[f"{strategy}_{model.second_key}_{dt}"] = rates[1]
-            if len(measured) >= len(terms):
-                fixed_fits.append(fixed)
-        if fixed_fits:
-            values[model.fixed] = float(np.mean(fixed_fits))
-    values["block_fixed"] = _fit_block_fixed(points, Constants(**values), load_constants())
-    values["source"] = (
-        f"calibrated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
-        f"({available_cores()} cpus), budget {budget_s:g}s"
-    )
-    return replace(base, **values)
-
-
-def _fit_block_fixed(
-    points: dict[tuple[str, str], list[tuple[Shape, float]]], c: Constants, used: Constants
-) -> float:
-    """Per-block overhead of overlap-add: what its timings leave after the FFT work.
-
-    ``used`` are the constants the engine chose its tiles with while being timed.
-    """
-    residuals = []
-    for dt in DTYPES:
-        for s, seconds in points.get(("overlap-add", dt), []):
-            th, tw, _ = overlap_tile(s, used, dt)
-            without_blocks = overlap_cost(s, replace(c, block_fixed=0.0), dt, th, tw)
-            blocks = math.ceil(s.height / th) * math.ceil(s.width / tw)
-            residuals.append(max(seconds - without_blocks, 0.0) / (blocks * s.channels))
-    return float(np.median(residuals)) if residuals else c.block_fixed

@@ -47,14 +47,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
-from . import cost, memory
+from . import calibration, cost, names
 from .errors import ConvfiltError, UsageError
 from .kernels import separate
 
-memory.retain_freed_blocks()  # every road allocates blocks of megabytes: reuse, don't fault
-
-MODES = ("reflect", "mirror", "nearest", "wrap", "constant")
-STRATEGIES = ("direct", "separable", "fft", "overlap-add")
+MODES = names.MODES
+STRATEGIES = names.STRATEGIES
 
 EXACT_FFT_LIMIT = 2.0**40  # |result| bound under which rounding an FFT/separable result is exact
 EXACT_DIRECT_LIMIT = 2.0**53  # float64 sums of integers are exact below this
@@ -66,7 +64,7 @@ FFT_MEMORY_LIMIT = 128 * 2**20  # bytes of whole-image transforms ``auto`` accep
 # summed from its own window (no rounding relative to the whole image), in bands of memory.
 # Measured: 4096², 9x9: estimates direct 93.0 and overlap-add 91.7 ms, times 60-84 and 86-97.
 BANDED_PREFERENCE = 0.05
-BANDED = ("direct", "separable")
+BANDED = names.BANDED
 BAND_BYTES = 2**20  # extended row band of the banded strategies: in L2, and small enough that
 # its buffers are reused from the heap, not mapped and page-faulted afresh on every call (a
 # 1024² 3x3 direct: 1.5 ms with 1 MB bands, 3.4 ms with 4 MB)
@@ -508,10 +506,10 @@ class Strategy:
 STRATEGY_TABLE: dict[str, Strategy] = {
     s.name: s
     for s in (
-        Strategy("direct", _direct_applies, _prepare_direct),
-        Strategy("separable", _separable_applies, _prepare_separable),
-        Strategy("fft", _fft_applies, _prepare_fft),
-        Strategy("overlap-add", _fft_applies, _prepare_overlap_add),
+        Strategy(names.DIRECT, _direct_applies, _prepare_direct),
+        Strategy(names.SEPARABLE, _separable_applies, _prepare_separable),
+        Strategy(names.FFT, _fft_applies, _prepare_fft),
+        Strategy(names.OVERLAP_ADD, _fft_applies, _prepare_overlap_add),
     )
 }
 
@@ -541,24 +539,31 @@ def _value_bound(dtype: np.dtype) -> float:
 
 def _check_kernel(kernel: ArrayLike, name: str = "kernel") -> NDArray[np.float64]:
     if np.iscomplexobj(kernel):
-        raise UsageError(f"{name}: complex numbers are not supported, only real ones")
+        raise UsageError(
+            f"{name}: complex numbers are not supported, only real ones", parameters=["kernel"]
+        )
     try:
         k = np.asarray(kernel, dtype=np.float64)
     except (TypeError, ValueError):
-        raise UsageError(f"{name}: not an array of real numbers") from None
+        raise UsageError(f"{name}: not an array of real numbers", parameters=["kernel"]) from None
     if k.ndim != 2 or k.size == 0:
-        raise UsageError(f"{name}: must be a non-empty 2-D array, got shape {k.shape}")
+        raise UsageError(
+            f"{name}: must be a non-empty 2-D array, got shape {k.shape}", parameters=["kernel"]
+        )
     if not np.all(np.isfinite(k)):
-        raise UsageError(f"{name}: holds NaN or infinity")
+        raise UsageError(f"{name}: holds NaN or infinity", parameters=["kernel"])
     return k
 
 
 def _check_mode_method(mode: str, method: str) -> None:
     if mode not in MODES:
-        raise UsageError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if method != "auto" and method not in STRATEGIES:
         raise UsageError(
-            f"unknown method {method!r}; choose auto or one of {', '.join(STRATEGIES)}"
+            f"unknown mode {mode!r}; choose one of {', '.join(MODES)}", parameters=["mode"]
+        )
+    if method != names.AUTO and method not in STRATEGIES:
+        raise UsageError(
+            f"unknown method {method!r}; choose auto or one of {', '.join(STRATEGIES)}",
+            parameters=["method"],
         )
 
 
@@ -599,7 +604,7 @@ def _decide(
     problem: Problem, method: str, image_shape: tuple[int, ...], mode: str
 ) -> tuple[Plan, Strategy, cost.Constants]:
     """Estimate every applicable strategy and pick (or check the forced) one."""
-    constants = cost.load_constants()
+    constants = calibration.load_constants()
     estimates: dict[str, float] = {}
     notes: list[str] = []
     for name, strategy in STRATEGY_TABLE.items():
@@ -618,8 +623,9 @@ def _decide(
     candidates = dict(estimates)
     rows, cols = cost.fft_size(problem.shape)
     fft_bytes = 3 * rows * cols * problem.dtype.itemsize
-    if "fft" in candidates and "overlap-add" in candidates and fft_bytes > FFT_MEMORY_LIMIT:
-        del candidates["fft"]
+    fft, overlap_add = names.TRANSFORMS
+    if fft in candidates and overlap_add in candidates and fft_bytes > FFT_MEMORY_LIMIT:
+        del candidates[fft]
         notes.append(f"auto skips fft: it needs ~{fft_bytes / 2**20:.0f} MB of transforms")
     if problem.exact and problem.bound < EXACT_DIRECT_LIMIT:
         notes.append("integer image and kernel: results rounded to exact integers")
@@ -630,7 +636,7 @@ def _decide(
         )
     if not problem.finite:
         notes.append("the image holds NaN/inf: direct runs scipy.ndimage's loop to keep it local")
-    if method == "auto":
+    if method == names.AUTO:
         chosen = min(candidates, key=candidates.__getitem__)
         others = sorted((s, n) for n, s in estimates.items() if n != chosen)
         runner_up = f"; next {others[0][1]} {others[0][0] * 1e3:.3g} ms" if others else ""
@@ -665,8 +671,8 @@ def plan(
     kernel: ArrayLike,
     *,
     dtype: np.dtype | type | str = np.float32,
-    mode: str = "reflect",
-    method: str = "auto",
+    mode: str = names.REFLECT,
+    method: str = names.AUTO,
 ) -> Plan:
     """Choose a strategy for correlating an image of ``image_shape`` with ``kernel``.
 
@@ -757,16 +763,16 @@ def correlate(
     image: ArrayLike,
     kernel: ArrayLike,
     *,
-    mode: str = "reflect",
+    mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = "auto",
+    method: str = names.AUTO,
     on_plan: Callable[[Plan], None] | None = None,
 ) -> NDArray[np.floating]:
     """Correlate (kernel as is) an (H, W) or (H, W, C) image with a 2-D kernel, per channel.
 
     Equals ``scipy.ndimage.correlate`` per channel for every mode; float32 stays float32,
     other dtypes compute in float64. ``on_plan``, if given, is called once with the Plan that
-    was carried out (``--explain``).
+    was carried out (the command line's explanation).
     """
     return _filter(image, kernel, flip=False, mode=mode, cval=cval, method=method, on_plan=on_plan)
 
@@ -775,9 +781,9 @@ def convolve(
     image: ArrayLike,
     kernel: ArrayLike,
     *,
-    mode: str = "reflect",
+    mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = "auto",
+    method: str = names.AUTO,
     on_plan: Callable[[Plan], None] | None = None,
 ) -> NDArray[np.floating]:
     """Convolve (kernel flipped) an (H, W) or (H, W, C) image with a 2-D kernel, per channel.
@@ -791,7 +797,7 @@ def correlate_valid(
     image: ArrayLike,
     kernels: Sequence[ArrayLike],
     *,
-    method: str = "auto",
+    method: str = names.AUTO,
     on_plan: Callable[[Plan], None] | None = None,
     dtype: np.dtype | type | str = np.float64,
     largest: float | None = None,

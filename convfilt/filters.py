@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from . import engine, kernels
+from . import engine, kernels, names
 from .engine import Plan
 from .errors import UsageError
 
@@ -46,41 +46,46 @@ AlphaPolicy = Literal["premultiply", "keep"]
 _ALPHA_FLOOR = 1e-7
 
 
-# --- option checks, shared by the library and the CLI (which passes its option names) --------
+# --- parameter checks: the library's, which the CLI also calls before reading any file ---------
 
 
 def check_positive(value: float, name: str) -> float:
     """Return ``value`` if it is finite and > 0, else raise UsageError naming ``name``."""
     if not (math.isfinite(value) and value > 0):
-        raise UsageError(f"{name} must be a finite number > 0, got {value}")
+        raise UsageError(f"{name} must be a finite number > 0, got {value}", parameters=[name])
     return value
 
 
 def check_finite(value: float, name: str) -> float:
     """Return ``value`` if it is finite, else raise UsageError naming ``name``."""
     if not math.isfinite(value):
-        raise UsageError(f"{name} must be a finite number, got {value}")
+        raise UsageError(f"{name} must be a finite number, got {value}", parameters=[name])
     return value
 
 
 def check_radius(value: int, name: str) -> int:
     """Return ``value`` if it is an integer >= 0, else raise UsageError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise UsageError(f"{name} must be an integer >= 0, got {value!r}")
+        raise UsageError(f"{name} must be an integer >= 0, got {value!r}", parameters=[name])
     return int(value)
 
 
 def check_threshold(value: float, name: str) -> float:
     """Return ``value`` if it lies in [0, 1) (a fraction of full scale), else raise."""
     if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise UsageError(f"{name} must be in [0, 1) (a fraction of full scale), got {value}")
+        raise UsageError(
+            f"{name} must be in [0, 1) (a fraction of full scale), got {value}",
+            parameters=[name],
+        )
     return value
 
 
 def check_mode(mode: str, name: str = "mode") -> str:
     """Return ``mode`` if it is one of scipy.ndimage's boundary modes, else raise."""
-    if mode not in engine.MODES:
-        raise UsageError(f"{name} must be one of {', '.join(engine.MODES)}; got {mode!r}")
+    if mode not in names.MODES:
+        raise UsageError(
+            f"{name} must be one of {', '.join(names.MODES)}; got {mode!r}", parameters=[name]
+        )
     return mode
 
 
@@ -373,9 +378,9 @@ def gaussian_blur(
     *,
     sigma_y: float | None = None,
     truncate: float = 4.0,
-    mode: str = "reflect",
+    mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = "auto",
+    method: str = names.AUTO,
     linear: bool = False,
     has_alpha: bool = False,
     on_plan: PlanCallback = None,
@@ -400,9 +405,9 @@ def box_blur(
     radius: int,
     *,
     radius_y: int | None = None,
-    mode: str = "reflect",
+    mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = "auto",
+    method: str = names.AUTO,
     linear: bool = False,
     has_alpha: bool = False,
     on_plan: PlanCallback = None,
@@ -431,9 +436,9 @@ def unsharp_mask(
     threshold: float = 0.0,
     *,
     truncate: float = 4.0,
-    mode: str = "reflect",
+    mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = "auto",
+    method: str = names.AUTO,
     linear: bool = False,
     has_alpha: bool = False,
     on_plan: PlanCallback = None,
@@ -484,9 +489,9 @@ def convolve_image(
     kernel: NDArray,
     *,
     correlate: bool = False,
-    mode: str = "reflect",
+    mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = "auto",
+    method: str = names.AUTO,
     linear: bool = False,
     has_alpha: bool = False,
     on_plan: PlanCallback = None,

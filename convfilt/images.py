@@ -21,7 +21,6 @@ import os
 import struct
 import sys
 import tempfile
-import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -41,7 +40,7 @@ ICC_TIFF_TAG = 34675
 EXIF_PREFIX = b"Exif\x00\x00"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-DEFAULT_QUALITY = 95  # JPEG without --quality (WebP without --quality is lossless)
+DEFAULT_QUALITY = 95  # JPEG without a quality (WebP without one is lossless)
 
 # Failures a decoder may raise on a truncated or corrupt file (Pillow, libpng, tifffile).
 DECODE_ERRORS = (
@@ -97,15 +96,16 @@ class Picture:
 def load(path: str | Path, *, max_pixels: int | None = None) -> Picture:
     """Read an image file ("-" for stdin); failures raise ConvfiltError with one line.
 
-    ``max_pixels`` is the decompression-bomb limit (default: Pillow's ``MAX_IMAGE_PIXELS``);
-    an image with more pixels is refused before its pixels are decoded, whichever reader
+    ``max_pixels`` is the decompression-bomb limit (default: Pillow's ``MAX_IMAGE_PIXELS``,
+    read and never changed, so loads in several threads do not race); an image with more
+    pixels is refused from its header, before its pixels are decoded, whichever reader
     handles it. 16-bit PNG goes through imagecodecs, TIFF deeper than 8 bits through tifffile,
     everything else through Pillow.
     """
     name = str(path)
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     if limit is not None and limit <= 0:
-        raise UsageError(f"--max-pixels must be positive, got {limit}")
+        raise UsageError(f"max_pixels must be positive, got {limit}", parameters=["max_pixels"])
     data = _read_bytes(name)
     reader = _pick_reader(data)
     try:
@@ -168,7 +168,8 @@ def _check_pixels(name: str, width: int, height: int, limit: int | None) -> None
 def _too_many_pixels(name: str, width: int, height: int, limit: int | None) -> ConvfiltError:
     return ConvfiltError(
         f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {limit} "
-        "(decompression-bomb guard); raise it with --max-pixels if you trust this file"
+        "(decompression-bomb guard); raise it with max_pixels if you trust this file",
+        parameters=["max_pixels"],
     )
 
 
@@ -206,10 +207,17 @@ NATIVE_DTYPES = {"u1": np.uint8, "u2": np.uint16, "i4": np.int32, "f4": np.float
 
 
 def _read_pillow(data: bytes, name: str, limit: int | None) -> Picture:
-    """Pillow's reader, with its bomb guard at ``limit`` and EXIF orientation applied."""
-    with _pillow_guard(name, data, limit):
-        image = Image.open(io.BytesIO(data))
+    """Pillow's reader, with the bomb guard at ``limit`` and EXIF orientation applied."""
+    image = _open_unchecked(data)
+    _check_pixels(name, *image.size, limit)  # from the header, before any pixel is decoded
+    try:
         image.load()
+    except Image.DecompressionBombError:  # a plugin's own check (GIF frames, TIFF tiles, ...)
+        width, height = image.size
+        raise ConvfiltError(
+            f"{name}: {width}x{height}: a part of it exceeds Pillow's own limit "
+            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); raise that to read it"
+        ) from None
     source_format = image.format
     icc = image.info.get("icc_profile") or None
     had_exif = bool(image.info.get("exif"))
@@ -239,21 +247,30 @@ def _pillow_pixels(image: Image.Image) -> tuple[np.ndarray, bool]:
     return pixels, image.mode in ("LA", "RGBA")
 
 
-@contextlib.contextmanager
-def _pillow_guard(name: str, data: bytes, limit: int | None) -> Iterator[None]:
-    """Pillow's decompression-bomb guard at ``limit``, its warning (1x to 2x) an error too."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limit
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        Image.MAX_IMAGE_PIXELS = None  # read the header once more, only for the message
-        width, height = Image.open(io.BytesIO(data)).size
-        raise _too_many_pixels(name, width, height, limit) from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
+def _open_unchecked(data: bytes) -> Image.Image:
+    """``Image.open`` without Pillow's decompression-bomb check: the file identified, its
+    header read, no pixel decoded.
+
+    Pillow checks the size against the process-wide ``Image.MAX_IMAGE_PIXELS`` (and warns
+    through the process-wide warning filters), so a per-call limit would mean changing that
+    global around each load, which races with every other thread using Pillow. Instead the
+    caller checks the header's size against its own limit (``_check_pixels``) and leaves
+    Pillow's globals as they are. This walks Pillow's registry of formats as ``Image.open``
+    does: the common plugins first (``preinit``), then all of them (``init``).
+    """
+    prefix = data[:16]
+    for load_plugins in (Image.preinit, Image.init):
+        load_plugins()
+        for format_id in list(Image.ID):
+            factory, accept = Image.OPEN[format_id]
+            accepted = accept is None or accept(prefix)
+            if isinstance(accepted, str) or not accepted:
+                continue
+            try:
+                return factory(io.BytesIO(data), "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue  # as Image.open: not this format after all
+    raise UnidentifiedImageError("cannot identify image file")
 
 
 def _exif_without_orientation(exif: Image.Exif) -> bytes | None:
@@ -405,7 +422,7 @@ EXTENSIONS = {
     ".pnm": "PPM",
 }
 FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "PGM": "PPM", "PNM": "PPM"}
-# The extension a default output name gets for each format (``--format`` without ``-o``).
+# The extension a default output name gets for each format (a format and no output name).
 FORMAT_EXTENSIONS = {
     "PNG": ".png",
     "TIFF": ".tif",
@@ -461,7 +478,9 @@ def save(
     name = str(path)
     fmt = output_format(name, format)
     if quality is not None and not (isinstance(quality, int) and 1 <= quality <= 100):
-        raise UsageError(f"--quality must be an integer from 1 to 100, got {quality!r}")
+        raise UsageError(
+            f"quality must be an integer from 1 to 100, got {quality!r}", parameters=["quality"]
+        )
     pixels = np.asarray(picture.pixels)
     writer = _pick_writer(pixels, fmt, name)
     encoding = _Encoding(fmt, quality, picture.icc_profile, picture.exif)
@@ -497,11 +516,15 @@ def output_format(name: str, format: str | None = None) -> str:
         fmt = format.strip().lstrip(".").upper()
         fmt = FORMAT_ALIASES.get(fmt, fmt)
         if fmt not in FORMAT_HOLDS:
-            raise UsageError(f"--format: unknown output format {format!r} (known: {known})")
+            raise UsageError(
+                f"format: unknown output format {format!r} (known: {known})",
+                parameters=["format"],
+            )
         if suffix in EXTENSIONS and EXTENSIONS[suffix] != fmt:
             raise UsageError(
-                f"{name}: --format {format} contradicts its extension {suffix} "
-                f"({EXTENSIONS[suffix]}); drop one of them"
+                f"{name}: format {format} contradicts its extension {suffix} "
+                f"({EXTENSIONS[suffix]}); drop one of them",
+                parameters=["format"],
             )
         return fmt
     if name == STDIO:
@@ -510,7 +533,8 @@ def output_format(name: str, format: str | None = None) -> str:
         shown = suffix or "(no extension)"
         raise UsageError(
             f"{name}: unknown output format {shown}; use one of "
-            f"{', '.join(EXTENSIONS)} or --format ({known})"
+            f"{', '.join(EXTENSIONS)} or format ({known})",
+            parameters=["format"],
         )
     return EXTENSIONS[suffix]
 
@@ -673,11 +697,17 @@ def _move_into_place(temp_name: str, target: Path, force: bool) -> None:
     try:
         os.link(temp_name, target)  # atomic "create if absent"
     except FileExistsError:
-        raise UsageError(f"{target}: exists; use --force to overwrite") from None
+        raise _exists(target) from None
     except OSError:  # a file system without hard links: check, then rename
         if target.exists():
-            raise UsageError(f"{target}: exists; use --force to overwrite") from None
+            raise _exists(target) from None
         os.replace(temp_name, target)
+
+
+def _exists(where: object, *parameters: str) -> UsageError:
+    return UsageError(
+        f"{where}: exists; use force=True to overwrite", parameters=[*parameters, "force"]
+    )
 
 
 def _new_file_mode(target: Path) -> int:
@@ -706,7 +736,7 @@ def resolve_output(
     """Where a command writes its result for ``source``.
 
     ``-o OUT`` wins ("-" means stdout); else ``out_dir/<stem>-<command><suffix>``; else the
-    same next to the input. The suffix is ``format``'s (``--format tiff`` gives ``.tif``),
+    same next to the input. The suffix is ``format``'s (``format="tiff"`` gives ``.tif``),
     else the input's, else ``.png``. Source "-" (stdin) goes to stdout, or to
     ``out_dir/stdin-<command><suffix>`` when ``out_dir`` is given. A missing ``out_dir`` is
     accepted here and created by :func:`make_folder` once every check has passed; a missing
@@ -730,29 +760,33 @@ def resolve_output(
     if not is_stdin and same_file(Path(source), target) and not (force and out is not None):
         raise UsageError(
             f"{target}: would overwrite the input; name another output "
-            "(to replace the input, name it as the output and add --force)"
+            "(to replace the input, name it as the output and add force=True)",
+            parameters=["force"],
         )
     if out is None and out_dir is not None and not Path(out_dir).exists():
-        return target  # an --out-dir still to be made: nothing can be in the way yet
+        return target  # an out_dir still to be made: nothing can be in the way yet
     return check_writable(target, force=force)
 
 
 def check_writable(target: Path, *, force: bool, option: str | None = None) -> Path:
     """UsageError unless ``target`` may be written: no folder or special file (device, FIFO)
-    there, no file there unless ``force``, and its folder exists. ``option`` (e.g. "--csv")
-    prefixes the message.
+    there, no file there unless ``force``, and its folder exists. ``option``, the name of the
+    caller's parameter that holds ``target`` (e.g. "csv"), prefixes the message.
 
     Called before long work, so a bad output fails at once, and again by the writer.
     """
     where = f"{option} {target}" if option else str(target)
+    named = [option] if option else []
     if target.is_dir():
-        raise UsageError(f"{where}: is a folder; name an output file")
+        raise UsageError(f"{where}: is a folder; name an output file", parameters=named)
     if target.exists() and not target.is_file():
-        raise UsageError(f"{where}: not a regular file; name a file (or '-' for stdout)")
+        raise UsageError(
+            f"{where}: not a regular file; name a file (or '-' for stdout)", parameters=named
+        )
     if target.exists() and not force:
-        raise UsageError(f"{where}: exists; use --force to overwrite")
+        raise _exists(where, *named)
     if not target.parent.is_dir():
-        raise UsageError(f"{where}: folder {target.parent} does not exist")
+        raise UsageError(f"{where}: folder {target.parent} does not exist", parameters=named)
     return target
 
 
@@ -769,18 +803,20 @@ def _default_name(source: str | Path, command: str, format: str | None) -> str:
 def _check_folder(folder: Path) -> None:
     """UsageError unless ``folder`` is a folder or can be made one (no file in the way)."""
     if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--out-dir {folder}: is a file, not a folder")
+        raise UsageError(f"out_dir {folder}: is a file, not a folder", parameters=["out_dir"])
     _check_under_folders(folder)
 
 
 def make_folder(folder: str | Path) -> None:
-    """Create ``--out-dir`` (and its parents) if missing, after every check has passed."""
+    """Create the output folder (and its parents) if missing, after every check has passed."""
     folder = Path(folder)
     _check_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConvfiltError(f"--out-dir {folder}: cannot create ({exc.strerror or exc})") from None
+        raise ConvfiltError(
+            f"out_dir {folder}: cannot create ({exc.strerror or exc})", parameters=["out_dir"]
+        ) from None
 
 
 def _check_under_folders(target: Path) -> None:

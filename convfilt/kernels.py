@@ -83,10 +83,10 @@ def separate(
     return column, row
 
 
-# --- presets and kernel files (``convfilt convolve --kernel FILE|PRESET``) --------------------
+# --- presets and kernel files (``load_kernel``: a PRESET or a FILE) ---------------------------
 # The derivative presets follow the textbook convention for *convolution*: `convolve` with
 # sobel-x gives +gradient where brightness grows to the right (sobel-y: downwards); with
-# `--correlate` (no flip) the sign is reversed. That difference is the point of the flip.
+# correlation (no flip) the sign is reversed. That difference is the point of the flip.
 
 
 def _preset_size(arg: str | None, default: int, spec: str) -> int:
@@ -98,7 +98,9 @@ def _preset_size(arg: str | None, default: int, spec: str) -> int:
     except ValueError:
         size = 0
     if size < 1:
-        raise UsageError(f"--kernel {spec}: the size must be an integer >= 1, got {arg!r}")
+        raise UsageError(
+            f"kernel {spec}: the size must be an integer >= 1, got {arg!r}", parameters=["kernel"]
+        )
     return size
 
 
@@ -111,7 +113,9 @@ def _preset_sigma(arg: str | None, default: float, spec: str) -> float:
     except ValueError:
         sigma = float("nan")
     if not (np.isfinite(sigma) and sigma > 0):
-        raise UsageError(f"--kernel {spec}: sigma must be a finite number > 0, got {arg!r}")
+        raise UsageError(
+            f"kernel {spec}: sigma must be a finite number > 0, got {arg!r}", parameters=["kernel"]
+        )
     return sigma
 
 
@@ -120,7 +124,9 @@ def _fixed(rows: list[list[float]]) -> Callable[[str | None, str], NDArray[np.fl
 
     def build(arg: str | None, spec: str) -> NDArray[np.float64]:
         if arg is not None:
-            raise UsageError(f"--kernel {spec}: this preset takes no ':' argument")
+            raise UsageError(
+                f"kernel {spec}: this preset takes no ':' argument", parameters=["kernel"]
+            )
         return np.array(rows, dtype=np.float64)
 
     return build
@@ -141,7 +147,7 @@ def _motion(arg: str | None, spec: str) -> NDArray[np.float64]:
     return np.full((1, size), 1.0 / size)
 
 
-# name -> (builder(arg, spec), what it is, for --help)
+# name -> (builder(arg, spec), what it is, for the command line's help)
 PRESETS: dict[str, tuple[Callable[[str | None, str], NDArray[np.float64]], str]] = {
     "box": (_box, "box:N mean of NxN (default 3)"),
     "gaussian": (_gaussian, "gaussian:S Gaussian of sigma S (default 1.0)"),
@@ -226,12 +232,15 @@ def normalized(kernel: NDArray[np.float64], source: str) -> NDArray[np.float64]:
     """``kernel`` divided by its sum; a kernel summing to 0 (an edge detector) cannot be."""
     total = float(kernel.sum())
     if abs(total) <= 1e-12 * float(np.abs(kernel).sum()):
-        raise UsageError(f"--normalize: kernel {source} sums to 0, so it cannot be normalised")
+        raise UsageError(
+            f"normalize: kernel {source} sums to 0, so it cannot be normalised",
+            parameters=["normalize"],
+        )
     return kernel / total
 
 
 def load_kernel(spec: str, *, normalize: bool = False) -> NDArray[np.float64]:
-    """The kernel ``--kernel`` names: a preset (``sobel-x``, ``box:5``) or else a file."""
+    """The kernel ``spec`` names: a preset (``sobel-x``, ``box:5``) or else a file."""
     kernel = preset(spec)
     if kernel is None:
         kernel = read_kernel_file(spec)

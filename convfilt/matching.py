@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import cost, engine
+from . import cost, engine, names
 from .errors import ConvfiltError, UsageError
 
 FloatArray = NDArray[np.float64]
@@ -152,10 +152,10 @@ def _ccorr_scores(terms: _Terms) -> FloatArray:
 
 _METHODS: dict[str, _Method] = {
     # Lewis [1]: the probe's own mean removed, so the window mean drops out of the numerator.
-    "ncc": _Method(_weighted_mean, "centred", _ncc_scores, higher_is_better=True),
+    names.NCC: _Method(_weighted_mean, "centred", _ncc_scores, higher_is_better=True),
     # sum w (s - t)^2 with both shifted by the scene's mean: same value, smaller magnitudes.
-    "sqdiff": _Method(_scene_mean, "raw", _sqdiff_scores, higher_is_better=False),
-    "ccorr": _Method(_no_offset, "none", _ccorr_scores, higher_is_better=True),
+    names.SQDIFF: _Method(_scene_mean, "raw", _sqdiff_scores, higher_is_better=False),
+    names.CCORR: _Method(_no_offset, "none", _ccorr_scores, higher_is_better=True),
 }
 METHODS = tuple(_METHODS)
 
@@ -169,9 +169,9 @@ def match_template(
     scene: ArrayLike,
     probe: ArrayLike,
     *,
-    method: str = "ncc",
+    method: str = names.NCC,
     mask: ArrayLike | None = None,
-    strategy: str = "auto",
+    strategy: str = names.AUTO,
     on_plan: Callable[[engine.Plan], None] | None = None,
 ) -> FloatArray:
     """Score every placement of ``probe`` inside ``scene``.
@@ -194,7 +194,7 @@ def match_template(
     strategy : str
         The engine's strategy for the correlations ("auto" lets its planner choose).
     on_plan : callable, optional
-        Called with each Plan the engine carries out (``--explain``).
+        Called with each Plan the engine carries out (the command line's explanation).
 
     Returns
     -------
@@ -222,7 +222,7 @@ def match_template(
     """
     spec = _method(method)
     single = all(np.asarray(a).dtype == np.float32 for a in (scene, probe))
-    fast = single and mask is None and method == "ncc"
+    fast = single and mask is None and method == names.NCC
     work = np.dtype(np.float32 if fast else np.float64)
     scene_f = _as_channels(scene, "scene", work)
     probe_f = _as_channels(probe, "probe")
@@ -273,7 +273,8 @@ def _check_shapes(scene: FloatArray, probe: FloatArray) -> None:
     if scene.shape[2] != probe.shape[2]:
         raise UsageError(
             f"scene has {scene.shape[2]} channel(s) but probe has {probe.shape[2]}; "
-            "convert both to grey (--gray) or to the same colour mode"
+            "convert both to grey (luminance) or to the same colour mode",
+            parameters=["luminance"],
         )
     (height, width), (probe_h, probe_w) = scene.shape[:2], probe.shape[:2]
     if probe_h > height or probe_w > width:
@@ -524,7 +525,7 @@ def _pool() -> ThreadPoolExecutor:
         return _workers[0]
 
 
-_TRANSFORMS = ("fft", "overlap-add")
+_TRANSFORMS = names.TRANSFORMS
 
 
 def _zero_flat(energy: NDArray[np.floating], raw: NDArray[np.floating], terms: int) -> None:
@@ -720,7 +721,7 @@ def find_matches(
     scores: ArrayLike,
     *,
     probe_shape: Sequence[int],
-    method: str = "ncc",
+    method: str = names.NCC,
     top: int = 1,
     min_score: float | None = None,
     min_distance: int | None = None,
@@ -796,9 +797,11 @@ def find_matches(
 def check_peak_options(*, top: int, min_distance: int | None) -> None:
     """UsageError unless ``top`` >= 1 and ``min_distance`` is None or >= 1."""
     if top < 1:
-        raise UsageError(f"--top must be at least 1, got {top}")
+        raise UsageError(f"top must be at least 1, got {top}", parameters=["top"])
     if min_distance is not None and min_distance < 1:
-        raise UsageError(f"--min-distance must be at least 1, got {min_distance}")
+        raise UsageError(
+            f"min_distance must be at least 1, got {min_distance}", parameters=["min_distance"]
+        )
 
 
 def _local_maxima(values: FloatArray) -> NDArray[np.bool_]:
@@ -825,7 +828,7 @@ def _parabola_offset(line: FloatArray, index: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------
-# inputs and pictures for the command line
+# inputs: alpha, masks and grey (pictures of the results are ``render``'s)
 
 
 def split_alpha(pixels: np.ndarray, has_alpha: bool) -> tuple[np.ndarray, FloatArray | None]:
@@ -849,7 +852,10 @@ def mask_weights(pixels: np.ndarray, has_alpha: bool, *, name: str) -> FloatArra
     if alpha is not None:
         return alpha
     if colour.ndim != 2:
-        raise UsageError(f"--mask {name}: a mask must be a grey image or have an alpha channel")
+        raise UsageError(
+            f"mask {name}: a mask must be a grey image or have an alpha channel",
+            parameters=["mask"],
+        )
     return unit_weights(colour)
 
 
@@ -860,60 +866,3 @@ def luminance(pixels: np.ndarray) -> FloatArray:
     if pixels.shape[2] != 3:
         raise UsageError(f"cannot take the luminance of a {pixels.shape[2]}-channel image")
     return pixels.astype(np.float64) @ np.array(REC601)
-
-
-def heatmap(
-    scores: FloatArray, *, scene_shape: Sequence[int], probe_shape: Sequence[int], method: str
-) -> NDArray[np.uint8]:
-    """The score map as an 8-bit RGB image the size of the scene, best scores brightest.
-
-    Score (y, x) is drawn at its window's centre (y + h // 2, x + w // 2); pixels no window
-    is centred on stay black. Colours run from dark blue through teal and green to yellow
-    (a viridis-like ramp interpolated in numpy) over the map's own range.
-    """
-    sign = 1.0 if higher_is_better(method) else -1.0
-    oriented = sign * np.asarray(scores, dtype=np.float64)
-    low, high = float(oriented.min()), float(oriented.max())
-    level = (oriented - low) / (high - low) if high > low else np.full_like(oriented, 0.5)
-    ramp = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]])
-    stops = np.linspace(0.0, 1.0, len(ramp))
-    colours = np.stack([np.interp(level, stops, ramp[:, c]) for c in range(3)], axis=-1)
-    image = np.zeros((*scene_shape[:2], 3), dtype=np.uint8)
-    top, left = probe_shape[0] // 2, probe_shape[1] // 2
-    image[top : top + level.shape[0], left : left + level.shape[1]] = np.rint(colours)
-    return image
-
-
-def display_rgb(pixels: np.ndarray, has_alpha: bool) -> NDArray[np.uint8]:
-    """An 8-bit RGB view of a picture for drawing on: alpha dropped, depth reduced.
-
-    8-bit stays; other integer types are scaled by their range; floats are stretched from
-    their minimum to their maximum.
-    """
-    colour, _ = split_alpha(pixels, has_alpha)
-    if colour.dtype == np.uint8:
-        eight = colour
-    elif np.issubdtype(colour.dtype, np.integer) and colour.min() >= 0:
-        eight = np.rint(unit_weights(colour) * 255.0).astype(np.uint8)
-    else:
-        values = colour.astype(np.float64)
-        span = float(values.max() - values.min()) or 1.0
-        eight = np.rint((values - values.min()) / span * 255.0).astype(np.uint8)
-    return np.repeat(eight[..., np.newaxis], 3, axis=2) if eight.ndim == 2 else eight
-
-
-def draw_matches(rgb: NDArray[np.uint8], matches: Sequence[Match]) -> NDArray[np.uint8]:
-    """A copy of ``rgb`` with a box and the score drawn for each match (best in red)."""
-    from PIL import Image, ImageDraw
-
-    canvas = Image.fromarray(np.ascontiguousarray(rgb))
-    draw = ImageDraw.Draw(canvas)
-    for rank, match in enumerate(matches):
-        colour = (255, 0, 0) if rank == 0 else (255, 200, 0)
-        box = (match.x, match.y, match.x + match.width - 1, match.y + match.height - 1)
-        draw.rectangle(box, outline=colour, width=2)
-        label = f"{match.score:.3f}"
-        text_y = match.y - 12 if match.y >= 12 else match.y + match.height + 2
-        draw.rectangle(draw.textbbox((match.x, text_y), label), fill=(0, 0, 0))
-        draw.text((match.x, text_y), label, fill=colour)
-    return np.asarray(canvas)

@@ -11,8 +11,10 @@ reference machine (``engine.correlate`` through the FFT, float32, 9x9 kernel; th
 
 ``retain_freed_blocks`` fixes both thresholds (``mallopt``): blocks up to 32 MiB come from
 the heap and are reused, and up to 256 MiB of free heap is kept. The cost is memory that the
-process keeps after a large computation (its peak resident size stays). It runs once, when
-the engine is first imported; ``CONVFILT_MALLOC=system`` (in the environment) leaves the
+process keeps after a large computation (its peak resident size stays). It changes the whole
+process, so the library never calls it by itself: the command line does, at its entry point
+(``cli.main``), and a program using the library opts in with one call to
+``convfilt.retain_freed_blocks()``. ``CONVFILT_MALLOC=system`` (in the environment) leaves the
 allocator as it is. It does nothing where the C library has no glibc ``mallopt``.
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache, partial
 from pathlib import Path
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .bench import BenchResult, CellRecord
     from .engine import Plan
+    from .matching import Match
 
 
 @cache
@@ -384,3 +385,24 @@ def calibration_table(constants: object, defaults: object, *, title: str) -> Non
     stdout().print(table)
     for note in notes:
         stdout().print(note, markup=False)
+
+
+def match_table(found: Sequence[Match], method: str) -> None:
+    """The matches as a Rich table on stdout, best first."""
+    from rich.table import Table
+
+    table = Table(title=f"matches ({method})", title_justify="left")
+    for column in ("#", "x", "y", "width", "height", "score", "x_subpixel", "y_subpixel"):
+        table.add_column(column, justify="right")
+    for rank, found_match in enumerate(found, start=1):
+        table.add_row(
+            str(rank),
+            str(found_match.x),
+            str(found_match.y),
+            str(found_match.width),
+            str(found_match.height),
+            f"{found_match.score:.6g}",
+            f"{found_match.x_subpixel:.3f}",
+            f"{found_match.y_subpixel:.3f}",
+        )
+    stdout().print(table)

@@ -61,9 +61,10 @@ def test_parse_range_accepts_the_documented_forms(text, kind, expected) -> None:
 )
 def test_parse_range_rejects_bad_syntax_showing_the_accepted_forms(text, kind) -> None:
     with pytest.raises(UsageError) as caught:
-        bench.parse_range(text, kind, option=f"--{kind}")
+        bench.parse_range(text, kind)
     message = str(caught.value)
-    assert message.startswith(f"--{kind}:")
+    assert message.startswith(f"{kind}:")
+    assert caught.value.parameters == (kind,)
     assert bench.RANGE_FORMS[kind] in message
     assert "\n" not in message
 

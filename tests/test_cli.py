@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from convfilt import engine
-from convfilt.cli import Method, Mode, app
+from convfilt import engine, names
+from convfilt.cli import app
 
 runner = CliRunner()
 
@@ -66,7 +67,15 @@ def test_python_dash_m_reports_a_parse_error_in_one_line() -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_choices_are_the_engines() -> None:
-    # spelled out in cli.py so that --help needs no numpy; kept in step here
-    assert [m.value for m in Method if m is not Method.auto] == list(engine.STRATEGIES)
-    assert [m.value for m in Mode] == list(engine.MODES)
+def _choices(command: str, option: str) -> list[str]:
+    group = typer.main.get_command(app)
+    params = group.commands[command].params  # type: ignore[attr-defined]
+    found = next(p for p in params if option in p.opts)
+    return list(found.type.choices)
+
+
+def test_cli_choices_come_from_names_and_match_the_engine() -> None:
+    assert _choices("blur", "--mode") == list(names.MODES) == list(engine.MODES)
+    assert _choices("blur", "--method") == ["auto", *engine.STRATEGIES]
+    assert _choices("match", "--method") == list(names.MATCH_METHODS)
+    assert _choices("match", "--strategy") == list(names.STRATEGY_CHOICES)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from convfilt import cost, report
+from convfilt import bench, calibration, cost, report
 from convfilt.cli import app
 
 TINY = ["bench", "--sizes", "32,64", "--kernels", "3,9", "--repeat", "1"]
@@ -171,9 +171,9 @@ def test_calibrate_show_and_reset(tmp_path) -> None:
     assert "none stored" in shown.stdout and "direct_float32" in shown.stdout
     assert not stored.exists()
 
-    defaults = cost.default_constants()
+    defaults = calibration.default_constants()
     doubled = dataclasses.replace(defaults, direct_float32=2 * defaults.direct_float32)
-    assert cost.save_constants(doubled) == stored
+    assert calibration.save_constants(doubled) == stored
     shown = invoke("calibrate", "--show")
     assert shown.exit_code == 0, shown.output
     assert "stored in" in shown.stdout
@@ -188,7 +188,7 @@ def test_calibrate_show_and_reset(tmp_path) -> None:
     assert "not usable" in shown.stdout and "calibrate" in shown.stdout
     row = next(line for line in shown.stdout.splitlines() if "direct_float32" in line)
     assert row.split()[-1] == "1.00"  # the defaults, which the planner uses too
-    assert cost.load_constants() == defaults
+    assert calibration.load_constants() == defaults
 
     reset = invoke("calibrate", "--reset")
     assert reset.exit_code == 0 and not stored.exists()
@@ -201,13 +201,13 @@ def test_calibrate_measures_and_saves(monkeypatch, tmp_path) -> None:
     # the command's wiring, on a small grid (the calibration itself is tested in test_cost.py)
     small = (("direct", 64, 3), ("direct", 128, 5), ("separable", 64, 9), ("fft", 64, 15),
              ("fft", 128, 33), ("overlap-add", 128, 9))  # fmt: skip
-    monkeypatch.setattr(cost, "GRID", small)
+    monkeypatch.setattr(bench, "GRID", small)
     result = invoke("calibrate", "--budget", "1")
     assert result.exit_code == 0, result.output
     stored = Path(tmp_path / "cache" / "constants.json")
     assert stored.exists()
     saved = cost.Constants.from_json(json.loads(stored.read_text()))
-    assert saved.source != cost.default_constants().source
+    assert saved.source != calibration.default_constants().source
     assert "measured cost constants" in result.stdout and "fft_float32" in result.stdout
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convfilt import cost, engine
+from convfilt import bench, calibration, cost, engine
 
 
 @pytest.fixture(autouse=True)
@@ -19,17 +19,19 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_constants_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert cost.constants_path() == tmp_path / "cache" / "constants.json"
+    assert calibration.constants_path() == tmp_path / "cache" / "constants.json"
     monkeypatch.delenv("CONVFILT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cost.constants_path() == tmp_path / "xdg" / "convfilt" / "constants.json"
+    assert calibration.constants_path() == tmp_path / "xdg" / "convfilt" / "constants.json"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cost.constants_path() == tmp_path / "home" / ".cache" / "convfilt" / "constants.json"
+    assert (
+        calibration.constants_path() == tmp_path / "home" / ".cache" / "convfilt" / "constants.json"
+    )
 
 
 def test_defaults_are_valid_and_say_where_they_come_from() -> None:
-    defaults = cost.default_constants()
+    defaults = calibration.default_constants()
     assert defaults.source
     for strategy in ("direct", "separable", "fft"):
         for dtype in cost.DTYPES:
@@ -39,16 +41,16 @@ def test_defaults_are_valid_and_say_where_they_come_from() -> None:
 
 
 def test_save_load_reset_round_trip(cache_dir: Path) -> None:
-    assert cost.load_constants() == cost.default_constants()
-    assert cost.reset_constants() is False
-    mine = replace(cost.default_constants(), direct_float32=1.0, source="test")
-    path = cost.save_constants(mine)
+    assert calibration.load_constants() == calibration.default_constants()
+    assert calibration.reset_constants() is False
+    mine = replace(calibration.default_constants(), direct_float32=1.0, source="test")
+    path = calibration.save_constants(mine)
     assert path == cache_dir / "constants.json"
     assert json.loads(path.read_text())["direct_float32"] == 1.0
-    assert cost.load_constants() == mine
-    assert cost.reset_constants() is True
+    assert calibration.load_constants() == mine
+    assert calibration.reset_constants() is True
     assert not path.exists()
-    assert cost.load_constants() == cost.default_constants()
+    assert calibration.load_constants() == calibration.default_constants()
 
 
 @pytest.mark.parametrize(
@@ -57,11 +59,11 @@ def test_save_load_reset_round_trip(cache_dir: Path) -> None:
 def test_invalid_stored_constants_fall_back_to_defaults(cache_dir: Path, text: str) -> None:
     cache_dir.mkdir(parents=True)
     (cache_dir / "constants.json").write_text(text)
-    assert cost.load_constants() == cost.default_constants()
+    assert calibration.load_constants() == calibration.default_constants()
 
 
 def test_from_json_rejects_negative_and_non_finite() -> None:
-    good = cost.default_constants().to_json()
+    good = calibration.default_constants().to_json()
     for bad in (-1.0, float("inf"), True):
         with pytest.raises(ValueError):
             cost.Constants.from_json({**good, "fft_fixed": bad})
@@ -70,7 +72,7 @@ def test_from_json_rejects_negative_and_non_finite() -> None:
 def test_the_planner_follows_stored_constants() -> None:
     kernel = np.random.default_rng(0).random((3, 3))
     assert engine.plan((64, 64), kernel).strategy == "direct"
-    cost.save_constants(replace(cost.default_constants(), direct_float32=1.0))
+    calibration.save_constants(replace(calibration.default_constants(), direct_float32=1.0))
     assert engine.plan((64, 64), kernel).strategy != "direct"
     assert engine.plan((64, 64), kernel, dtype=np.float64).strategy == "direct"
 
@@ -78,11 +80,11 @@ def test_the_planner_follows_stored_constants() -> None:
 def test_fit_rate_recovers_a_linear_law() -> None:
     work = [1e6, 3e6, 1e7, 5e7, 2e8]
     seconds = [2e-10 * w + 3e-4 for w in work]
-    rate, fixed = cost.fit_rate(work, seconds)
+    rate, fixed = bench.fit_rate(work, seconds)
     assert rate == pytest.approx(2e-10, rel=1e-6)
     assert fixed == pytest.approx(3e-4, rel=1e-6)
     # one point: the rate alone, through it
-    rate, fixed = cost.fit_rate([1e6], [2e-3])
+    rate, fixed = bench.fit_rate([1e6], [2e-3])
     assert (rate, fixed) == (pytest.approx(2e-9), 0.0)
 
 
@@ -93,10 +95,10 @@ def test_fit_terms_separates_the_serial_share_of_threaded_transforms(
     share (the calibration's FFT model); a transform on one thread has no serial share."""
     monkeypatch.setattr(cost, "available_cores", lambda: 2)  # also on a one-core machine
     shapes = [cost.Shape(n, n, 1, 1, 9, 9) for n in (64, 200, 400, 700, 1000, 2000, 3000)]
-    truth = replace(cost.default_constants(), fft_float32=1e-10, fft_serial_float32=6e-11)
+    truth = replace(calibration.default_constants(), fft_float32=1e-10, fft_serial_float32=6e-11)
     seconds = [cost.estimate("fft", s, np.float32, truth) for s in shapes]
     terms = [[cost.fft_work(s) for s in shapes], [cost.fft_serial(s) for s in shapes]]
-    rate, serial, fixed = cost.fit_terms([*terms, [1.0] * len(shapes)], seconds)
+    rate, serial, fixed = bench.fit_terms([*terms, [1.0] * len(shapes)], seconds)
     assert (rate, serial) == (pytest.approx(1e-10, rel=1e-6), pytest.approx(6e-11, rel=1e-6))
     assert fixed == pytest.approx(truth.fft_fixed, rel=1e-6)
     assert cost.fft_serial(shapes[0]) == 0.0  # below PARALLEL_FFT_SIZE: one thread
@@ -105,7 +107,7 @@ def test_fit_terms_separates_the_serial_share_of_threaded_transforms(
 
 def test_transform_threads_caps_workers_and_the_estimates_see_it() -> None:
     big = cost.Shape(2000, 2000, 1, 1, 9, 9)
-    c = cost.default_constants()
+    c = calibration.default_constants()
     assert cost.fft_workers(2**22) == cost.available_cores()
     free = cost.estimate("fft", big, np.float32, c)
     with cost.transform_threads(1):
@@ -121,7 +123,7 @@ def test_transform_threads_caps_workers_and_the_estimates_see_it() -> None:
 
 
 def test_estimates_grow_with_the_work() -> None:
-    c = cost.default_constants()
+    c = calibration.default_constants()
 
     def seconds(strategy: str, size: int, n: int, channels: int = 1) -> float:
         return cost.estimate(strategy, cost.Shape(size, size, channels, 1, n, n), np.float32, c)
@@ -134,22 +136,22 @@ def test_estimates_grow_with_the_work() -> None:
 
 
 def test_overlap_tiles_fit_the_image() -> None:
-    c = cost.default_constants()
+    c = calibration.default_constants()
     th, tw, seconds = cost.overlap_tile(cost.Shape(100, 3000, 1, 1, 9, 9), c, np.float32)
     assert th <= 100 and tw <= 3000 and seconds > 0
 
 
 def test_calibration_round_trip_on_a_tiny_budget() -> None:
     seen: list[tuple[str, float]] = []
-    fitted = cost.calibrate(lambda message, done: seen.append((message, done)), budget_s=0.5)
+    fitted = bench.calibrate(lambda message, done: seen.append((message, done)), budget_s=0.5)
     assert seen and all(0.0 <= done <= 1.0 for _, done in seen)
     assert seen[-1][1] == 1.0
     for strategy in ("direct", "separable", "fft"):
         for dtype in cost.DTYPES:
             assert 0 < fitted.rate(strategy, dtype) < 1e-6
     assert fitted.source.startswith("calibrated")
-    cost.save_constants(fitted)
-    assert cost.load_constants() == fitted
+    calibration.save_constants(fitted)
+    assert calibration.load_constants() == fitted
     assert engine.plan((64, 64), np.ones((3, 5))).estimates  # the planner runs on them
 
 

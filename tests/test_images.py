@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 
 import imagecodecs
 import numpy as np
@@ -374,7 +375,7 @@ def test_format_from_extension_or_option(tmp_path, name, format, magic):
 
 def test_a_format_contradicting_a_known_extension_is_refused(tmp_path):
     picture = Picture(random_pixels(np.uint8, 3), False, "x")
-    with pytest.raises(UsageError, match=r"--format jpg contradicts its extension \.png"):
+    with pytest.raises(UsageError, match=r"format jpg contradicts its extension \.png"):
         images.save(picture, tmp_path / "a.png", format="jpg")
     assert not (tmp_path / "a.png").exists()
 
@@ -417,7 +418,7 @@ def test_arrays_that_are_no_image_are_refused(tmp_path, pixels):
 
 @pytest.mark.parametrize("quality", [0, 101, -5, 2.5])
 def test_bad_quality_is_a_usage_error(tmp_path, quality):
-    with pytest.raises(UsageError, match="--quality"):
+    with pytest.raises(UsageError, match=r"^quality "):
         images.save(
             Picture(random_pixels(np.uint8, 3), False, "x"), tmp_path / "o.jpg", quality=quality
         )
@@ -500,7 +501,7 @@ def test_existing_output_needs_force(tmp_path):
     target = tmp_path / "o.png"
     target.write_bytes(b"keep me")
     picture = Picture(random_pixels(np.uint8, 1), False, "x")
-    with pytest.raises(UsageError, match="--force"):
+    with pytest.raises(UsageError, match="force=True"):
         images.save(picture, target)
     assert target.read_bytes() == b"keep me"
     images.save(picture, target, force=True)
@@ -622,7 +623,7 @@ def test_input_cannot_be_overwritten_through_out_dir_even_with_force(tmp_path):
 def test_existing_output_needs_force_in_resolve(source):
     existing = source.with_name("photo-blur.jpg")
     existing.write_bytes(b"")
-    with pytest.raises(UsageError, match="--force"):
+    with pytest.raises(UsageError, match="force=True"):
         images.resolve_output(source, "blur")
     assert images.resolve_output(source, "blur", force=True) == existing
 
@@ -786,7 +787,7 @@ def test_bomb_guard_names_the_size_and_the_option(tmp_path, kind, limit):
     with pytest.raises(ConvfiltError) as caught:
         images.load(path, max_pixels=limit)
     message = one_line_naming(caught, path)
-    assert "64x64" in message and "--max-pixels" in message and str(limit) in message
+    assert "64x64" in message and "max_pixels" in message and str(limit) in message
     assert before == Image.MAX_IMAGE_PIXELS
     assert images.load(path, max_pixels=64 * 64).pixels.shape == (64, 64, 3)
 
@@ -799,8 +800,79 @@ def test_default_limit_is_pillows(tmp_path, monkeypatch):
         images.load(path)
 
 
+class _WatchedModule(type(Image)):  # type: ignore[misc]
+    """A module type that records every attribute written to the module."""
+
+    writes: ClassVar[list[str]] = []
+
+    def __setattr__(self, name: str, value: object) -> None:
+        _WatchedModule.writes.append(name)
+        super().__setattr__(name, value)
+
+
+@pytest.fixture
+def pillow_writes():
+    """The names written to ``PIL.Image`` while the test runs (its class swapped, restored)."""
+    original = type(Image)
+    _WatchedModule.writes = []
+    Image.__class__ = _WatchedModule
+    try:
+        yield _WatchedModule.writes
+    finally:
+        Image.__class__ = original
+
+
+@pytest.mark.parametrize("kind", ["PNG", "GIF", "png16"])
+def test_loading_never_writes_pillows_global_limit(tmp_path, pillow_writes, kind):
+    # changing Image.MAX_IMAGE_PIXELS around a load races with every other thread using Pillow
+    path = tmp_path / "a"
+    path.write_bytes(valid_file_bytes(kind))
+    images.load(path, max_pixels=64 * 64)
+    with pytest.raises(ConvfiltError):
+        images.load(path, max_pixels=100)
+    assert "MAX_IMAGE_PIXELS" not in pillow_writes
+
+
+def test_a_limit_above_pillows_reads_without_warning(tmp_path, monkeypatch, recwarn):
+    path = tmp_path / "a.png"
+    path.write_bytes(valid_file_bytes("PNG"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow alone would refuse 64x64
+    assert images.load(path, max_pixels=64 * 64).pixels.shape == (64, 64, 3)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert Image.MAX_IMAGE_PIXELS == 100
+
+
+def test_loads_in_threads_each_keep_their_own_limit(tmp_path):
+    import threading
+
+    path = tmp_path / "a.png"
+    path.write_bytes(valid_file_bytes("PNG"))
+    before = Image.MAX_IMAGE_PIXELS
+    start = threading.Barrier(4)
+    wrong: list[str] = []
+
+    def load_many(limit: int) -> None:
+        start.wait()
+        for _ in range(30):
+            try:
+                images.load(path, max_pixels=limit)
+                refused = False
+            except ConvfiltError:
+                refused = True
+            if refused != (limit < 64 * 64):
+                wrong.append(f"limit {limit}: refused={refused}")
+
+    threads = [threading.Thread(target=load_many, args=(n,)) for n in (100, 10**6, 200, 10**7)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    assert before == Image.MAX_IMAGE_PIXELS
+
+
 def test_max_pixels_must_be_positive(tmp_path):
-    with pytest.raises(UsageError, match="--max-pixels"):
+    with pytest.raises(UsageError, match=r"^max_pixels "):
         images.load(tmp_path / "a.png", max_pixels=0)
 
 

@@ -1,5 +1,6 @@
-"""The allocator setting (``convfilt.memory``), in real processes: it is applied once, it
-stops the page faults it exists for, and ``CONVFILT_MALLOC=system`` turns it off."""
+"""The allocator setting (``convfilt.memory``), in real processes: the library leaves it alone
+until asked, the command line asks, it is applied once, it stops the page faults it exists
+for, and ``CONVFILT_MALLOC=system`` turns it off."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ glibc_only = pytest.mark.skipif(
 FAULTS = """
 import resource, numpy as np
 from convfilt import engine, memory
+imported = list(memory._applied)  # importing the engine changes nothing process-wide
+opted = memory.retain_freed_blocks()
 rng = np.random.default_rng(0)
 for size in (512, 768):
     x, k = rng.random((size, size)).astype(np.float32), rng.random((9, 9))
@@ -27,7 +30,7 @@ for size in (512, 768):
     for _ in range(4):
         engine.correlate(x, k, method="fft")
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(memory._applied, memory.retain_freed_blocks(), memory._applied, faults)
+print(imported, opted, memory.retain_freed_blocks(), faults)
 """
 
 
@@ -37,9 +40,9 @@ def run(script: str, **env: str) -> list[str]:
 
 
 @glibc_only
-def test_the_engine_sets_the_thresholds_once_and_stops_the_faults() -> None:
-    before, again, after, faults = run(FAULTS, CONVFILT_MALLOC="")
-    assert (before, again, after) == ("[True]", "True", "[True]")  # once: the same answer
+def test_the_opt_in_sets_the_thresholds_once_and_stops_the_faults() -> None:
+    imported, opted, again, faults = run(FAULTS, CONVFILT_MALLOC="")
+    assert (imported, opted, again) == ("[]", "True", "True")  # once: the same answer
     system = run(FAULTS, CONVFILT_MALLOC="system")
     if int(system[-1]) < 1000:
         pytest.skip(f"this glibc does not fault here by itself ({system[-1]} faults)")
@@ -47,5 +50,22 @@ def test_the_engine_sets_the_thresholds_once_and_stops_the_faults() -> None:
 
 
 def test_convfilt_malloc_system_leaves_the_allocator_alone() -> None:
-    before, again, after, _ = run(FAULTS, CONVFILT_MALLOC="system")
-    assert (before, again, after) == ("[False]", "False", "[False]")
+    imported, opted, again, _ = run(FAULTS, CONVFILT_MALLOC="system")
+    assert (imported, opted, again) == ("[]", "False", "False")
+
+
+ENTRY_POINT = """
+import sys
+from convfilt import cli, memory
+sys.argv = ["convfilt", "--help"]
+try:
+    cli.main()
+except SystemExit:
+    pass
+print(memory._applied)
+"""
+
+
+@glibc_only
+def test_the_command_line_entry_point_opts_in() -> None:
+    assert python_script(ENTRY_POINT, CONVFILT_MALLOC="").stdout.split()[-1] == "[True]"

@@ -1,0 +1,74 @@
+"""Pictures of results: score-map heatmaps and matches drawn on the scene.
+
+The numeric modules return arrays and records; this one turns them into 8-bit RGB images for
+people to look at (the heatmap and annotated scene of ``convfilt match``); ``images`` writes
+them.
+Pillow draws; numpy interpolates the colour ramp. (The benchmark's figure is matplotlib's,
+drawn in ``report``.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageDraw
+
+from . import matching
+from .matching import FloatArray, Match
+
+
+def heatmap(
+    scores: FloatArray, *, scene_shape: Sequence[int], probe_shape: Sequence[int], method: str
+) -> NDArray[np.uint8]:
+    """The score map as an 8-bit RGB image the size of the scene, best scores brightest.
+
+    Score (y, x) is drawn at its window's centre (y + h // 2, x + w // 2); pixels no window
+    is centred on stay black. Colours run from dark blue through teal and green to yellow
+    (a viridis-like ramp interpolated in numpy) over the map's own range.
+    """
+    sign = 1.0 if matching.higher_is_better(method) else -1.0
+    oriented = sign * np.asarray(scores, dtype=np.float64)
+    low, high = float(oriented.min()), float(oriented.max())
+    level = (oriented - low) / (high - low) if high > low else np.full_like(oriented, 0.5)
+    ramp = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]])
+    stops = np.linspace(0.0, 1.0, len(ramp))
+    colours = np.stack([np.interp(level, stops, ramp[:, c]) for c in range(3)], axis=-1)
+    image = np.zeros((*scene_shape[:2], 3), dtype=np.uint8)
+    top, left = probe_shape[0] // 2, probe_shape[1] // 2
+    image[top : top + level.shape[0], left : left + level.shape[1]] = np.rint(colours)
+    return image
+
+
+def display_rgb(pixels: np.ndarray, has_alpha: bool) -> NDArray[np.uint8]:
+    """An 8-bit RGB view of a picture for drawing on: alpha dropped, depth reduced.
+
+    8-bit stays; other integer types are scaled by their range; floats are stretched from
+    their minimum to their maximum.
+    """
+    colour, _ = matching.split_alpha(pixels, has_alpha)
+    if colour.dtype == np.uint8:
+        eight = colour
+    elif np.issubdtype(colour.dtype, np.integer) and colour.min() >= 0:
+        eight = np.rint(matching.unit_weights(colour) * 255.0).astype(np.uint8)
+    else:
+        values = colour.astype(np.float64)
+        span = float(values.max() - values.min()) or 1.0
+        eight = np.rint((values - values.min()) / span * 255.0).astype(np.uint8)
+    return np.repeat(eight[..., np.newaxis], 3, axis=2) if eight.ndim == 2 else eight
+
+
+def draw_matches(rgb: NDArray[np.uint8], matches: Sequence[Match]) -> NDArray[np.uint8]:
+    """A copy of ``rgb`` with a box and the score drawn for each match (best in red)."""
+    canvas = Image.fromarray(np.ascontiguousarray(rgb))
+    draw = ImageDraw.Draw(canvas)
+    for rank, match in enumerate(matches):
+        colour = (255, 0, 0) if rank == 0 else (255, 200, 0)
+        box = (match.x, match.y, match.x + match.width - 1, match.y + match.height - 1)
+        draw.rectangle(box, outline=colour, width=2)
+        label = f"{match.score:.3f}"
+        text_y = match.y - 12 if match.y >= 12 else match.y + match.height + 2
+        draw.rectangle(draw.textbbox((match.x, text_y), label), fill=(0, 0, 0))
+        draw.text((match.x, text_y), label, fill=colour)
+    return np.asarray(canvas)
