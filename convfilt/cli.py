@@ -8,6 +8,7 @@ starts fast.
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -128,6 +129,9 @@ def cli_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         report.error("interrupted")
         raise typer.Exit(130) from None
+    except Terminated as exc:
+        report.error(f"terminated by {exc.name}")
+        raise typer.Exit(128 + exc.signum) from None
 
 
 def _choice(choices: tuple[str, ...]) -> click.Choice:
@@ -772,14 +776,41 @@ def _match_mask(
     return matching.mask_weights(picture.pixels, picture.has_alpha, name=option)
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like KeyboardInterrupt (SIGINT), so every ``finally``
+    runs and no temporary file is left behind; the exit code is 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _catch_termination() -> None:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated`, unless they are ignored (``nohup``)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, _terminate)
+
+
 def main() -> None:
     """Entry point for ``python -m convfilt`` and the console script.
 
     The one place that changes process-wide state: the allocator keeps freed blocks
     (``memory.retain_freed_blocks``; ``CONVFILT_MALLOC=system`` opts out), since every
-    road allocates blocks of megabytes. A library user opts in with the same call.
+    road allocates blocks of megabytes. A library user opts in with the same call. SIGTERM
+    and SIGHUP unwind like SIGINT (:class:`Terminated`), so no temporary file is left.
     """
     from .memory import retain_freed_blocks
 
-    retain_freed_blocks()
-    app(prog_name="convfilt")
+    _catch_termination()
+    try:
+        retain_freed_blocks()
+        app(prog_name="convfilt")
+    except Terminated as exc:  # outside a command (while starting up): quietly, with the code
+        raise SystemExit(128 + exc.signum) from None

@@ -16,8 +16,10 @@ silently, and is atomic: a temporary file in the target folder, fsync, then a re
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import stat
 import struct
 import sys
 import tempfile
@@ -34,6 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ConvfiltError, UsageError
 
 STDIO = "-"  # as INPUT reads stdin, as OUT writes stdout
+TEMP_PREFIX = ".cf"  # temporary output files: .cfXXXXXXXX.tmp in the target folder
 
 ORIENTATION_TAG = 0x0112
 ICC_TIFF_TAG = 34675
@@ -125,6 +128,8 @@ def load(path: str | Path, *, max_pixels: int | None = None) -> Picture:
 def _read_bytes(name: str) -> bytes:
     """The whole file (or stdin) as bytes, with a one-line error for each way it can fail."""
     if name == STDIO:
+        if sys.stdin is None:
+            raise ConvfiltError("-: stdin is closed, expected image bytes")
         data = sys.stdin.buffer.read()
         if not data:
             raise ConvfiltError("-: stdin is empty, expected image bytes")
@@ -650,44 +655,93 @@ def _write_tiff_deep(pixels: np.ndarray, file: BinaryIO, encoding: _Encoding) ->
 
 
 def write_stdout(data: bytes) -> None:
-    """Write ``data`` to stdout and flush; a failed write (a full disk) is a ConvfiltError.
+    """Write ``data`` to stdout, every byte checked; a failed write (a full disk) is a
+    ConvfiltError.
 
-    A closed pipe is left to propagate: the CLI then exits quietly, as ``| head`` expects.
+    Text already printed is flushed first. The bytes go to the file descriptor directly, each
+    write's count checked (a buffered stream may let a short write pass); a regular file under
+    stdout is also fsynced. A closed pipe is left to propagate: the CLI then exits quietly, as
+    ``| head`` expects.
     """
+    if sys.stdout is None:
+        raise ConvfiltError("<stdout>: closed; nowhere to write the result")
     try:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        sys.stdout.flush()
+        try:
+            fd: int | None = sys.stdout.fileno()
+        except (OSError, ValueError):  # a stream without a descriptor (a test's capture)
+            fd = None
+        if fd is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            write_all(fd, data)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.fsync(fd)
     except BrokenPipeError:
         raise
     except OSError as exc:
         raise ConvfiltError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
 
 
-def write_atomically(target: Path, write: Callable[[BinaryIO], None], force: bool) -> None:
-    """Write via a temp file in the target's folder: fsync, then rename (or link) into place.
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` to ``fd``; OSError (ENOSPC) if the system takes none.
 
-    Without ``force`` the temp file is hard-linked to the target, which fails if the target
-    appeared meanwhile, so an existing file is never replaced; on any failure the temp file is
-    removed and an existing target is untouched.
+    ``os.write`` may write fewer bytes than asked (a file size limit, a nearly full disk); the
+    rest is written again, and a write that makes no progress is a full disk.
+    """
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def write_atomically(target: Path, write: Callable[[BinaryIO], None], force: bool) -> None:
+    """Write via a temp file in the target's folder, verified, then rename (or link) into place.
+
+    ``write`` encodes into memory first; the bytes then reach the temp file through
+    :func:`write_all`, and the file is fsynced, its size compared with the bytes and closed,
+    each step checked, before the rename. So an encoder that ignores a short write (Pillow's
+    JPEG does) cannot put a truncated file in place. Without ``force`` the temp file is
+    hard-linked to the target, which fails if the target appeared meanwhile, so an existing file
+    is never replaced; on any failure (or SIGINT, SIGTERM, SIGHUP) the temp file is removed and
+    an existing target is untouched. The temp name is short (``.cf`` + 8 characters + ``.tmp``),
+    so any output name the file system accepts works.
     """
     check_writable(target, force=force)
-    folder = target.parent
+    buffer = io.BytesIO()
+    write(buffer)
+    data = buffer.getbuffer()
     try:
-        fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX, suffix=".tmp")
     except OSError as exc:
         raise ConvfiltError(f"{target}: cannot write ({exc.strerror or exc})") from None
     try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-            os.fchmod(file.fileno(), _new_file_mode(target))
+        _write_verified(fd, data, _new_file_mode(target))
         _move_into_place(temp_name, target, force)
     except OSError as exc:
         raise ConvfiltError(f"{target}: cannot write ({exc.strerror or exc})") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
+
+
+def _write_verified(fd: int, data: memoryview, mode: int) -> None:
+    """Write, fsync, check the size on disk, set the mode and close ``fd``; OSError if any
+    step fails (the descriptor is closed either way)."""
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        if size != data.nbytes:
+            raise OSError(errno.EIO, f"{size} bytes on disk, {data.nbytes} written")
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)  # a deferred write error (NFS) surfaces here
 
 
 def _move_into_place(temp_name: str, target: Path, force: bool) -> None:

@@ -6,6 +6,7 @@ Results go to stdout, chatter (progress, messages, ``--explain``) to stderr, so 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -23,12 +24,37 @@ if TYPE_CHECKING:
     from .matching import Match
 
 
+class CheckedStdout:
+    """A text stream over stdout whose every write is checked (:func:`images.write_stdout`).
+
+    A buffered ``sys.stdout`` can lose a short write (a full disk, a file size limit) and the
+    program would still exit 0; results written through this stream fail with one line instead.
+    ``sys.stdout`` is looked up at each write, so tests can swap it.
+    """
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        from .images import write_stdout
+
+        write_stdout(text.encode(self.encoding, errors="replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do: every write has already reached the descriptor."""
+
+    def isatty(self) -> bool:
+        return sys.stdout is not None and sys.stdout.isatty()
+
+
 @cache
 def stdout() -> Console:
-    """The console for results (it looks up sys.stdout at each write, so tests can swap it)."""
+    """The console for results, writing through :class:`CheckedStdout`."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(file=CheckedStdout(), highlight=False)  # type: ignore[arg-type]
 
 
 @cache
@@ -40,21 +66,28 @@ def stderr() -> Console:
 
 
 def error(message: str) -> None:
-    """Print a one-line error message on stderr."""
+    """Print a one-line error message on stderr (nowhere if stderr is closed)."""
     line = " ".join(str(message).split())
-    print(f"convfilt: error: {line}", file=sys.stderr)
+    _to_stderr(f"convfilt: error: {line}")
 
 
 def message(text: str) -> None:
     """Print a plain line of chatter ("wrote out.png") on stderr, without loading Rich."""
-    print(text, file=sys.stderr)
+    _to_stderr(text)
+
+
+def _to_stderr(line: str) -> None:
+    """One line on stderr. With stderr closed (``2>&-``) Python's ``print`` would fall back to
+    stdout, which may carry an image or JSON, so the line is dropped instead."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError):  # a full disk under stderr must not hide the exit code
+            print(line, file=sys.stderr, flush=True)
 
 
 def print_json(obj: Any) -> None:
     """Print one JSON document on stdout (plain, so it parses whatever the terminal)."""
     from .images import write_stdout
 
-    sys.stdout.flush()  # anything already printed goes first
     write_stdout((json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
 
 

@@ -683,7 +683,7 @@ def test_empty_stdin_is_an_error(monkeypatch):
 )
 def test_dash_writes_stdout(monkeypatch, tmp_path, format, magic):
     out = io.BytesIO()
-    monkeypatch.setattr(sys, "stdout", SimpleNamespace(buffer=out))
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out))
     pixels = random_pixels(np.uint8, 3)
     assert images.save(Picture(pixels, False, "x"), "-", format=format) is None
     assert out.getvalue().startswith(magic)
@@ -694,7 +694,7 @@ def test_dash_writes_stdout(monkeypatch, tmp_path, format, magic):
 
 def test_stdout_refusal_writes_nothing(monkeypatch):
     out = io.BytesIO()
-    monkeypatch.setattr(sys, "stdout", SimpleNamespace(buffer=out))
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out))
     with pytest.raises(UsageError):
         images.save(Picture(random_pixels(np.float32, 3), False, "x"), "-")
     assert out.getvalue() == b""

@@ -1,0 +1,238 @@
+"""What a hostile user tries: full disks, closed streams, signals, long names (issue 15).
+
+Each test runs convfilt as a real process. A full disk is made without root: the child runs
+with a file size limit (RLIMIT_FSIZE) and SIGXFSZ ignored, so a write past the limit fails with
+EFBIG, or writes part of its bytes, exactly as on a file system that fills up; /dev/full (ENOSPC
+at once) stands in for a full disk under stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convfilt import images
+
+from .processes import FULL_DISK
+
+RNG = np.random.default_rng(15)
+
+
+def run(
+    *args: object,
+    cwd: Path,
+    file_limit: int | None = None,
+    stdout: Path | None = None,
+    extra: dict[str, int] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m convfilt ARGS`` in ``cwd``; ``file_limit`` bytes per written file (a full
+    disk), stdout into a file when ``stdout`` is a path, ``extra`` fds closed ({"stdin": 0})."""
+
+    def limit() -> None:
+        if file_limit is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+        for fd in (extra or {}).values():
+            os.close(fd)
+
+    out = open(stdout, "wb") if stdout is not None else None  # noqa: SIM115
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "convfilt", *map(str, args)],
+            cwd=cwd,
+            stdout=out if out is not None else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+            preexec_fn=limit,
+        )
+    finally:
+        if out is not None:
+            out.close()
+
+
+def noisy(path: Path, shape: tuple[int, ...] = (96, 96, 3), dtype: type = np.uint8) -> Path:
+    """Random pixels (they compress badly, so every format writes well over a few KB)."""
+    info = np.iinfo(dtype)
+    pixels = RNG.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+    images.save(images.Picture(pixels, False, str(path)), path, force=True)
+    return path
+
+
+def one_error_line(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convfilt: error:"), done.stderr
+    for word in words:
+        assert word in lines[0], done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk: every encoder's bytes are verified before the rename (A1), stdout too (A2)
+
+FULL_DISK_CASES = [
+    ("rgb.png", "x.jpg"),
+    ("rgb.png", "x.png"),
+    ("rgb.png", "x.tif"),
+    ("rgb.png", "x.webp"),
+    ("rgb.png", "x.bmp"),
+    ("rgb.png", "x.ppm"),
+    ("grey.png", "x.gif"),
+    ("deep.png", "x.tif"),
+]
+
+
+@pytest.mark.parametrize(("source", "output"), FULL_DISK_CASES)
+@pytest.mark.parametrize("force", [False, True])
+def test_a_full_disk_fails_every_format_and_keeps_the_old_file(
+    tmp_path: Path, source: str, output: str, force: bool
+) -> None:
+    noisy(tmp_path / "rgb.png")
+    noisy(tmp_path / "grey.png", (96, 96))
+    noisy(tmp_path / "deep.png", dtype=np.uint16)
+    old = b"the only good copy"
+    if force:
+        (tmp_path / output).write_bytes(old)
+    args = ["blur", source, "-o", output, *(["--force"] if force else [])]
+    done = run(*args, cwd=tmp_path, file_limit=3000)
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, output)
+    assert "wrote" not in done.stderr
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted({"rgb.png", "grey.png", "deep.png", *([output] if force else [])})
+    if force:
+        assert (tmp_path / output).read_bytes() == old
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("blur", "rgb.png", "-o", "-"),
+        ("blur", "rgb.png", "-o", "-", "--format", "jpeg"),
+        ("match", "rgb.png", "rgb.png", "--json"),
+        ("match", "rgb.png", "rgb.png"),
+        ("bench", "--sizes", "32", "--kernels", "3", "--repeat", "1"),
+    ],
+)
+def test_a_full_disk_under_stdout_fails(tmp_path: Path, args: tuple[str, ...]) -> None:
+    noisy(tmp_path / "rgb.png")
+    done = run(*args, cwd=tmp_path, file_limit=100, stdout=tmp_path / "stdout.bin")
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, "<stdout>")
+
+
+def test_dev_full_under_stdout_fails_for_every_image_format(tmp_path: Path) -> None:
+    if not FULL_DISK.exists():
+        pytest.skip("no /dev/full here")
+    noisy(tmp_path / "rgb.png")
+    for fmt in ("png", "jpeg", "tiff", "webp", "bmp"):
+        done = run("blur", "rgb.png", "-o", "-", "--format", fmt, cwd=tmp_path, stdout=FULL_DISK)
+        assert done.returncode == 1, (fmt, done.stderr)
+        one_error_line(done, "<stdout>")
+
+
+def test_the_written_file_is_complete_when_there_is_room(tmp_path: Path) -> None:
+    noisy(tmp_path / "rgb.png")
+    done = run("blur", "rgb.png", "-o", "x.jpg", cwd=tmp_path, file_limit=10_000_000)
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "x.jpg") as image:
+        image.load()  # a truncated JPEG raises here
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb.png", "x.jpg"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals, long names, closed streams (items 17, 20, 22)
+
+# Runs convfilt's own entry point, and sends the signal to itself at the moment the temporary
+# file exists (while its bytes are being written): a real signal at the worst time.
+SIGNAL_MIDWAY = """
+import os, signal, sys
+from convfilt import cli, images
+real = images.write_all
+def write_all(fd, data):
+    if len(data) > 1000:  # the image, not a message
+        os.kill(os.getpid(), signal.{name})
+    real(fd, data)
+images.write_all = write_all
+sys.argv = ["convfilt", *sys.argv[1:]]
+cli.main()
+"""
+
+
+BLUR_INTO_OUT = ("blur", "rgb.png", "-o", "out.png", "--force")
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_while_writing_leaves_no_temporary_file(tmp_path: Path, name: str) -> None:
+    noisy(tmp_path / "rgb.png")
+    (tmp_path / "out.png").write_bytes(b"the only good copy")
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_MIDWAY.format(name=name), *BLUR_INTO_OUT],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    number = getattr(signal, name)
+    assert done.returncode == 128 + number, done.stderr
+    one_error_line(done)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png", "rgb.png"]
+    assert (tmp_path / "out.png").read_bytes() == b"the only good copy"
+
+
+def test_an_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
+    """Under ``nohup`` (SIGHUP ignored) a hang-up must not stop the work."""
+    noisy(tmp_path / "rgb.png")
+    script = "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n" + SIGNAL_MIDWAY
+    done = subprocess.run(
+        [sys.executable, "-c", script.format(name="SIGHUP"), "blur", "rgb.png", "-o", "o.png"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "rgb.png"]
+
+
+def test_the_longest_name_the_file_system_takes_can_be_written(tmp_path: Path) -> None:
+    noisy(tmp_path / "rgb.png")
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+    name = "n" * (longest - 4) + ".png"
+    done = run("blur", "rgb.png", "-o", name, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "rgb.png"])
+
+
+def test_with_stderr_closed_no_error_text_reaches_stdout(tmp_path: Path) -> None:
+    done = run("blur", "missing.png", "-o", "-", cwd=tmp_path, extra={"stderr": 2})
+    assert done.returncode == 1
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "closed"),
+    [
+        (("blur", "-", "-o", "out.png"), {"stdin": 0}),
+        (("blur", "rgb.png", "-o", "-"), {"stdout": 1}),
+        (("match", "rgb.png", "rgb.png"), {"stdout": 1}),
+        (("match", "rgb.png", "rgb.png", "--json"), {"stdout": 1}),
+    ],
+)
+def test_a_closed_stdin_or_stdout_is_one_line_exit_1(
+    tmp_path: Path, args: tuple[str, ...], closed: dict[str, int]
+) -> None:
+    noisy(tmp_path / "rgb.png")
+    done = run(*args, cwd=tmp_path, extra=closed)
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, "stdin" if "stdin" in closed else "<stdout>")
