@@ -23,6 +23,7 @@ _API = {
     "gaussian_blur": "filters",
     "box_blur": "filters",
     "unsharp_mask": "filters",
+    "deconvolve": "deconvolution",
     "match_template": "matching",
     "find_matches": "matching",
     "Match": "matching",
@@ -37,6 +38,7 @@ __all__ = [
     "box_blur",
     "convolve",
     "correlate",
+    "deconvolve",
     "find_matches",
     "gaussian_blur",
     "match_template",
@@ -46,6 +48,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .deconvolution import deconvolve
     from .engine import Plan, convolve, correlate, plan
     from .errors import ConvfiltError, UsageError
     from .filters import box_blur, gaussian_blur, unsharp_mask

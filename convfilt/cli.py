@@ -406,8 +406,8 @@ def sharpen(
 
 # Kept in step with kernels.PRESETS by a test; spelled out so --help needs no numpy.
 _PRESET_HELP = (
-    "box:N, gaussian:S, sharpen, laplacian, sobel-x, sobel-y, emboss, motion:N "
-    "(N a size, S a sigma)"
+    "box:N, gaussian:S, sharpen, laplacian, sobel-x, sobel-y, emboss, motion:N, "
+    "motion:LENGTH:ANGLE, disk:R (N a size, S a sigma, R a radius, ANGLE in degrees)"
 )
 
 
@@ -479,6 +479,87 @@ def convolve(
 
         dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
         _run_pipeline("convolve", inputs, transform, dest)
+
+
+# --- deblur and kernel (deconvolution helper) ---------------------------------------------------
+
+
+@app.command()
+def deblur(
+    inputs: InputsArgument,
+    psf: Annotated[
+        str,
+        typer.Option(
+            "--psf",
+            help="The blur: gaussian:SIGMA, box:R, disk:R, motion:LENGTH:ANGLE, a kernel file "
+            "(text or .npy) or an image of a point source (normalised to sum 1).",
+            show_default=False,
+        ),
+    ],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="wiener: one regularised division in frequency; richardson-lucy: the "
+            "iteration for non-negative images (astronomy, microscopy).",
+            click_type=_choice(names.DECONVOLUTION_METHODS),
+        ),
+    ] = names.WIENER,
+    iterations: Annotated[
+        int | None,
+        typer.Option(
+            "--iterations",
+            help="Richardson-Lucy iterations. [default: stop when the fit reaches the noise]",
+        ),
+    ] = None,
+    balance: Annotated[
+        float | None,
+        typer.Option(
+            "--balance",
+            help="Wiener's weight on the Laplacian (scikit-image's balance). "
+            "[default: from the estimated noise]",
+        ),
+    ] = None,
+    out: OutOption = None,
+    out_dir: OutDirOption = None,
+    mode: ModeOption = Mode.reflect,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain", help="Say on stderr what ran: noise, balance or iterations."),
+    ] = False,
+    linear: LinearOption = False,
+    force: ForceOption = False,
+    format: FormatOption = None,
+    quality: QualityOption = None,
+    max_pixels: MaxPixelsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Undo a known blur (deconvolution): Wiener or Richardson-Lucy, bit depth and alpha kept."""
+    with cli_errors():
+        from . import deconvolution, kernels
+
+        deconvolution.check_method(method, iterations, balance)
+        weights = deconvolution.check_psf(kernels.load_psf(psf))
+        on_report = report.deconvolution if explain else None
+        if explain:
+            shape = "x".join(map(str, weights.shape))
+            report.message(f"deblur: {method} with psf {psf} ({shape}, normalised to sum 1)")
+
+        def transform(picture: Picture) -> NDArray[Any]:
+            return deconvolution.deconvolve(
+                picture.pixels,
+                weights,
+                method=method,
+                iterations=iterations,
+                balance=balance,
+                mode=mode,
+                linear=linear,
+                has_alpha=picture.has_alpha,
+                on_report=on_report,
+            )
+
+        dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
+        _run_pipeline("deblur", inputs, transform, dest)
 
 
 # --- bench and calibrate (bench helper) --------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,9 +143,57 @@ def _gaussian(arg: str | None, spec: str) -> NDArray[np.float64]:
     return np.outer(taps, taps)
 
 
+def disk(radius: float) -> NDArray[np.float64]:
+    """A uniform disk of ``radius`` pixels (a defocus PSF), each pixel weighted by the share
+    of it the disk covers (8x8 samples per pixel), normalised to sum 1."""
+    reach = math.ceil(radius - 0.5) if radius >= 0.5 else 0
+    offsets = (np.arange(8) + 0.5) / 8 - 0.5
+    axis = (np.arange(-reach, reach + 1)[:, None] + offsets[None, :]).ravel()
+    inside = (axis[:, None] ** 2 + axis[None, :] ** 2 <= radius**2).astype(np.float64)
+    n = 2 * reach + 1
+    cover = inside.reshape(n, 8, n, 8).sum(axis=(1, 3))
+    return cover / cover.sum()
+
+
+def motion(length: float, angle: float = 0.0) -> NDArray[np.float64]:
+    """A straight streak of ``length`` pixels at ``angle`` degrees (anticlockwise from +x, y
+    up), centred: 8 samples per pixel along it, each on its nearest pixel, normalised to sum
+    1. ``motion(n)`` is a 1 x n row of equal weights for an integer n."""
+    samples = max(1, round(8 * length))
+    along = -length / 2 + (np.arange(samples) + 0.5) * (length / samples)
+    theta = math.radians(angle)
+    cols = np.rint(along * math.cos(theta) + 0.0).astype(np.intp)
+    rows = np.rint(-along * math.sin(theta) + 0.0).astype(np.intp)
+    reach_y, reach_x = int(np.abs(rows).max()), int(np.abs(cols).max())
+    kernel = np.zeros((2 * reach_y + 1, 2 * reach_x + 1))
+    np.add.at(kernel, (rows + reach_y, cols + reach_x), 1.0)
+    return kernel / kernel.sum()
+
+
+def _preset_number(arg: str, what: str, spec: str, low: float) -> float:
+    """Parse one number of a preset's arguments: finite and > ``low`` (or >= 0 for angles)."""
+    try:
+        value = float(arg)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > low):
+        raise UsageError(f"kernel {spec}: {what} must be a finite number > {low:g}, got {arg!r}")
+    return value
+
+
 def _motion(arg: str | None, spec: str) -> NDArray[np.float64]:
-    size = _preset_size(arg, 9, spec)
-    return np.full((1, size), 1.0 / size)
+    if arg is None or ":" not in arg:
+        size = _preset_size(arg, 9, spec)
+        return np.full((1, size), 1.0 / size)
+    length, angle = arg.split(":", 1)
+    return motion(
+        _preset_number(length, "the length", spec, 0.0),
+        _preset_number(angle, "the angle", spec, -math.inf),
+    )
+
+
+def _disk(arg: str | None, spec: str) -> NDArray[np.float64]:
+    return disk(1.0 if arg is None else _preset_number(arg, "the radius", spec, 0.0))
 
 
 # name -> (builder(arg, spec), what it is, for the command line's help)
@@ -156,7 +205,8 @@ PRESETS: dict[str, tuple[Callable[[str | None, str], NDArray[np.float64]], str]]
     "sobel-x": (_fixed([[1, 0, -1], [2, 0, -2], [1, 0, -1]]), "sobel-x d/dx"),
     "sobel-y": (_fixed([[1, 2, 1], [0, 0, 0], [-1, -2, -1]]), "sobel-y d/dy"),
     "emboss": (_fixed([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]), "emboss 3x3"),
-    "motion": (_motion, "motion:N horizontal streak of N (default 9)"),
+    "motion": (_motion, "motion:N horizontal streak of N (default 9); motion:LENGTH:ANGLE"),
+    "disk": (_disk, "disk:R uniform disk of radius R (default 1), a defocus"),
 }
 
 
@@ -245,3 +295,52 @@ def load_kernel(spec: str, *, normalize: bool = False) -> NDArray[np.float64]:
     if kernel is None:
         kernel = read_kernel_file(spec)
     return normalized(kernel, spec) if normalize else kernel
+
+
+# --- point-spread functions (``deconvolve``'s ``psf``, ``convfilt deblur --psf SPEC``) ---------
+
+PSF_SPECS = "gaussian:SIGMA, box:R, disk:R, motion:LENGTH:ANGLE, a kernel file or an image"
+# an image of a point source (a photographed star or bead) is read as a PSF
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".pgm")
+
+
+def _psf_box(arg: str | None, spec: str) -> NDArray[np.float64]:
+    """``box:R``: a (2R+1)² mean, R as in ``blur --kind box`` (not the kernel preset's N)."""
+    radius = _preset_size(arg, 1, spec) if arg is not None and arg.strip() != "0" else 0
+    return np.full((2 * radius + 1, 2 * radius + 1), 1.0 / (2 * radius + 1) ** 2)
+
+
+def _read_psf_image(path: Path) -> NDArray[np.float64]:
+    """An image of a point source as a PSF: its channels averaged (alpha dropped)."""
+    from .images import load
+
+    picture = load(str(path))
+    pixels = np.asarray(picture.pixels, dtype=np.float64)
+    if pixels.ndim == 3:
+        colour = pixels[..., :-1] if picture.has_alpha else pixels
+        pixels = colour.mean(axis=2)
+    return pixels
+
+
+def load_psf(spec: str) -> NDArray[np.float64]:
+    """The PSF ``spec`` names (``PSF_SPECS``), as a float64 array (not yet normalised).
+
+    ``box:R`` is a (2R+1)x(2R+1) box; ``gaussian``, ``disk`` and ``motion`` are the presets;
+    anything else is a file: ``.npy``, an image (``IMAGE_SUFFIXES``: channels averaged, alpha
+    dropped), or a text kernel.
+    """
+    name, colon, arg = spec.partition(":")
+    if name.strip().lower() == "box":
+        return _psf_box(arg.strip() if colon else None, spec)
+    if name.strip().lower() in ("gaussian", "disk", "motion"):
+        kernel = preset(spec)
+        assert kernel is not None
+        return kernel
+    path = Path(spec)
+    if not path.is_file():
+        raise UsageError(
+            f"psf {spec!r}: neither a PSF spec ({PSF_SPECS}) nor a file", parameters=["psf"]
+        )
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return _read_psf_image(path)
+    return read_kernel_file(path)

@@ -38,3 +38,8 @@ BLUR_KINDS = (GAUSSIAN, "box")
 
 # Float types the cost model and the benchmark know.
 FLOAT_DTYPES = ("float32", "float64")
+
+# What ``deconvolve`` computes (``method=``); the first is the default.
+WIENER = "wiener"
+RICHARDSON_LUCY = "richardson-lucy"
+DECONVOLUTION_METHODS = (WIENER, RICHARDSON_LUCY)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .bench import BenchResult, CellRecord
+    from .deconvolution import Report
     from .engine import Plan
     from .matching import Match
 
@@ -120,6 +121,17 @@ def explain(plan: Plan) -> None:
     stderr().print(table)
     for line in (plan.reason, *plan.notes):
         stderr().print(f"  {line}", style="dim", markup=False)
+
+
+def deconvolution(done: Report) -> None:
+    """One ``--explain`` line per channel deconvolved: what ran, with which parameter, why."""
+    grid = "x".join(map(str, done.shape))
+    if done.method == "wiener":
+        what = f"balance {done.balance:.4g} on |D|^{done.beta:.2f}"
+    else:
+        what = f"{done.iterations} iterations"
+    noise = f"noise sigma {done.noise:.4g}"
+    message(f"  {done.method}: {what}; {noise}; {done.stopped_by}; grid {grid}")
 
 
 # --- bench and calibrate rendering (bench helper) --------------------------------------------

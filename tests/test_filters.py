@@ -426,7 +426,8 @@ def test_presets() -> None:
         assert kernels.load_kernel(name).sum() == 1
     assert kernels.load_kernel("laplacian").sum() == 0
     assert set(kernels.PRESETS) == {
-        "box", "gaussian", "sharpen", "laplacian", "sobel-x", "sobel-y", "emboss", "motion"
+        "box", "gaussian", "sharpen", "laplacian", "sobel-x", "sobel-y", "emboss", "motion",
+        "disk",
     }  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import convfilt
-from convfilt import bench, cost, engine, matching, names
+from convfilt import bench, cost, deconvolution, engine, matching, names
 
 PACKAGE = Path(convfilt.__file__).parent
 MODULES = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem != "__main__")
@@ -121,3 +121,4 @@ def test_each_table_is_keyed_by_the_names_module() -> None:
     assert set(cost.ESTIMATORS) <= set(names.STRATEGIES)
     assert tuple(matching.METHODS) == names.MATCH_METHODS
     assert cost.DTYPES == names.FLOAT_DTYPES
+    assert tuple(deconvolution.METHOD_TABLE) == names.DECONVOLUTION_METHODS
