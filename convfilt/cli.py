@@ -522,7 +522,7 @@ def deblur(
     ] = None,
     out: OutOption = None,
     out_dir: OutDirOption = None,
-    mode: ModeOption = Mode.reflect,
+    mode: ModeOption = names.REFLECT,
     explain: Annotated[
         bool,
         typer.Option("--explain", help="Say on stderr what ran: noise, balance or iterations."),

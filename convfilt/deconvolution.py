@@ -57,7 +57,7 @@ _RATIO_FLOOR = 1e-12  # the iteration's model value floor, relative to the data'
 
 @dataclass(frozen=True)
 class Report:
-    """What a deconvolution did, for ``--explain`` and ``--json``: one per channel."""
+    """What a deconvolution did (one per channel): what ran, with which parameter, and why."""
 
     method: str
     noise: float  # the noise's standard deviation, in the channel's units (estimated)

@@ -305,7 +305,7 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".webp", ".g
 
 
 def _psf_box(arg: str | None, spec: str) -> NDArray[np.float64]:
-    """``box:R``: a (2R+1)² mean, R as in ``blur --kind box`` (not the kernel preset's N)."""
+    """``box:R``: a (2R+1)² mean, R a radius as in box_blur (the preset box:N is N wide)."""
     radius = _preset_size(arg, 1, spec) if arg is not None and arg.strip() != "0" else 0
     return np.full((2 * radius + 1, 2 * radius + 1), 1.0 / (2 * radius + 1) ** 2)
 
