@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import pairwise
 
 import numpy as np
@@ -129,6 +129,47 @@ EXTENSIONS: dict[str, Callable[[NDArray[np.intp], int], NDArray[np.intp]]] = {
 def extension_indices(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
     """Input index of each of the ``before + n + after`` extended positions (-1 for cval)."""
     return EXTENSIONS[mode](np.arange(-before, n + after, dtype=np.intp), n)
+
+
+@dataclass(frozen=True)
+class Band:
+    """Output rows ``start:stop`` of an image of ``height`` rows, from an array of some of its rows.
+
+    ``held`` is the image row of each row of the array given (increasing, no repeats): the
+    band plus the halo its kernel reaches, which at the image's edges is whatever rows the
+    *global* boundary rule reads (for ``wrap``, the top band holds the bottom rows). The
+    engine then extends through the whole image's index map, so each output row sees exactly
+    what it sees in the whole image; the strategy is chosen for the whole image. Built by
+    :mod:`convfilt.tiles`.
+    """
+
+    held: NDArray[np.intp]
+    height: int
+    start: int
+    stop: int
+    opaque: bool | None = None  # the whole image's alpha is fully opaque (None: not known)
+
+    @property
+    def rows(self) -> int:
+        """Output rows of the band."""
+        return self.stop - self.start
+
+    @property
+    def inner(self) -> slice:
+        """Where the output rows sit in the array given."""
+        first = int(np.searchsorted(self.held, self.start))
+        return slice(first, first + self.rows)
+
+    def extended(self, before: int, after: int, mode: str) -> NDArray[np.intp]:
+        """The rows the band's outputs read, as indices into the array given (-1: cval)."""
+        wanted = extension_indices(self.height, before, after, mode)
+        wanted = wanted[self.start : self.stop + before + after]
+        local = np.searchsorted(self.held, wanted)
+        inside = wanted >= 0
+        found = local[inside]
+        if np.any(found >= len(self.held)) or np.any(self.held[found] != wanted[inside]):
+            raise ValueError("the band does not hold every row its kernel reaches")
+        return np.where(inside, local, -1).astype(np.intp)
 
 
 @dataclass(frozen=True)
@@ -351,10 +392,17 @@ def _prepare_separable(problem: Problem, constants: cost.Constants) -> Runner:
         for column, row in problem.factors
     ]
 
+    # the row pass always multiplies whole blocks (the last one padded with zero columns) of
+    # at least two rows (one row would be a matrix-vector product, rounded differently): BLAS
+    # then rounds each output alike whatever the band's height, so a band of an image
+    # (tiles.py) gives the whole image's bits
+    padded = -(-width // block) * block + kw - 1
+
     def run(source: Source, outs: Sequence[NDArray[np.floating]]) -> None:
         band = _band(problem, step, source.width)
         buffer = np.empty((band + kh - 1, source.width), dtype=dt)
-        vertical = np.empty((band, source.width), dtype=dt)
+        vertical = np.zeros((max(band, 2), max(padded, source.width)), dtype=dt)
+        last = np.empty((max(band, 2), block), dtype=dt)
         for r0 in range(0, problem.height, band):
             rb = min(band, problem.height - r0)
             extended = source.fill(r0, r0 + rb + kh - 1, buffer)
@@ -364,15 +412,16 @@ def _prepare_separable(problem: Problem, constants: cost.Constants) -> Runner:
                     np.matmul(
                         t_column[:r, : r + kh - 1],
                         extended[s0 : s0 + r + kh - 1],
-                        out=vertical[s0 : s0 + r],
+                        out=vertical[s0 : s0 + r, : source.width],
                     )
+                m = max(rb, 2)
                 for c0 in range(0, width, block):
                     b = min(block, width - c0)
-                    np.matmul(
-                        vertical[:rb, c0 : c0 + b + kw - 1],
-                        t_row[: b + kw - 1, :b],
-                        out=out[r0 : r0 + rb, c0 : c0 + b],
-                    )
+                    whole = b == block and m == rb
+                    target = out[r0 : r0 + rb, c0 : c0 + b] if whole else last[:m]
+                    np.matmul(vertical[:m, c0 : c0 + block + kw - 1], t_row, out=target)
+                    if not whole:
+                        out[r0 : r0 + rb, c0 : c0 + b] = last[:rb, :b]
 
     return run
 
@@ -717,8 +766,10 @@ def _filter(
     cval: float,
     method: str,
     on_plan: Callable[[Plan], None] | None,
+    band: Band | None = None,
 ) -> NDArray[np.floating]:
-    """Correlate with ``kernel`` (or, ``flip``, with it flipped and centred as scipy convolves)."""
+    """Correlate with ``kernel`` (or, ``flip``, with it flipped and centred as scipy convolves);
+    with ``band``, only that band's rows (the strategy chosen for the whole image)."""
     _check_mode_method(mode, method)
     if not np.isfinite(cval):
         raise UsageError(f"cval must be a finite number, got {cval}")
@@ -734,23 +785,28 @@ def _filter(
         pads = (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2)
     channels = x.shape[2] if x.ndim == 3 else 1
     finite = _all_finite(x)
-    size = (x.shape[0], x.shape[1])
+    height = x.shape[0] if band is None else band.height
     outside = float(cval) if mode == "constant" else None
     largest = _largest(x) if finite else None
-    problem = _problem(size, channels, [k], x.dtype, cval=outside, largest=largest, finite=finite)
-    chosen, strategy, constants = _decide(problem, method, x.shape, mode)
+    facts = partial(_problem, cval=outside, largest=largest, finite=finite)
+    problem = facts((height, x.shape[1]), channels, [k], x.dtype)
+    chosen, strategy, constants = _decide(problem, method, (height, *x.shape[1:]), mode)
     if on_plan is not None:
         on_plan(chosen)
-    out = np.empty(x.shape, dtype=problem.dtype)
+    if band is None:
+        rows = extension_indices(x.shape[0], *pads[0], mode)
+    else:  # the band's rows, run by the strategy chosen for the whole image
+        problem = facts((band.rows, x.shape[1]), channels, [k], x.dtype)
+        rows = band.extended(*pads[0], mode)
+    out = np.empty((problem.height, *x.shape[1:]), dtype=problem.dtype)
     run = strategy.prepare(problem, constants)
-    rows = extension_indices(x.shape[0], *pads[0], mode)
     cols = extension_indices(x.shape[1], *pads[1], mode)
     if x.ndim == 2:
         run(Source(x, rows, cols, pads[1][0], float(cval)), [out])
     else:
         # the strategies write through BLAS, which needs unit-stride rows (1.5x faster
         # measured): each channel goes to a contiguous plane, then into the interleaved output
-        plane_out = np.empty(x.shape[:2], dtype=problem.dtype)
+        plane_out = np.empty(out.shape[:2], dtype=problem.dtype)
         for c in range(channels):
             run(Source(x[..., c], rows, cols, pads[1][0], float(cval)), [plane_out])
             out[..., c] = plane_out
@@ -767,14 +823,19 @@ def correlate(
     cval: float = 0.0,
     method: str = names.AUTO,
     on_plan: Callable[[Plan], None] | None = None,
+    band: Band | None = None,
 ) -> NDArray[np.floating]:
     """Correlate (kernel as is) an (H, W) or (H, W, C) image with a 2-D kernel, per channel.
 
     Equals ``scipy.ndimage.correlate`` per channel for every mode; float32 stays float32,
     other dtypes compute in float64. ``on_plan``, if given, is called once with the Plan that
-    was carried out (the command line's explanation).
+    was carried out (the command line's explanation). ``band``: ``image`` holds only some
+    rows of a larger image, and the result is that band's rows (see :class:`Band`,
+    :mod:`convfilt.tiles`).
     """
-    return _filter(image, kernel, flip=False, mode=mode, cval=cval, method=method, on_plan=on_plan)
+    return _filter(
+        image, kernel, flip=False, mode=mode, cval=cval, method=method, on_plan=on_plan, band=band
+    )
 
 
 def convolve(
@@ -785,12 +846,16 @@ def convolve(
     cval: float = 0.0,
     method: str = names.AUTO,
     on_plan: Callable[[Plan], None] | None = None,
+    band: Band | None = None,
 ) -> NDArray[np.floating]:
     """Convolve (kernel flipped) an (H, W) or (H, W, C) image with a 2-D kernel, per channel.
 
     Equals ``scipy.ndimage.convolve``, including its centre for even-sized kernels.
+    ``band`` as in :func:`correlate`.
     """
-    return _filter(image, kernel, flip=True, mode=mode, cval=cval, method=method, on_plan=on_plan)
+    return _filter(
+        image, kernel, flip=True, mode=mode, cval=cval, method=method, on_plan=on_plan, band=band
+    )
 
 
 def correlate_valid(

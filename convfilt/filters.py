@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -242,6 +243,7 @@ def filter_image(
     linear: bool = False,
     cval: float | None = None,
     exact: bool = False,
+    band: engine.Band | None = None,
 ) -> NDArray:
     """Apply a per-channel filter to an image, handling dtype, alpha and linear light.
 
@@ -266,10 +268,12 @@ def filter_image(
         premultiplying is skipped as it would change nothing).
     exact : filter 8/16-bit integer images in float64 rather than float32 (see ``_Depth.of``):
         for kernels that are not averaging, whose results float32 cannot round exactly.
+    band : ``image`` holds some rows of a larger image (:class:`engine.Band`, made by
+        :mod:`convfilt.tiles`): ``smooth`` returns the band's output rows, and so does this.
 
     Returns
     -------
-    An array of the input's shape and dtype.
+    An array of the input's shape and dtype (with ``band``, of the band's rows).
     """
     pixels = np.asarray(image)
     if pixels.ndim not in (2, 3):
@@ -279,19 +283,23 @@ def filter_image(
     n_channels = planes.shape[2]
     if has_alpha and n_channels < 2:
         raise UsageError("an image with alpha needs at least two channels")
-    out = np.empty_like(planes)
+    inner = slice(None) if band is None else band.inner  # the output rows among the input's
+    out = np.empty_like(planes[inner])
     outside = 0.0 if cval is None else cval
-    if has_alpha and cval is None and np.all(planes[..., -1] == work.depth.full_scale):
+    opaque = None if band is None else band.opaque  # a band decides as its whole image does
+    if opaque is None and has_alpha:
+        opaque = bool(np.all(planes[..., -1] == work.depth.full_scale))
+    if has_alpha and cval is None and opaque:
         alpha_policy = "keep"  # opaque inside and out: premultiplying would only cost time
     alpha = None
     if has_alpha and alpha_policy == "premultiply":
-        alpha = _filter_alpha(planes[..., -1], work, smooth, finish, outside, out)
+        alpha = _filter_alpha(planes[..., -1], work, smooth, finish, outside, out, inner)
     elif has_alpha:
-        out[..., -1] = planes[..., -1]
+        out[..., -1] = planes[inner, :, -1]
     colour_cval = float(work.load(np.array(outside), work.colour_scale, linear))
     for c in range(n_channels - 1 if has_alpha else n_channels):
         original = work.load(planes[..., c], work.colour_scale, linear)
-        result = _filter_colour(original, smooth, finish, colour_cval, work, alpha)
+        result = _filter_colour(original, smooth, finish, colour_cval, work, alpha, inner)
         del original
         work.depth.store(out, (..., c), work.unload(result, work.colour_scale, linear))
         del result
@@ -299,14 +307,21 @@ def filter_image(
 
 
 def _filter_alpha(
-    stored: NDArray, work: _Work, smooth: Smooth, finish: Finish, outside: float, out: NDArray
+    stored: NDArray,
+    work: _Work,
+    smooth: Smooth,
+    finish: Finish,
+    outside: float,
+    out: NDArray,
+    inner: slice,
 ) -> AlphaPlanes:
     """Filter the alpha channel (in [0, 1], outside ``outside`` in stored units) into the last
-    channel of ``out``; return its planes for the premultiplied colour."""
+    channel of ``out`` (the rows ``inner`` of the input's); return its planes for the
+    premultiplied colour."""
     full_scale = work.depth.full_scale
     original = work.load(stored, full_scale, False)
     blurred = smooth(original, outside / full_scale)
-    result = finish(original, blurred.copy(), 0.0, None)  # no threshold on alpha: full scale 0
+    result = finish(original[inner], blurred.copy(), 0.0, None)  # no threshold on alpha
     np.clip(result, 0.0, 1.0, out=result)
     work.depth.store(out, (..., out.shape[2] - 1), result * full_scale)
     return AlphaPlanes(original, blurred, result, outside / full_scale)
@@ -319,16 +334,19 @@ def _filter_colour(
     cval: float,
     work: _Work,
     alpha: AlphaPlanes | None,
+    inner: slice,
 ) -> FloatArray:
     """Filter one straight colour channel; with ``alpha``, premultiplied and divided by the
     filtered alpha (``smooth`` of the weights), so that the straight result is a weighted
-    mean. ``finish`` then makes the result from the straight original and filtered values."""
+    mean. ``finish`` then makes the result from the straight original and filtered values
+    (of the output rows ``inner``)."""
     full_scale = work.depth.full_scale / work.colour_scale
     if alpha is None:
-        return finish(original, smooth(original, cval), full_scale, None)
+        return finish(original[inner], smooth(original, cval), full_scale, None)
     smoothed = smooth(original * alpha.original, cval * alpha.outside)
     _divide_visible(smoothed, alpha.blurred)
-    return finish(original, smoothed, full_scale, alpha)
+    rows = replace(alpha, original=alpha.original[inner])
+    return finish(original[inner], smoothed, full_scale, rows)
 
 
 def _divide_visible(values: FloatArray, alpha: FloatArray) -> FloatArray:
@@ -341,11 +359,17 @@ def _divide_visible(values: FloatArray, alpha: FloatArray) -> FloatArray:
 
 
 def _correlator(
-    kernel: NDArray, *, flip: bool, mode: str, method: str, on_plan: PlanCallback
+    kernel: NDArray,
+    *,
+    flip: bool,
+    mode: str,
+    method: str,
+    on_plan: PlanCallback,
+    band: engine.Band | None = None,
 ) -> Smooth:
     """A ``smooth`` step that runs the engine with ``kernel`` (flipped: convolution)."""
     check_mode(mode)
-    run = engine.convolve if flip else engine.correlate
+    run = partial(engine.convolve if flip else engine.correlate, band=band)
     report_once = _once(on_plan)
 
     def smooth(channel: FloatArray, cval: float) -> FloatArray:
@@ -384,6 +408,7 @@ def gaussian_blur(
     linear: bool = False,
     has_alpha: bool = False,
     on_plan: PlanCallback = None,
+    band: engine.Band | None = None,
 ) -> NDArray:
     """Gaussian blur over the spatial axes, as ``scipy.ndimage.gaussian_filter`` computes it.
 
@@ -394,9 +419,9 @@ def gaussian_blur(
     dtypes as in :func:`filter_image`. NaN/inf stay in their footprint (module notes).
     """
     kernel = _gaussian_kernel(sigma, sigma_y, truncate)
-    smooth = _correlator(kernel, flip=False, mode=mode, method=method, on_plan=on_plan)
+    smooth = _correlator(kernel, flip=False, mode=mode, method=method, on_plan=on_plan, band=band)
     return filter_image(
-        image, smooth, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval)
+        image, smooth, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval), band=band
     )
 
 
@@ -411,6 +436,7 @@ def box_blur(
     linear: bool = False,
     has_alpha: bool = False,
     on_plan: PlanCallback = None,
+    band: engine.Band | None = None,
 ) -> NDArray:
     """Mean over a (2·radius_y + 1) x (2·radius + 1) window, as ``scipy.ndimage.uniform_filter``.
 
@@ -422,10 +448,10 @@ def box_blur(
     along_x = kernels.box_1d(radius)
     along_y = along_x if radius_y is None else kernels.box_1d(radius_y)
     smooth = _correlator(
-        np.outer(along_y, along_x), flip=False, mode=mode, method=method, on_plan=on_plan
+        np.outer(along_y, along_x), flip=False, mode=mode, method=method, on_plan=on_plan, band=band
     )
     return filter_image(
-        image, smooth, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval)
+        image, smooth, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval), band=band
     )
 
 
@@ -442,6 +468,7 @@ def unsharp_mask(
     linear: bool = False,
     has_alpha: bool = False,
     on_plan: PlanCallback = None,
+    band: engine.Band | None = None,
 ) -> NDArray:
     """Sharpen by unsharp masking: ``img + amount · (img - gaussian_blur(img, sigma))``.
 
@@ -459,7 +486,7 @@ def unsharp_mask(
     check_finite(amount, "amount")
     check_threshold(threshold, "threshold")
     kernel = _gaussian_kernel(sigma, None, truncate)
-    smooth = _correlator(kernel, flip=False, mode=mode, method=method, on_plan=on_plan)
+    smooth = _correlator(kernel, flip=False, mode=mode, method=method, on_plan=on_plan, band=band)
 
     def sharpen(
         original: FloatArray, blurred: FloatArray, full_scale: float, alpha: AlphaPlanes | None
@@ -480,7 +507,13 @@ def unsharp_mask(
         return result
 
     return filter_image(
-        image, smooth, finish=sharpen, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval)
+        image,
+        smooth,
+        finish=sharpen,
+        has_alpha=has_alpha,
+        linear=linear,
+        cval=_outside(mode, cval),
+        band=band,
     )
 
 
@@ -495,6 +528,7 @@ def convolve_image(
     linear: bool = False,
     has_alpha: bool = False,
     on_plan: PlanCallback = None,
+    band: engine.Band | None = None,
 ) -> NDArray:
     """Convolve (kernel flipped) or, with ``correlate=True``, correlate an image with ``kernel``.
 
@@ -507,7 +541,9 @@ def convolve_image(
     weights = np.asarray(kernel, dtype=np.float64)
     averaging = bool(np.all(weights >= 0) and math.isclose(weights.sum(), 1.0, rel_tol=1e-9))
     policy: AlphaPolicy = "premultiply" if averaging else "keep"
-    smooth = _correlator(weights, flip=not correlate, mode=mode, method=method, on_plan=on_plan)
+    smooth = _correlator(
+        weights, flip=not correlate, mode=mode, method=method, on_plan=on_plan, band=band
+    )
     return filter_image(
         image,
         smooth,
@@ -516,4 +552,5 @@ def convolve_image(
         linear=linear,
         cval=_outside(mode, cval),
         exact=not averaging,
+        band=band,
     )

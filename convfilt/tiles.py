@@ -1,0 +1,321 @@
+"""How a computation runs: in memory, by row bands with halos, or on Dask.
+
+A filter (any of :mod:`convfilt.filters`, or :func:`convfilt.engine.correlate` itself) runs
+on a band of an image when it is given the band's rows plus the halo its kernel reaches, and an
+:class:`~convfilt.engine.Band` saying which image rows those are. The halo at the image's edges
+comes from the *global* boundary rule (:func:`band_rows`): the top band of a ``wrap`` image
+holds the image's bottom rows, a ``reflect`` band the rows the reflection reads. The engine
+then extends each band through the whole image's index map and runs the strategy it would
+choose for the whole image, so:
+
+- the banded roads (direct, separable) give the whole image's result bit for bit, provided
+  bands start at multiples of :data:`ALIGN` rows (the engine's products then see the same
+  operands in the same order: :func:`layout` always aligns them);
+- the transform roads give it within the engine's float tolerance (a band through the FFT is
+  one block of overlap-save).
+
+:func:`run` streams bands from any row-sliceable source (a numpy array, a memory map, a
+:mod:`convfilt.streams` reader) to a writer, reading the next band and writing the last one in
+threads while the current one is filtered. :func:`apply` is the in-memory form (arrays in,
+arrays out); :func:`on_dask` the same mechanism over a lazy dask array.
+
+Examples
+--------
+>>> import numpy as np
+>>> from functools import partial
+>>> from convfilt import filters, tiles
+>>> image = np.random.default_rng(0).random((300, 40))
+>>> blur = partial(filters.gaussian_blur, sigma=2.0, mode="wrap")
+>>> banded = tiles.apply(image, blur, reach=8, mode="wrap", rows=64)
+>>> bool(np.array_equal(banded, blur(image)))
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .engine import Band, extension_indices
+from .errors import UsageError
+
+ALIGN = 64  # bands start at multiples of this: the engine's largest banded step (cost.py)
+MIN_ROWS = ALIGN  # the smallest band
+FIXED_BYTES = 48 * 2**20  # interpreter, libraries and the engine's own buffers
+# float copies of one band row that a filter holds at once, per road: the channel in its
+# working dtype, its premultiplied and filtered copies, the engine's output plane; a
+# transform holds its padded input and complex spectrum on top
+WORK_COPIES = {"direct": 4, "separable": 4, "overlap-add": 6, "fft": 10}
+# a transform road wants bands much taller than its halo (the halo is recomputed per band)
+HALO_SHARE = {"direct": 2, "separable": 2, "overlap-add": 8, "fft": 8}
+
+
+class BandFilter(Protocol):
+    """A filter that computes one band: ``f(pixels, band=band) -> the band's output rows``
+    (without ``band``: the whole image)."""
+
+    def __call__(self, pixels: NDArray[Any], *, band: Band | None = None) -> NDArray[Any]: ...
+
+
+class RowSource(Protocol):
+    """Anything with a shape and a dtype that hands out rows by slice (numpy arrays do)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    def __getitem__(self, rows: slice) -> NDArray[Any]: ...
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an image is cut: ``count`` bands of ``rows`` output rows (the last may be shorter),
+    each read with ``reach`` rows of halo above and below."""
+
+    height: int
+    width: int
+    rows: int
+    reach: int
+    strategy: str
+
+    @property
+    def count(self) -> int:
+        """Number of bands."""
+        return -(-self.height // self.rows)
+
+    def describe(self) -> str:
+        """One line for ``explain``."""
+        return (
+            f"{self.count} bands of {min(self.rows, self.height)}x{self.width} "
+            f"(halo {self.reach} rows) through {self.strategy}"
+        )
+
+
+def band_rows(height: int, start: int, stop: int, reach: int, mode: str) -> NDArray[np.intp]:
+    """The image rows (increasing, no repeats) that output rows ``start:stop`` read.
+
+    ``reach`` rows above and below, through the global boundary rule ``mode``; rows outside the
+    image in ``constant`` mode are the constant, so they are not read.
+    """
+    wanted = extension_indices(height, reach, reach, mode)[start : stop + 2 * reach]
+    return np.unique(wanted[wanted >= 0])
+
+
+def bands(height: int, rows: int, reach: int, mode: str) -> Iterator[Band]:
+    """The bands of ``rows`` output rows (aligned to :data:`ALIGN`) covering ``height`` rows."""
+    if rows < 1 or (rows % ALIGN and rows < height):
+        raise UsageError(f"rows must be a multiple of {ALIGN}, got {rows}", parameters=["rows"])
+    for start in range(0, height, rows):
+        stop = min(height, start + rows)
+        yield Band(band_rows(height, start, stop, reach, mode), height, start, stop)
+
+
+def working_set(
+    shape: tuple[int, ...], dtype: np.dtype, *, strategy: str = "direct", work_itemsize: int = 4
+) -> int:
+    """Bytes one band row costs: input and output in flight, plus the filter's float copies."""
+    width = shape[1]
+    channels = shape[2] if len(shape) == 3 else 1
+    stored = width * channels * np.dtype(dtype).itemsize
+    return 4 * stored + WORK_COPIES.get(strategy, 10) * width * work_itemsize
+
+
+def whole_image_bytes(
+    shape: tuple[int, ...], dtype: np.dtype, *, strategy: str = "direct", work_itemsize: int = 4
+) -> int:
+    """Bytes a whole-image (in memory) run needs, by the same rule as :func:`working_set`."""
+    per_row = working_set(shape, dtype, strategy=strategy, work_itemsize=work_itemsize)
+    return FIXED_BYTES + shape[0] * per_row
+
+
+def layout(
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    *,
+    reach: int,
+    budget: int,
+    strategy: str = "direct",
+    work_itemsize: int = 4,
+) -> Layout:
+    """Cut an image into bands that fit ``budget`` bytes, aligned for bit-identical results.
+
+    The bands are as tall as the budget allows (fewer bands, less halo recomputed), at least
+    :data:`MIN_ROWS` and, for a transform road, :data:`HALO_SHARE` times the halo.
+
+    Raises
+    ------
+    UsageError
+        If ``budget`` cannot hold the smallest band (the message says the minimum).
+    """
+    height = shape[0]
+    per_row = working_set(shape, dtype, strategy=strategy, work_itemsize=work_itemsize)
+    floor = max(MIN_ROWS, HALO_SHARE.get(strategy, 8) * reach)
+    floor = -(-floor // ALIGN) * ALIGN
+    need = FIXED_BYTES + (min(floor, height) + 2 * reach) * per_row
+    if budget < need:
+        raise UsageError(
+            f"memory budget {format_size(budget)} is too small for one band of this image: "
+            f"it needs at least {format_size(need)}",
+            parameters=["memory"],
+        )
+    fits = (budget - FIXED_BYTES) // per_row - 2 * reach
+    rows = max(floor, fits // ALIGN * ALIGN)
+    return Layout(height, shape[1], min(rows, -(-height // ALIGN) * ALIGN), reach, strategy)
+
+
+def gather(source: RowSource, held: NDArray[np.intp]) -> NDArray[Any]:
+    """Rows ``held`` of ``source``, read as runs of consecutive rows (one slice each)."""
+    cuts = np.flatnonzero(np.diff(held) != 1) + 1
+    runs = np.split(held, cuts)
+    pieces = [np.asarray(source[int(run[0]) : int(run[-1]) + 1]) for run in runs]
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def run(
+    source: RowSource,
+    func: BandFilter,
+    layout: Layout,
+    mode: str,
+    write: Callable[[int, NDArray[Any]], None],
+    *,
+    opaque: bool | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Filter ``source`` band by band, handing each band's output to ``write(start, rows)``.
+
+    Reading (one band ahead) and writing run in two threads while the caller's thread
+    filters, so that on two cores I/O overlaps computation. ``opaque`` (the whole image's
+    alpha is fully opaque) is passed to every band, so each band takes the whole image's
+    alpha path. ``progress(done)`` is called after each band. An exception anywhere (or
+    Ctrl-C) stops the pipeline and is raised here, after the threads are finished.
+    """
+    todo = [
+        Band(b.held, b.height, b.start, b.stop, opaque)
+        for b in bands(layout.height, layout.rows, layout.reach, mode)
+    ]
+    with (
+        ThreadPoolExecutor(1, "convfilt-read") as reader,
+        ThreadPoolExecutor(1, "convfilt-write") as writer,
+    ):
+        pending: list[Future[None]] = []
+        try:
+            ahead = reader.submit(gather, source, todo[0].held)
+            for index, band in enumerate(todo):
+                pixels = ahead.result()
+                if index + 1 < len(todo):
+                    ahead = reader.submit(gather, source, todo[index + 1].held)
+                out = func(pixels, band=band)
+                del pixels
+                for done in pending:
+                    done.result()
+                pending = [writer.submit(write, band.start, out)]
+                del out
+                if progress is not None:
+                    progress(index + 1)
+            for done in pending:
+                done.result()
+        except BaseException:
+            reader.shutdown(cancel_futures=True)
+            writer.shutdown(cancel_futures=True)
+            raise
+
+
+def apply(
+    image: NDArray[Any],
+    func: BandFilter,
+    *,
+    reach: int,
+    mode: str,
+    rows: int | None = None,
+    budget: int | None = None,
+    strategy: str = "direct",
+    opaque: bool | None = None,
+) -> NDArray[Any]:
+    """Run ``func`` over an in-memory image band by band; the same result as ``func(image)``.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) array.
+    func : a filter taking ``band=`` (e.g. ``partial(filters.gaussian_blur, sigma=2)``).
+    reach : rows the filter's kernel reaches above or below an output row (the larger).
+    mode : the filter's boundary mode (the halo at the image's edges follows it).
+    rows : output rows per band (a multiple of :data:`ALIGN`); default from ``budget``.
+    budget : bytes for the bands (default: whole-image bytes, i.e. one band).
+    strategy : the road the filter takes, which sizes the bands (:func:`layout`).
+    opaque : whether the image's alpha (last channel) is fully opaque; default: measured
+        here if the image has more than one channel, so every band decides as the whole does.
+
+    Returns
+    -------
+    The filtered image (the filter's output dtype).
+    """
+    shape = tuple(image.shape)
+    if rows is None:
+        budget = budget or whole_image_bytes(shape, image.dtype, strategy=strategy)
+        rows = layout(shape, image.dtype, reach=reach, budget=budget, strategy=strategy).rows
+    chosen = Layout(shape[0], shape[1], rows, reach, strategy)
+    if opaque is None and image.ndim == 3 and shape[2] > 1:
+        opaque = bool(np.all(image[..., -1] == _full_scale(image.dtype)))
+    parts: dict[int, NDArray[Any]] = {}
+    run(image, func, chosen, mode, parts.__setitem__, opaque=opaque)
+    return np.concatenate([parts[start] for start in sorted(parts)])
+
+
+def _full_scale(dtype: np.dtype) -> float:
+    """Full intensity in stored units (255, 65535, ..., 1.0 for floats)."""
+    return float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
+
+
+# --- sizes ---------------------------------------------------------------------------------------
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str, name: str = "memory") -> int:
+    """Bytes from ``256M``, ``2G``, ``1.5GiB``, ``500000`` (binary units); UsageError if not."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _UNITS and value[-1:] != "" else ""
+    number = value[: len(value) - len(unit)].strip()
+    try:
+        size = float(number) * _UNITS[unit]
+    except ValueError:
+        size = math.nan
+    if not (math.isfinite(size) and size >= 1):
+        raise UsageError(
+            f"{name} must be a size such as 256M or 2G, got {text!r}", parameters=[name]
+        )
+    return int(size)
+
+
+def format_size(size: float) -> str:
+    """``268435456`` -> ``256 MiB``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{int(size)} B"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def default_budget() -> int:
+    """A quarter of the available memory, at most 2 GiB (1 GiB where it is unknown)."""
+    free = available_memory()
+    return min(2 * 2**30, free // 4) if free else 2**30
