@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import imagecodecs
 import numpy as np
@@ -110,7 +110,7 @@ def load(path: str | Path, *, max_pixels: int | None = None) -> Picture:
     if limit is not None and limit <= 0:
         raise UsageError(f"max_pixels must be positive, got {limit}", parameters=["max_pixels"])
     data = _read_bytes(name)
-    reader = _pick_reader(data)
+    reader = _pick_reader(data, name)
     try:
         picture = reader(data, name, limit)
     except ConvfiltError:
@@ -153,13 +153,13 @@ def _read_bytes(name: str) -> bytes:
 Reader = Callable[[bytes, str, "int | None"], Picture]
 
 
-def _pick_reader(data: bytes) -> Reader:
+def _pick_reader(data: bytes, name: str) -> Reader:
     """Choose the reader that keeps the file's full depth (see the module docstring)."""
     if data.startswith(PNG_SIGNATURE) and len(data) >= 33 and data[12:16] == b"IHDR":
         bit_depth = data[24]
         if bit_depth == 16:
             return _read_png16
-    if data.startswith(TIFF_SIGNATURES) and _tiff_needs_tifffile(data):
+    if data.startswith(TIFF_SIGNATURES) and _tiff_needs_tifffile(data, name):
         return _read_tiff_deep
     return _read_pillow
 
@@ -224,10 +224,13 @@ def _read_pillow(data: bytes, name: str, limit: int | None) -> Picture:
             f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); raise that to read it"
         ) from None
     source_format = image.format
+    _refuse_frames(image, name)
     icc = image.info.get("icc_profile") or None
     had_exif = bool(image.info.get("exif"))
     ImageOps.exif_transpose(image, in_place=True)
     exif = _exif_without_orientation(image.getexif()) if had_exif else None
+    if source_format == "TIFF":
+        exif = _tiff_exif(data)
     if image.mode in SPACE_CHANGING_MODES or image.mode not in PILLOW_MODES:
         icc = None  # a CMYK/Lab/... profile does not describe the RGB pixels we hand out
     pixels, has_alpha = _pillow_pixels(image)
@@ -236,11 +239,32 @@ def _read_pillow(data: bytes, name: str, limit: int | None) -> Picture:
     return Picture(pixels, has_alpha, name, source_format, icc, exif)
 
 
+# Formats whose frames are judged elsewhere: MPO's extra frames are the main picture's
+# previews; TIFF pages are counted by _refuse_stacks, which lets reduced-resolution previews by.
+FRAMES_NOT_PICTURES = frozenset({"MPO", "TIFF"})
+
+
+def _refuse_frames(image: Image.Image, name: str) -> None:
+    """ConvfiltError for an animation or a stack (GIF, APNG, WebP, TIFF pages, ...): only the
+    first frame would be filtered, and the others lost without a word."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format not in FRAMES_NOT_PICTURES:
+        raise ConvfiltError(
+            f"{name}: {image.format} of {frames} frames (an animation or a stack); convfilt "
+            "filters one image per file: extract the frames first"
+        )
+
+
 def _pillow_pixels(image: Image.Image) -> tuple[np.ndarray, bool]:
-    """The pixels of a Pillow image in one of our layouts (see PILLOW_MODES), and has_alpha."""
+    """The pixels of a Pillow image in one of our layouts (see PILLOW_MODES), and has_alpha.
+
+    A tRNS colour key (8-bit grey or RGB PNG) becomes an alpha channel, as libpng makes it
+    for 16-bit PNG, so both depths agree."""
     mode = image.mode
     if mode in ("P", "PA"):
         target: str | None = "RGBA" if image.has_transparency_data else "RGB"
+    elif mode in ("L", "RGB") and "transparency" in image.info:
+        target = mode.replace("L", "LA") if mode == "L" else "RGBA"
     elif mode in PILLOW_MODES:
         target = PILLOW_MODES[mode]
     else:  # any other mode Pillow may add: colour, with alpha if it has an alpha band
@@ -340,31 +364,64 @@ def _read_png16(data: bytes, name: str, limit: int | None) -> Picture:
     return Picture(pixels, has_alpha, name, "PNG", icc, exif)
 
 
-# Sample types tifffile may return and the dtype we hand out; widening only, never narrowing.
-TIFF_DTYPES = {
-    "uint16": np.uint16,
-    "int8": np.int32,
-    "int16": np.int32,
-    "int32": np.int32,
-    "float16": np.float32,
-    "float32": np.float32,
-    "float64": np.float64,
-}
+# Sample types tifffile reads for us, each kept as it is (8-bit goes to Pillow unless it needs
+# tifffile's care below). Other types (64-bit integers, complex) are refused by name.
+TIFF_DTYPES = frozenset(
+    {"int8", "uint16", "int16", "uint32", "int32", "float16", "float32", "float64"}
+)
+# Photometric interpretations whose deep samples tifffile reads for us, and the conversion to
+# our layouts: MINISWHITE is inverted (0 is white there), CMYK becomes RGB at its own depth.
+TIFF_PHOTOMETRICS = frozenset({"MINISBLACK", "RGB", "MINISWHITE", "SEPARATED"})
+ASSOCIATED_ALPHA = 1  # ExtraSamples value: colour premultiplied by alpha
 
 
-def _tiff_needs_tifffile(data: bytes) -> bool:
-    """Whether a TIFF is deeper than 8 bits (Pillow then reduces it or cannot read it)."""
+def _tiff_needs_tifffile(data: bytes, name: str) -> bool:
+    """Whether tifffile must read this TIFF: deeper than 8 bits (Pillow would reduce it or
+    cannot read it). Refuses, in one line, what would otherwise lose data silently: several
+    pages (a stack), a volume, more than 4 samples, sample types we cannot hold."""
     import tifffile  # only for TIFF files: it costs start-up time to every other command
 
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages.first
-            return str(page.dtype) in TIFF_DTYPES and page.photometric in (
-                tifffile.PHOTOMETRIC.MINISBLACK,
-                tifffile.PHOTOMETRIC.RGB,
-            )
-    except DECODE_ERRORS:
+            _refuse_stacks(tif, name)
+            dtype = str(page.dtype)
+            if dtype in ("uint64", "int64", "complex64", "complex128"):
+                raise ConvfiltError(f"{name}: {dtype} TIFF samples unsupported")
+            return dtype in TIFF_DTYPES and _photometric(page) in TIFF_PHOTOMETRICS
+    except ConvfiltError:
+        raise
+    except (*DECODE_ERRORS, AttributeError):
         return False  # let Pillow try, and report, in its own words
+
+
+def _photometric(page: Any) -> str:
+    """A TIFF page's photometric interpretation by name ("RGB"); a number if unknown."""
+    return str(getattr(page.photometric, "name", page.photometric))
+
+
+def _refuse_stacks(tif: Any, name: str) -> None:
+    """ConvfiltError for a TIFF that holds more than one image: pages (reduced-resolution
+    previews aside), a volume (ImageDepth), or more than 4 samples per pixel."""
+    page = tif.pages.first
+    pages = 0
+    for each in tif.pages:  # stops at the second full-size page
+        pages += not getattr(each, "is_reduced", False)
+        if pages > 1:
+            raise ConvfiltError(
+                f"{name}: a TIFF of {len(tif.pages)} pages (a stack); convfilt filters one "
+                "image per file: split the pages first (e.g. tiffsplit)"
+            )
+    if page.imagedepth > 1:
+        raise ConvfiltError(
+            f"{name}: a volume of {page.imagedepth} slices of {page.imagewidth}x"
+            f"{page.imagelength}; convfilt filters 2-D images: save the slices as files"
+        )
+    if page.samplesperpixel > 4:
+        raise ConvfiltError(
+            f"{name}: {page.samplesperpixel} samples per pixel (a volume or a multi-channel "
+            "image); convfilt reads grey, grey+alpha, RGB or RGBA"
+        )
 
 
 def _read_tiff_deep(data: bytes, name: str, limit: int | None) -> Picture:
@@ -374,8 +431,6 @@ def _read_tiff_deep(data: bytes, name: str, limit: int | None) -> Picture:
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page = tif.pages.first
         _check_pixels(name, page.imagewidth, page.imagelength, limit)
-        if page.samplesperpixel > 4:
-            raise ConvfiltError(f"{name}: {page.samplesperpixel} samples per pixel unsupported")
         pixels = page.asarray()
         tags = page.tags
         icc_tag = tags.get(ICC_TIFF_TAG)
@@ -384,10 +439,86 @@ def _read_tiff_deep(data: bytes, name: str, limit: int | None) -> Picture:
         orientation = int(orientation_tag.value) if orientation_tag is not None else 1
         if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and page.samplesperpixel > 1:
             pixels = np.moveaxis(pixels, 0, -1)
-    pixels = pixels.astype(TIFF_DTYPES[str(pixels.dtype)], copy=False)
-    pixels = _upright(pixels, orientation)
+        photometric = _photometric(page)
+        associated = tuple(page.extrasamples)[:1] == (ASSOCIATED_ALPHA,)
+    pixels = TIFF_CONVERSIONS.get(photometric, _as_is)(pixels, name)
+    if photometric == "SEPARATED":
+        icc = None  # a CMYK profile does not describe the RGB pixels we hand out
     has_alpha = pixels.ndim == 3 and pixels.shape[2] in (2, 4)
-    return Picture(pixels, has_alpha, name, "TIFF", icc, None)
+    if associated and has_alpha:
+        pixels = _unpremultiply(pixels)
+    pixels = _upright(pixels, orientation)
+    return Picture(pixels, has_alpha, name, "TIFF", icc, _tiff_exif(data))
+
+
+def _as_is(pixels: np.ndarray, _name: str) -> np.ndarray:
+    return pixels
+
+
+def _white_is_zero(pixels: np.ndarray, name: str) -> np.ndarray:
+    """MINISWHITE samples as MINISBLACK ones: the integer range reversed (~x is max - x for
+    unsigned types and maps min <-> max for signed ones), as Pillow does at 8 bits."""
+    if not np.issubdtype(pixels.dtype, np.integer):
+        raise ConvfiltError(f"{name}: {pixels.dtype} MINISWHITE TIFF unsupported")
+    return np.invert(pixels)
+
+
+def _cmyk_to_rgb(pixels: np.ndarray, name: str) -> np.ndarray:
+    """CMYK (ink) samples to RGB at their own depth: (max - C)(max - K)/max, rounded, the
+    formula Pillow uses at 8 bits (no colour management)."""
+    if pixels.ndim != 3 or pixels.shape[2] != 4 or pixels.dtype.kind != "u":
+        raise ConvfiltError(f"{name}: only unsigned 4-ink CMYK TIFF is supported")
+    top = float(np.iinfo(pixels.dtype).max)
+    ink = pixels.astype(np.float64)
+    rgb = np.rint((top - ink[..., :3]) * (top - ink[..., 3:]) / top)
+    return rgb.astype(pixels.dtype)
+
+
+TIFF_CONVERSIONS: dict[str, Callable[[np.ndarray, str], np.ndarray]] = {
+    "MINISWHITE": _white_is_zero,
+    "SEPARATED": _cmyk_to_rgb,
+}
+
+
+def _unpremultiply(pixels: np.ndarray) -> np.ndarray:
+    """Associated (premultiplied) colour to straight colour, as Pillow's RGBa -> RGBA does at
+    8 bits: colour * full / alpha, rounded and clipped; colour 0 where alpha is 0."""
+    full = np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 1.0
+    colour = pixels[..., :-1].astype(np.float64)
+    alpha = pixels[..., -1:].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        straight = np.where(alpha > 0, colour * full / alpha, 0.0)
+    if pixels.dtype.kind in "ui":
+        info = np.iinfo(pixels.dtype)
+        straight = np.clip(np.rint(straight), info.min, info.max)
+    result = np.array(pixels)
+    result[..., :-1] = straight
+    return result
+
+
+# IFD0 tags that describe the picture, not its layout: kept as EXIF from a TIFF.
+TIFF_EXIF_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x013C, 0x8298)
+EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+# ImageDescription values that describe tifffile's or ImageJ's array layout, not the picture.
+LAYOUT_DESCRIPTIONS = ('{"shape":', "ImageJ=")
+
+
+def _tiff_exif(data: bytes) -> bytes | None:
+    """The EXIF of a TIFF (its descriptive IFD0 tags, its Exif and GPS IFDs) as EXIF bytes,
+    without orientation (the pixels are upright) and without the tags of its layout."""
+    source = Image.Exif()
+    try:
+        source.load(data)
+        kept = Image.Exif()
+        for tag in TIFF_EXIF_TAGS:
+            if tag in source and not str(source[tag]).startswith(LAYOUT_DESCRIPTIONS):
+                kept[tag] = source[tag]
+        for ifd in (EXIF_IFD, GPS_IFD):
+            if entries := source.get_ifd(ifd):
+                kept.get_ifd(ifd).update(entries)
+        return kept.tobytes() if len(kept) or kept.get_ifd(EXIF_IFD) else None
+    except DECODE_ERRORS:
+        return None  # EXIF is a courtesy: a malformed IFD never costs the pixels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,13 +529,7 @@ ALL_CHANNELS = frozenset({1, 2, 3, 4})
 # advice naming the formats that can hold it; nothing is converted silently.
 FORMAT_HOLDS: dict[str, dict[str, frozenset[int]]] = {
     "PNG": {"uint8": ALL_CHANNELS, "uint16": ALL_CHANNELS},
-    "TIFF": {
-        "uint8": ALL_CHANNELS,
-        "uint16": ALL_CHANNELS,
-        "int32": ALL_CHANNELS,
-        "float32": ALL_CHANNELS,
-        "float64": ALL_CHANNELS,
-    },
+    "TIFF": {dtype: ALL_CHANNELS for dtype in ("uint8", *sorted(TIFF_DTYPES))},
     "JPEG": {"uint8": frozenset({1, 3})},
     "WEBP": {"uint8": ALL_CHANNELS},
     "BMP": {"uint8": frozenset({1, 3})},  # 32-bit BMP alpha is not read back reliably
@@ -443,8 +568,12 @@ METADATA_FORMATS = frozenset({"JPEG", "TIFF", "WEBP"})  # Pillow writes ICC and 
 PNG_LEVEL = 2
 DEPTH_NAMES = {
     "uint8": "8-bit",
+    "int8": "8-bit signed",
     "uint16": "16-bit",
+    "int16": "16-bit signed",
+    "uint32": "32-bit unsigned",
     "int32": "32-bit integer",
+    "float16": "float16",
     "float32": "float32",
     "float64": "float64",
 }

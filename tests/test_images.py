@@ -170,10 +170,15 @@ def test_16bit_grey_pgm_round_trips_as_uint16(tmp_path):
     np.testing.assert_array_equal(picture.pixels, pixels)
 
 
-def test_first_frame_of_an_animation(tmp_path):
-    frames = [Image.new("L", (4, 4), value) for value in (10, 200)]
-    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    np.testing.assert_array_equal(images.load(tmp_path / "anim.gif").pixels, 10)
+@pytest.mark.parametrize(
+    ("name", "mode"), [("anim.gif", "L"), ("anim.png", "RGB"), ("anim.webp", "RGB")]
+)
+def test_an_animation_is_refused_not_cut_to_its_first_frame(tmp_path, name, mode):
+    frames = [Image.new(mode, (4, 4), (value,) * len(mode)) for value in (10, 200)]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+    with pytest.raises(ConvfiltError, match="2 frames") as caught:
+        images.load(tmp_path / name)
+    one_line_naming(caught, tmp_path / name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,12 +251,19 @@ def test_planar_tiff_is_read_channels_last(tmp_path):
     np.testing.assert_array_equal(images.load(tmp_path / "planar.tif").pixels, pixels)
 
 
-def test_int16_tiff_is_widened_to_int32_without_loss(tmp_path):
-    pixels = random_pixels(np.int16, 1)
-    tifffile.imwrite(tmp_path / "s.tif", pixels)
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint32, np.float16])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_tiff_depth_round_trips_at_its_own_depth(tmp_path, dtype, channels):
+    pixels = random_pixels(dtype, channels)
+    if dtype == np.uint32:  # the top of the range, where int32 would wrap negative
+        pixels.flat[:3] = [2**31, 2**32 - 1, 0]
+    tifffile.imwrite(tmp_path / "s.tif", pixels, photometric="rgb" if channels == 3 else None)
     picture = images.load(tmp_path / "s.tif")
-    assert picture.pixels.dtype == np.int32
+    assert picture.pixels.dtype == dtype
     np.testing.assert_array_equal(picture.pixels, pixels)
+    images.save(picture, tmp_path / "again.tif")
+    assert tifffile.imread(tmp_path / "again.tif").dtype == dtype
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "again.tif"), pixels)
 
 
 # ---------------------------------------------------------------------------------------------

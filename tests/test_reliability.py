@@ -236,3 +236,129 @@ def test_a_closed_stdin_or_stdout_is_one_line_exit_1(
     done = run(*args, cwd=tmp_path, extra=closed)
     assert done.returncode == 1, done.stderr
     one_error_line(done, "stdin" if "stdin" in closed else "<stdout>")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files that hold more, or other, than one plain picture (items 3-11)
+
+
+def write_tiff(path: Path, pixels: np.ndarray, **options: object) -> Path:
+    import tifffile
+
+    tifffile.imwrite(path, pixels, **options)  # type: ignore[arg-type]
+    return path
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_multi_page_tiff_is_refused_in_one_line(tmp_path: Path, dtype: type) -> None:
+    stack: np.ndarray = RNG.integers(0, 200, (3, 16, 20)).astype(dtype)
+    write_tiff(tmp_path / "stack.tif", stack, photometric="minisblack")
+    done = run("blur", "stack.tif", "-o", "out.tif", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, "stack.tif", "3 pages")
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_reduced_resolution_preview_is_not_a_page(tmp_path: Path) -> None:
+    import tifffile
+
+    pixels = RNG.integers(0, 255, (32, 40), dtype=np.uint8)
+    with tifffile.TiffWriter(tmp_path / "preview.tif") as tif:
+        tif.write(pixels, photometric="minisblack")
+        tif.write(pixels[::4, ::4], photometric="minisblack", subfiletype=1)
+    np.testing.assert_array_equal(images.load(tmp_path / "preview.tif").pixels, pixels)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"volumetric": True, "tile": (16, 16)},  # ImageDepth: one page, 5 slices
+        {"planarconfig": "separate"},  # 5 samples per pixel
+    ],
+)
+def test_a_volume_tiff_is_refused_naming_the_input(tmp_path: Path, options: dict) -> None:
+    volume = RNG.integers(0, 255, (5, 16, 16), dtype=np.uint8)
+    write_tiff(tmp_path / "volume.tif", volume, photometric="minisblack", **options)
+    done = run("blur", "volume.tif", "-o", "out.png", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, "volume.tif")
+    assert "out.png" not in done.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_miniswhite_tiff_is_read_as_a_positive_at_every_depth(tmp_path: Path, dtype) -> None:
+    top = np.iinfo(dtype).max
+    codes = np.array([[0, top // 4, top]], dtype=dtype).repeat(3, 0)
+    write_tiff(tmp_path / "mw.tif", codes, photometric="miniswhite")
+    np.testing.assert_array_equal(images.load(tmp_path / "mw.tif").pixels, top - codes)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_cmyk_tiff_becomes_rgb_at_its_own_depth(tmp_path: Path, dtype: type) -> None:
+    top = float(np.iinfo(dtype).max)
+    ink: np.ndarray = RNG.integers(0, int(top), (8, 9, 4), endpoint=True).astype(dtype)
+    write_tiff(tmp_path / "cmyk.tif", ink, photometric="separated")
+    picture = images.load(tmp_path / "cmyk.tif")
+    c = ink.astype(np.float64)
+    expected = np.rint((top - c[..., :3]) * (top - c[..., 3:]) / top)  # Pillow's 8-bit formula
+    assert picture.pixels.dtype == dtype
+    np.testing.assert_array_equal(picture.pixels, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_associated_alpha_is_unpremultiplied_before_it_is_called_straight(
+    tmp_path: Path, dtype: type
+) -> None:
+    import tifffile
+
+    top = np.iinfo(dtype).max
+    alpha: np.ndarray = np.array([[top, top // 2, top // 4, 0]], dtype=dtype)
+    straight: np.ndarray = np.array([[top, top, top // 2, 0]], dtype=dtype)
+    colour = np.rint(straight.astype(np.float64) * alpha / top).astype(dtype)
+    premultiplied = np.dstack([colour] * 3 + [alpha])
+    write_tiff(
+        tmp_path / "assoc.tif", premultiplied, photometric="rgb", extrasamples=["assocalpha"]
+    )
+    picture = images.load(tmp_path / "assoc.tif")
+    assert picture.has_alpha
+    loaded = picture.pixels[..., 0].astype(np.float64)
+    np.testing.assert_allclose(loaded, straight, atol=top / (2 * max(top // 4, 1)) + 1)
+    again = np.rint(loaded * alpha / top)  # premultiplied again: the file's own codes
+    np.testing.assert_array_equal(again, colour)
+    images.save(picture, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:  # labelled straight: it is now
+        assert tuple(tif.pages.first.extrasamples) == (2,)
+
+
+@pytest.mark.parametrize(("mode", "key"), [("RGB", (60, 120, 0)), ("L", 60)])
+def test_an_8bit_trns_colour_key_becomes_alpha_as_at_16_bits(
+    tmp_path: Path, mode: str, key: object
+) -> None:
+    codes = RNG.integers(0, 4, (16, 20, 3), dtype=np.uint8) * 60
+    codes[0, 0] = (60, 120, 0)
+    pixels = codes if mode == "RGB" else codes[..., 0]
+    Image.fromarray(pixels).save(tmp_path / "key.png", transparency=key)
+    picture = images.load(tmp_path / "key.png")
+    assert picture.has_alpha
+    keyed = np.all(pixels == np.array(key), axis=-1) if mode == "RGB" else pixels == key
+    np.testing.assert_array_equal(picture.pixels[..., -1], np.where(keyed, 0, 255))
+    np.testing.assert_array_equal(picture.pixels[..., :-1].squeeze(), pixels)
+
+
+@pytest.mark.parametrize("output", ["out.jpg", "out.png", "out.webp", "out.tif"])
+def test_exif_of_an_8bit_tiff_reaches_every_output_that_holds_exif(
+    tmp_path: Path, output: str
+) -> None:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x8298] = "Maker", "Model 7", "(c) archivist"
+    pixels = RNG.integers(0, 255, (16, 20, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.tif", exif=exif)
+    done = run("blur", "in.tif", "-o", output, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / output) as image:
+        kept = image.getexif()
+    assert (kept.get(0x010F), kept.get(0x0110), kept.get(0x8298)) == (
+        "Maker",
+        "Model 7",
+        "(c) archivist",
+    )
