@@ -110,7 +110,7 @@ def grid(sizes: list[int], kernels: list[int], repeat: int, hopeless: float) -> 
                 times[name] = (
                     None
                     if predicted > hopeless
-                    else best_time(partial(engine.convolve, image, kernel, method=name), repeat)
+                    else best_time(partial(engine.convolve, image, kernel, strategy=name), repeat)
                 )
             times["auto"] = best_time(partial(engine.convolve, image, kernel), repeat)
             for name, peer in peers.items():

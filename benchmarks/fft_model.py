@@ -3,7 +3,7 @@
 Run ``.venv/bin/python -m benchmarks.fft_model`` (about half a minute; ``--quick``: up to
 1024²). For square images of
 256² to 4096² in float32 and float64, ``engine.correlate`` with a 9x9 kernel and
-``method="fft"`` (median of 5 calls after a warm-up, 3 at 4096²) against
+``strategy="fft"`` (median of 5 calls after a warm-up, 3 at 4096²) against
 ``cost.estimate("fft", ...)`` with the constants in use. A ratio above 1 means the model is
 optimistic.
 """
@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     for dtype in cost.DTYPES:
         for size in sizes:
             image = rng.random((size, size)).astype(dtype)
-            engine.correlate(image, kernel, method="fft")
+            engine.correlate(image, kernel, strategy="fft")
             times = []
             for _ in range(3 if size >= 4096 else 5):
                 start = time.perf_counter()
-                engine.correlate(image, kernel, method="fft")
+                engine.correlate(image, kernel, strategy="fft")
                 times.append(time.perf_counter() - start)
             measured = statistics.median(times)
             shape = cost.Shape(size, size, 1, 1, 9, 9)

@@ -458,10 +458,10 @@ def measure_cell(
 
     run_engine = partial(engine.correlate, image, kernel, mode=config.mode)
     runners: dict[str, Callable[[], NDArray[Any]]] = {
-        name: partial(run_engine, method=name) for name in config.methods
+        name: partial(run_engine, strategy=name) for name in config.methods
     }
     if decision.strategy not in config.methods:
-        runners[AUTO] = partial(run_engine, method=AUTO)
+        runners[AUTO] = partial(run_engine, strategy=AUTO)
     for peer in config.compare:
         runners[peer] = partial(COMPARATORS[peer], image, kernel, config.mode)
 
@@ -562,7 +562,7 @@ def _warm_up(config: BenchConfig) -> None:
     kernel = make_kernel(5, config.dtype, config.seed)
     for name in config.methods:
         with contextlib.suppress(UsageError):  # not applicable: measure_cell says so per cell
-            engine.correlate(image, kernel, mode=config.mode, method=name)
+            engine.correlate(image, kernel, mode=config.mode, strategy=name)
     for peer in config.compare:
         COMPARATORS[peer](image, kernel, config.mode)
 
@@ -730,7 +730,7 @@ def calibrate(
             kernel = rng.random((n, n))
         start = time.perf_counter()
         repeat = 1 if budget_s < 5 else 3
-        seconds = _time(partial(engine.correlate, image, kernel, method=strategy), repeat)
+        seconds = _time(partial(engine.correlate, image, kernel, strategy=strategy), repeat)
         spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
         points.setdefault(key, []).append((cost.Shape(side, side, 1, 1, n, n), seconds))
     if progress is not None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the match command's helpers (numpy is imported only inside 
     from numpy.typing import NDArray
 
     from .images import Picture
+    from .matching import Match
 
 
 class OneLineErrors(TyperGroup):
@@ -118,7 +119,7 @@ def cli_errors() -> Iterator[None]:
         report.error(flag_message(exc, parameter_flags(context.command if context else None)))
         raise typer.Exit(exc.exit_code) from None
     except MemoryError:
-        report.error("out of memory; try a smaller image or --method fft/overlap-add")
+        report.error("out of memory; try a smaller image or --strategy fft/overlap-add")
         raise typer.Exit(1) from None
     except BrokenPipeError:
         raise  # the reader of our stdout went away: Click exits quietly
@@ -145,14 +146,37 @@ ModeOption = Annotated[
         "--mode", help="Boundary mode (scipy.ndimage names).", click_type=_choice(names.MODES)
     ),
 ]
-MethodOption = Annotated[
+StrategyOption = Annotated[
     str,
     typer.Option(
-        "--method",
+        "--strategy",
         help="Convolution strategy; auto picks the cheapest.",
         click_type=_choice(names.STRATEGY_CHOICES),
     ),
 ]
+OldMethodOption = Annotated[
+    str | None,
+    typer.Option(
+        "--method",
+        hidden=True,
+        help="Deprecated spelling of --strategy.",
+        click_type=_choice(names.STRATEGY_CHOICES),
+    ),
+]
+
+
+def _strategy(strategy: str, old_method: str | None) -> str:
+    """``--strategy``, or its deprecated spelling ``--method`` (with a one-line note)."""
+    from .errors import UsageError
+
+    if old_method is None:
+        return strategy
+    report.message("convfilt: note: --method is deprecated here; use --strategy")
+    if strategy not in (names.AUTO, old_method):
+        raise UsageError("--strategy and --method disagree; give --strategy only")
+    return old_method
+
+
 ExplainOption = Annotated[
     bool, typer.Option("--explain", help="Print the planner's estimates and choice on stderr.")
 ]
@@ -295,7 +319,8 @@ def blur(
         typer.Option("--radius", help="Box radius: a (2R+1)x(2R+1) mean. [default: 2]"),
     ] = None,
     mode: ModeOption = names.REFLECT,
-    method: MethodOption = names.AUTO,
+    strategy: StrategyOption = names.AUTO,
+    method: OldMethodOption = None,
     explain: ExplainOption = False,
     linear: LinearOption = False,
     force: ForceOption = False,
@@ -306,6 +331,7 @@ def blur(
 ) -> None:
     """Blur images: Gaussian (default) or box, alpha-aware, optionally in linear light."""
     with cli_errors():
+        road = _strategy(strategy, method)
         from . import filters
         from .errors import UsageError
 
@@ -326,7 +352,7 @@ def blur(
                     sigma_y=sigma_y,
                     truncate=truncate,
                     mode=mode,
-                    method=method,
+                    strategy=road,
                     linear=linear,
                     has_alpha=picture.has_alpha,
                     on_plan=on_plan,
@@ -342,7 +368,7 @@ def blur(
                     picture.pixels,
                     box_radius,
                     mode=mode,
-                    method=method,
+                    strategy=road,
                     linear=linear,
                     has_alpha=picture.has_alpha,
                     on_plan=on_plan,
@@ -367,7 +393,8 @@ def sharpen(
     ] = 0.0,
     truncate: TruncateOption = 4.0,
     mode: ModeOption = names.REFLECT,
-    method: MethodOption = names.AUTO,
+    strategy: StrategyOption = names.AUTO,
+    method: OldMethodOption = None,
     explain: ExplainOption = False,
     linear: LinearOption = False,
     force: ForceOption = False,
@@ -378,6 +405,7 @@ def sharpen(
 ) -> None:
     """Sharpen images by unsharp masking: img + amount * (img - blur(img))."""
     with cli_errors():
+        road = _strategy(strategy, method)
         from . import filters
 
         filters.check_positive(sigma, "sigma")
@@ -394,7 +422,7 @@ def sharpen(
                 threshold,
                 truncate=truncate,
                 mode=mode,
-                method=method,
+                strategy=road,
                 linear=linear,
                 has_alpha=picture.has_alpha,
                 on_plan=on_plan,
@@ -445,7 +473,8 @@ def convolve(
     out: OutOption = None,
     out_dir: OutDirOption = None,
     mode: ModeOption = names.REFLECT,
-    method: MethodOption = names.AUTO,
+    strategy: StrategyOption = names.AUTO,
+    method: OldMethodOption = None,
     explain: ExplainOption = False,
     linear: LinearOption = False,
     force: ForceOption = False,
@@ -456,6 +485,7 @@ def convolve(
 ) -> None:
     """Convolve (or correlate) images with a preset or file kernel; see _CONVOLVE_HELP."""
     with cli_errors():
+        road = _strategy(strategy, method)
         from . import filters, kernels
 
         weights = kernels.load_kernel(kernel, normalize=normalize)
@@ -471,7 +501,7 @@ def convolve(
                 weights,
                 correlate=correlate,
                 mode=mode,
-                method=method,
+                strategy=road,
                 linear=linear,
                 has_alpha=picture.has_alpha,
                 on_plan=on_plan,
@@ -586,7 +616,8 @@ def bench(
         int, typer.Option(help="Timed runs per cell (median; fewer for slow cells).")
     ] = 3,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated strategies to time.")
+        str,
+        typer.Option("--strategies", "--methods", help="Comma-separated strategies to time."),
     ] = _STRATEGY_NAMES,
     compare: Annotated[
         str, typer.Option(help="Also time a peer: scipy (scipy.signal.correlate, method auto).")
@@ -756,9 +787,9 @@ def match(
     """Find where PROBE appears in SCENE: the best matches, best first."""
     with cli_errors():
         import time
-        from dataclasses import asdict, replace
+        from dataclasses import asdict
 
-        from . import images, matching, render
+        from . import images, matching
         from .errors import ConvfiltError, UsageError
 
         started = time.perf_counter()
@@ -766,51 +797,27 @@ def match(
         if [scene, probe, mask].count(images.STDIO) > 1:
             raise UsageError("only one of SCENE, PROBE and --mask can read stdin ('-')")
         outputs = _match_outputs(scene, annotate=annotate, heatmap=heatmap, force=force)
-        scene_picture = images.load(scene, max_pixels=max_pixels)
-        probe_picture = images.load(probe, max_pixels=max_pixels)
-        scene_pixels, _ = matching.split_alpha(scene_picture.pixels, scene_picture.has_alpha)
-        probe_pixels, alpha = matching.split_alpha(probe_picture.pixels, probe_picture.has_alpha)
-        weights = _match_mask(mask, alpha, max_pixels=max_pixels)
-        if gray:
-            scene_pixels = matching.luminance(scene_pixels)
-            probe_pixels = matching.luminance(probe_pixels)
-        try:
-            scores = matching.match_template(
-                scene_pixels,
-                probe_pixels,
-                method=method,
-                mask=weights,
-                strategy=strategy,
-                on_plan=report.explain if explain else None,
-            )
-        except UsageError as exc:  # shapes that do not fit: name the files they came from
-            files = [scene, probe] + ([] if mask in ("auto", "none") else [f"--mask {mask}"])
-            raise UsageError(f"{', '.join(files)}: {exc}", parameters=exc.parameters) from None
-        shape, name = probe_pixels.shape, method
+        scored = _match_scores(
+            scene, probe, mask=mask, gray=gray, method=method, strategy=strategy,
+            explain=explain, max_pixels=max_pixels,
+        )  # fmt: skip
         found = matching.find_matches(
-            scores,
-            probe_shape=shape,
-            method=name,
+            scored.scores,
+            probe_shape=scored.probe_shape,
+            method=method,
             top=top,
             min_score=min_score,
             min_distance=min_distance,
         )
         elapsed_ms = (time.perf_counter() - started) * 1e3
         if not found:
-            best = matching.find_matches(scores, probe_shape=shape, method=name)[0].score
-            raise ConvfiltError(f"no match reaches --min-score {min_score:g} (best {best:.6g})")
-        if "annotate" in outputs:
-            rgb = render.display_rgb(scene_picture.pixels, scene_picture.has_alpha)
-            drawn = replace(scene_picture, pixels=render.draw_matches(rgb, found), has_alpha=False)
-            images.save(drawn, outputs["annotate"], force=force)
-        if "heatmap" in outputs:
-            colours = render.heatmap(
-                scores, scene_shape=scene_pixels.shape, probe_shape=shape, method=name
+            best = matching.find_matches(
+                scored.scores, probe_shape=scored.probe_shape, method=method
             )
-            picture = images.Picture(pixels=colours, has_alpha=False, source=scene)
-            images.save(picture, outputs["heatmap"], force=force)
-        for path in outputs.values():
-            report.message(f"wrote {path}")
+            raise ConvfiltError(
+                f"no match reaches --min-score {min_score:g} (best {best[0].score:.6g})"
+            )
+        _save_match_pictures(scored, found, outputs, method=method, force=force)
         if as_json:
             report.print_json(
                 {
@@ -823,6 +830,80 @@ def match(
             )
         else:
             report.match_table(found, method)
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """A scene, the probe's shape and the score map of one ``match`` run."""
+
+    scene: Picture
+    scene_shape: tuple[int, ...]
+    probe_shape: tuple[int, ...]
+    scores: NDArray[np.float64]
+
+
+def _match_scores(
+    scene: str,
+    probe: str,
+    *,
+    mask: str,
+    gray: bool,
+    method: str,
+    strategy: str,
+    explain: bool,
+    max_pixels: int | None,
+) -> _Scored:
+    """Load SCENE, PROBE and the mask, and score every window (errors name the files)."""
+    from . import images, matching
+    from .errors import UsageError
+
+    scene_picture = images.load(scene, max_pixels=max_pixels)
+    probe_picture = images.load(probe, max_pixels=max_pixels)
+    scene_pixels, _ = matching.split_alpha(scene_picture.pixels, scene_picture.has_alpha)
+    probe_pixels, alpha = matching.split_alpha(probe_picture.pixels, probe_picture.has_alpha)
+    weights = _match_mask(mask, alpha, max_pixels=max_pixels)
+    if gray:
+        scene_pixels = matching.luminance(scene_pixels)
+        probe_pixels = matching.luminance(probe_pixels)
+    try:
+        scores = matching.match_template(
+            scene_pixels,
+            probe_pixels,
+            method=method,
+            mask=weights,
+            strategy=strategy,
+            on_plan=report.explain if explain else None,
+        )
+    except UsageError as exc:  # shapes that do not fit: name the files they came from
+        files = [scene, probe] + ([] if mask in ("auto", "none") else [f"--mask {mask}"])
+        raise UsageError(f"{', '.join(files)}: {exc}", parameters=exc.parameters) from None
+    return _Scored(scene_picture, scene_pixels.shape, probe_pixels.shape, scores)
+
+
+def _save_match_pictures(
+    scored: _Scored, found: list[Match], outputs: dict[str, Path], *, method: str, force: bool
+) -> None:
+    """Write the ``--annotate`` and ``--heatmap`` pictures that were asked for."""
+    from dataclasses import replace
+
+    from . import images, render
+
+    if "annotate" in outputs:
+        scene = scored.scene
+        rgb = render.display_rgb(scene.pixels, scene.has_alpha)
+        drawn = replace(scene, pixels=render.draw_matches(rgb, found), has_alpha=False)
+        images.save(drawn, outputs["annotate"], force=force)
+    if "heatmap" in outputs:
+        colours = render.heatmap(
+            scored.scores,
+            scene_shape=scored.scene_shape,
+            probe_shape=scored.probe_shape,
+            method=method,
+        )
+        picture = images.Picture(pixels=colours, has_alpha=False, source=scored.scene.source)
+        images.save(picture, outputs["heatmap"], force=force)
+    for path in outputs.values():
+        report.message(f"wrote {path}")
 
 
 def _match_outputs(

@@ -33,15 +33,17 @@ Policies:
 - Non-finite input (NaN, inf): the banded products and the FFT would spread it over a band or
   the whole image, so such an image is computed by ``direct`` through ``scipy.ndimage``'s loop,
   which keeps each NaN inside its kernel's footprint, exactly like scipy. Forcing another
-  method on such an image is a ConvfiltError; a non-finite kernel is a UsageError.
+  strategy on such an image is a ConvfiltError; a non-finite kernel is a UsageError.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -604,15 +606,32 @@ def _check_kernel(kernel: ArrayLike, name: str = "kernel") -> NDArray[np.float64
     return k
 
 
-def _check_mode_method(mode: str, method: str) -> None:
+def strategy_keyword(strategy: str, method: str | None) -> str:
+    """The road asked for: ``strategy``, or the deprecated ``method=`` spelling of it.
+
+    ``method=`` named the strategy in convfilt 0.1; it now warns (DeprecationWarning) and
+    still works. Both, naming different roads, is a UsageError.
+    """
+    if method is None:
+        return strategy
+    warnings.warn("method= naming the strategy is deprecated; use strategy=", DeprecationWarning, 3)
+    if strategy not in (names.AUTO, method):
+        raise UsageError(
+            f"strategy={strategy!r} and method={method!r} disagree; give strategy only",
+            parameters=["strategy"],
+        )
+    return method
+
+
+def _check_mode_strategy(mode: str, strategy: str) -> None:
     if mode not in MODES:
         raise UsageError(
             f"unknown mode {mode!r}; choose one of {', '.join(MODES)}", parameters=["mode"]
         )
-    if method != names.AUTO and method not in STRATEGIES:
+    if strategy != names.AUTO and strategy not in STRATEGIES:
         raise UsageError(
-            f"unknown method {method!r}; choose auto or one of {', '.join(STRATEGIES)}",
-            parameters=["method"],
+            f"unknown strategy {strategy!r}; choose auto or one of {', '.join(STRATEGIES)}",
+            parameters=["strategy"],
         )
 
 
@@ -649,33 +668,33 @@ def _problem(
     )
 
 
-def _decide(
-    problem: Problem, method: str, image_shape: tuple[int, ...], mode: str
-) -> tuple[Plan, Strategy, cost.Constants]:
-    """Estimate every applicable strategy and pick (or check the forced) one."""
-    constants = calibration.load_constants()
+def _estimates(
+    problem: Problem, forced: str, constants: cost.Constants
+) -> tuple[dict[str, float], list[str]]:
+    """Each applicable strategy's estimate, and a note for each that does not apply (an
+    error if it is the forced one)."""
     estimates: dict[str, float] = {}
     notes: list[str] = []
     for name, strategy in STRATEGY_TABLE.items():
         why_not = strategy.applies(problem)
         if why_not is None:
             estimates[name] = cost.estimate(name, problem.shape, problem.dtype, constants)
-        else:
-            notes.append(f"{name} does not apply: {why_not}")
-            if method == name:
-                if why_not == _not_finite(problem):
-                    raise ConvfiltError(
-                        f"method {name!r} cannot filter this image: it holds NaN or inf, which "
-                        "the transform would spread; use method 'direct' or 'auto'"
-                    )
-                raise UsageError(f"method {name!r} cannot apply: {why_not}")
-    candidates = dict(estimates)
-    rows, cols = cost.fft_size(problem.shape)
-    fft_bytes = 3 * rows * cols * problem.dtype.itemsize
-    fft, overlap_add = names.TRANSFORMS
-    if fft in candidates and overlap_add in candidates and fft_bytes > FFT_MEMORY_LIMIT:
-        del candidates[fft]
-        notes.append(f"auto skips fft: it needs ~{fft_bytes / 2**20:.0f} MB of transforms")
+            continue
+        notes.append(f"{name} does not apply: {why_not}")
+        if forced == name and why_not == _not_finite(problem):
+            raise ConvfiltError(
+                f"strategy {name!r} cannot filter this image: it holds NaN or inf, "
+                "which the transform would spread; use strategy 'direct' or 'auto'",
+                parameters=["strategy"],
+            )
+        if forced == name:
+            raise UsageError(f"strategy {name!r} cannot apply: {why_not}", parameters=["strategy"])
+    return estimates, notes
+
+
+def _policy_notes(problem: Problem) -> list[str]:
+    """What the plan does beyond its road: rounding integers, keeping NaN local."""
+    notes = []
     if problem.exact and problem.bound < EXACT_DIRECT_LIMIT:
         notes.append("integer image and kernel: results rounded to exact integers")
     elif problem.exact:
@@ -685,23 +704,46 @@ def _decide(
         )
     if not problem.finite:
         notes.append("the image holds NaN/inf: direct runs scipy.ndimage's loop to keep it local")
-    if method == names.AUTO:
-        chosen = min(candidates, key=candidates.__getitem__)
-        others = sorted((s, n) for n, s in estimates.items() if n != chosen)
-        runner_up = f"; next {others[0][1]} {others[0][0] * 1e3:.3g} ms" if others else ""
-        reason = f"{chosen}: cheapest estimate, {estimates[chosen] * 1e3:.3g} ms{runner_up}"
-        tie = candidates[chosen] * (1 + BANDED_PREFERENCE)
-        near = [n for n in BANDED if candidates.get(n, np.inf) <= tie]
-        if chosen not in BANDED and near:
-            fastest, chosen = chosen, min(near, key=candidates.__getitem__)
-            reason = (
-                f"{chosen}: estimate {estimates[chosen] * 1e3:.3g} ms, within "
-                f"{BANDED_PREFERENCE:.0%} of {fastest}'s {estimates[fastest] * 1e3:.3g} ms, "
-                "and banded roads sum each output from its own window"
-            )
+    return notes
+
+
+def _cheapest(candidates: dict[str, float], estimates: dict[str, float]) -> tuple[str, str]:
+    """``auto``'s pick among ``candidates`` and its reason: the cheapest estimate, or a banded
+    road within ``BANDED_PREFERENCE`` of it."""
+    chosen = min(candidates, key=candidates.__getitem__)
+    others = sorted((s, n) for n, s in estimates.items() if n != chosen)
+    runner_up = f"; next {others[0][1]} {others[0][0] * 1e3:.3g} ms" if others else ""
+    reason = f"{chosen}: cheapest estimate, {estimates[chosen] * 1e3:.3g} ms{runner_up}"
+    tie = candidates[chosen] * (1 + BANDED_PREFERENCE)
+    near = [n for n in BANDED if candidates.get(n, np.inf) <= tie]
+    if chosen not in BANDED and near:
+        fastest, chosen = chosen, min(near, key=candidates.__getitem__)
+        reason = (
+            f"{chosen}: estimate {estimates[chosen] * 1e3:.3g} ms, within "
+            f"{BANDED_PREFERENCE:.0%} of {fastest}'s {estimates[fastest] * 1e3:.3g} ms, "
+            "and banded roads sum each output from its own window"
+        )
+    return chosen, reason
+
+
+def _decide(
+    problem: Problem, forced: str, image_shape: tuple[int, ...], mode: str
+) -> tuple[Plan, Strategy, cost.Constants]:
+    """Estimate every applicable strategy and pick (or check the forced) one."""
+    constants = calibration.load_constants()
+    estimates, notes = _estimates(problem, forced, constants)
+    candidates = dict(estimates)
+    rows, cols = cost.fft_size(problem.shape)
+    fft_bytes = 3 * rows * cols * problem.dtype.itemsize
+    fft, overlap_add = names.TRANSFORMS
+    if fft in candidates and overlap_add in candidates and fft_bytes > FFT_MEMORY_LIMIT:
+        del candidates[fft]
+        notes.append(f"auto skips fft: it needs ~{fft_bytes / 2**20:.0f} MB of transforms")
+    notes += _policy_notes(problem)
+    if forced == names.AUTO:
+        chosen, reason = _cheapest(candidates, estimates)
     else:
-        chosen = method
-        reason = f"{chosen}: forced by method={method!r}"
+        chosen, reason = forced, f"{forced}: forced by strategy={forced!r}"
     plan = Plan(
         strategy=chosen,
         estimates=estimates,
@@ -721,14 +763,58 @@ def plan(
     *,
     dtype: np.dtype | type | str = np.float32,
     mode: str = names.REFLECT,
-    method: str = names.AUTO,
+    strategy: str = names.AUTO,
+    method: str | None = None,
 ) -> Plan:
     """Choose a strategy for correlating an image of ``image_shape`` with ``kernel``.
 
-    ``dtype`` is the image's dtype (integer images compute in float64). The plan lists every
-    applicable strategy's estimate; ``method`` forces one (UsageError if it cannot apply).
+    Parameters
+    ----------
+    image_shape : sequence of int
+        (H, W) or (H, W, C).
+    kernel : array_like
+        The 2-D kernel, real and finite.
+    dtype : dtype, optional
+        The image's dtype: float32 (and float16) compute in float32, others in float64.
+    mode : str, optional
+        Boundary mode, as in ``scipy.ndimage`` (``names.MODES``).
+    strategy : str, optional
+        ``"auto"`` lets the planner choose; a strategy's name (``names.STRATEGIES``) forces it.
+    method : str, optional
+        Deprecated spelling of ``strategy``.
+
+    Returns
+    -------
+    Plan
+        The chosen strategy, every applicable strategy's estimated seconds, the reason and
+        notes (strategies that do not apply, and why).
+
+    Raises
+    ------
+    UsageError
+        An unknown mode or strategy, a forced strategy that cannot apply, a bad kernel or shape.
+
+    Notes
+    -----
+    The estimates come from the cost model (``cost``) with the constants ``convfilt
+    calibrate`` stored, or the shipped ones (``calibration``); planning costs tens of
+    microseconds and touches no pixel. ``auto`` takes the cheapest estimate, preferring a
+    banded road within ``BANDED_PREFERENCE`` of a transform's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convfilt import plan
+    >>> chosen = plan((512, 512), np.ones((3, 3)) / 9)
+    >>> sorted(chosen.estimates)
+    ['direct', 'fft', 'overlap-add', 'separable']
+    >>> chosen.strategy in chosen.estimates
+    True
+    >>> plan((512, 512), np.ones((3, 3)), strategy="fft").reason
+    "fft: forced by strategy='fft'"
     """
-    _check_mode_method(mode, method)
+    strategy = strategy_keyword(strategy, method)
+    _check_mode_strategy(mode, strategy)
     k = _check_kernel(kernel)
     shape = tuple(int(n) for n in image_shape)
     if len(shape) not in (2, 3) or min(shape) < 1:
@@ -736,7 +822,7 @@ def plan(
     channels = shape[2] if len(shape) == 3 else 1
     size = (shape[0], shape[1])
     problem = _problem(size, channels, [k], np.dtype(dtype))
-    return _decide(problem, method, shape, mode)[0]
+    return _decide(problem, strategy, shape, mode)[0]
 
 
 def _all_finite(x: NDArray[np.generic]) -> bool:
@@ -757,6 +843,51 @@ def _largest(x: NDArray[np.generic]) -> float | None:
     return max(float(x.max()), -float(x.min()))
 
 
+def as_image(image: ArrayLike, ndims: tuple[int, ...] = (2, 3)) -> NDArray[np.generic]:
+    """The image as an array: TypeError unless it holds real numbers, UsageError unless it
+    has one of ``ndims`` dimensions and some pixels."""
+    x = np.asarray(image) if image is not None else None
+    if x is None or x.dtype.kind not in "biufc":
+        raise TypeError(f"image must be an array of real numbers, got {type(image).__name__}")
+    if x.ndim not in ndims or x.size == 0:
+        layouts = " or ".join({2: "(H, W)", 3: "(H, W, C)"}[n] for n in ndims)
+        raise UsageError(
+            f"image must be a non-empty {layouts} array, got shape {x.shape}",
+            parameters=["image"],
+        )
+    return x
+
+
+Output = NDArray[np.generic] | np.dtype | type | str | None
+
+
+def to_output(result: NDArray[Any], output: Output) -> NDArray[Any]:
+    """``result`` as ``output`` asks, as in scipy.ndimage: None keeps it; a dtype, or an array
+    of the result's shape to fill. Integer outputs are rounded half-to-even and clipped to
+    their range (scipy truncates and wraps around instead)."""
+    if output is None:
+        return result
+    if isinstance(output, np.ndarray):
+        if output.shape != result.shape:
+            raise UsageError(
+                f"output has shape {output.shape}, the result {result.shape}",
+                parameters=["output"],
+            )
+        target = output
+    else:
+        target = np.empty(result.shape, dtype=np.dtype(output))
+    kind = target.dtype.kind
+    if kind in "iu":
+        info = np.iinfo(target.dtype.name)
+        result = np.clip(np.rint(result), info.min, info.max)
+    elif kind == "b":
+        result = np.rint(result) != 0
+    elif kind != "f":
+        raise TypeError(f"output must be a real dtype or array, got {target.dtype}")
+    np.copyto(target, result, casting="unsafe")
+    return target
+
+
 def _filter(
     image: ArrayLike,
     kernel: ArrayLike,
@@ -764,18 +895,16 @@ def _filter(
     flip: bool,
     mode: str,
     cval: float,
-    method: str,
+    strategy: str,
     on_plan: Callable[[Plan], None] | None,
     band: Band | None = None,
 ) -> NDArray[np.floating]:
     """Correlate with ``kernel`` (or, ``flip``, with it flipped and centred as scipy convolves);
     with ``band``, only that band's rows (the strategy chosen for the whole image)."""
-    _check_mode_method(mode, method)
+    _check_mode_strategy(mode, strategy)
     if not np.isfinite(cval):
-        raise UsageError(f"cval must be a finite number, got {cval}")
-    x = np.asarray(image)
-    if x.ndim not in (2, 3) or x.size == 0:
-        raise UsageError(f"image must be a non-empty (H, W) or (H, W, C) array, got {x.shape}")
+        raise UsageError(f"cval must be a finite number, got {cval}", parameters=["cval"])
+    x = as_image(image)
     k = _check_kernel(kernel)
     kh, kw = k.shape
     if flip:
@@ -790,7 +919,7 @@ def _filter(
     largest = _largest(x) if finite else None
     facts = partial(_problem, cval=outside, largest=largest, finite=finite)
     problem = facts((height, x.shape[1]), channels, [k], x.dtype)
-    chosen, strategy, constants = _decide(problem, method, (height, *x.shape[1:]), mode)
+    chosen, road, constants = _decide(problem, strategy, (height, *x.shape[1:]), mode)
     if on_plan is not None:
         on_plan(chosen)
     if band is None:
@@ -799,13 +928,13 @@ def _filter(
         problem = facts((band.rows, x.shape[1]), channels, [k], x.dtype)
         rows = band.extended(*pads[0], mode)
     out = np.empty((problem.height, *x.shape[1:]), dtype=problem.dtype)
-    run = strategy.prepare(problem, constants)
+    run = road.prepare(problem, constants)
     cols = extension_indices(x.shape[1], *pads[1], mode)
     if x.ndim == 2:
         run(Source(x, rows, cols, pads[1][0], float(cval)), [out])
     else:
-        # the strategies write through BLAS, which needs unit-stride rows (1.5x faster
-        # measured): each channel goes to a contiguous plane, then into the interleaved output
+        # the strategies write through BLAS, which needs unit-stride rows (docs/performance.md):
+        # each channel goes to a contiguous plane, then into the interleaved output
         plane_out = np.empty(out.shape[:2], dtype=problem.dtype)
         for c in range(channels):
             run(Source(x[..., c], rows, cols, pads[1][0], float(cval)), [plane_out])
@@ -815,27 +944,93 @@ def _filter(
     return out
 
 
+_FILTER_DOC = """{summary}
+
+    Parameters
+    ----------
+    image : array_like
+        (H, W) or (H, W, C), channels last, real numbers (integers, floats, bool).
+    kernel : array_like
+        The 2-D kernel (kh, kw), real and finite; its origin is at index (kh // 2, kw // 2).
+    mode : str, optional
+        Boundary mode with ``scipy.ndimage``'s names and meaning: ``reflect`` (default),
+        ``mirror``, ``nearest``, ``wrap``, ``constant``.
+    cval : float, optional
+        The value outside the image in ``constant`` mode.
+    strategy : str, optional
+        The road: ``auto`` (the planner's cheapest estimate), ``direct``, ``separable`` (a
+        rank-one kernel), ``fft`` or ``overlap-add``. Every road gives the same result
+        within 1e-5 (float32) or 1e-10 (float64) of the data's range.
+    output : array or dtype, optional
+        As in ``scipy.ndimage``: an array of the image's shape to write into, or the dtype
+        of the returned array. Integer outputs are rounded half-to-even and clipped to
+        their range (scipy truncates and wraps around).
+    on_plan : callable, optional
+        Called once with the :class:`Plan` carried out (the command line can print it).
+    band : Band, optional
+        ``image`` holds only some rows of a larger image; the result is that band's rows,
+        computed by the strategy chosen for the whole image (:mod:`convfilt.tiles`).
+    method : str, optional
+        Deprecated spelling of ``strategy`` (a DeprecationWarning).
+
+    Returns
+    -------
+    ndarray
+        The image's shape. Without ``output``: float32 for float32 (and float16) images,
+        float64 for every other dtype, integers included -- with an integer kernel, an
+        integer image's result is rounded to exact integers (unlike scipy, which returns
+        the input's dtype, truncated).
+
+    Raises
+    ------
+    TypeError
+        ``image`` or ``output`` is not made of real numbers (None, strings, objects).
+    UsageError
+        A bad shape, kernel, mode, strategy or ``cval`` (a ``ValueError``).
+    ConvfiltError
+        A forced transform on an image holding NaN or inf.
+
+    Notes
+    -----
+    {notes} Cost: ``direct`` ~ kh·kw·H·W·C multiply-adds (as banded matrix
+    products), ``separable`` ~ (kh + kw)·H·W·C, ``fft`` ~ P·log2 P·C for P padded transform
+    points; ``plan`` shows the estimates. Non-finite pixels stay inside their kernel's
+    footprint, as in scipy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import ndimage
+    >>> from convfilt import {name}
+    >>> image = np.arange(30.0).reshape(5, 6)
+    >>> kernel = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
+    >>> bool(np.allclose({name}(image, kernel), ndimage.{name}(image, kernel)))
+    True
+    >>> bool(np.allclose({name}(image, kernel, strategy="fft"), {name}(image, kernel)))
+    True
+    >>> {name}(np.full((3, 3), 10, np.uint8), np.ones((3, 3)) / 9, output=np.uint8)[1, 1]
+    np.uint8(10)
+    """
+
+
 def correlate(
     image: ArrayLike,
     kernel: ArrayLike,
     *,
     mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = names.AUTO,
+    strategy: str = names.AUTO,
+    output: Output = None,
     on_plan: Callable[[Plan], None] | None = None,
     band: Band | None = None,
-) -> NDArray[np.floating]:
-    """Correlate (kernel as is) an (H, W) or (H, W, C) image with a 2-D kernel, per channel.
-
-    Equals ``scipy.ndimage.correlate`` per channel for every mode; float32 stays float32,
-    other dtypes compute in float64. ``on_plan``, if given, is called once with the Plan that
-    was carried out (the command line's explanation). ``band``: ``image`` holds only some
-    rows of a larger image, and the result is that band's rows (see :class:`Band`,
-    :mod:`convfilt.tiles`).
-    """
-    return _filter(
-        image, kernel, flip=False, mode=mode, cval=cval, method=method, on_plan=on_plan, band=band
-    )
+    method: str | None = None,
+) -> NDArray[Any]:
+    strategy = strategy_keyword(strategy, method)
+    result = _filter(
+        image, kernel, flip=False, mode=mode, cval=cval, strategy=strategy, on_plan=on_plan,
+        band=band,
+    )  # fmt: skip
+    return to_output(result, output)
 
 
 def convolve(
@@ -844,28 +1039,46 @@ def convolve(
     *,
     mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = names.AUTO,
+    strategy: str = names.AUTO,
+    output: Output = None,
     on_plan: Callable[[Plan], None] | None = None,
     band: Band | None = None,
-) -> NDArray[np.floating]:
-    """Convolve (kernel flipped) an (H, W) or (H, W, C) image with a 2-D kernel, per channel.
+    method: str | None = None,
+) -> NDArray[Any]:
+    strategy = strategy_keyword(strategy, method)
+    result = _filter(
+        image, kernel, flip=True, mode=mode, cval=cval, strategy=strategy, on_plan=on_plan,
+        band=band,
+    )  # fmt: skip
+    return to_output(result, output)
 
-    Equals ``scipy.ndimage.convolve``, including its centre for even-sized kernels.
-    ``band`` as in :func:`correlate`.
-    """
-    return _filter(
-        image, kernel, flip=True, mode=mode, cval=cval, method=method, on_plan=on_plan, band=band
-    )
+
+correlate.__doc__ = _FILTER_DOC.format(
+    name="correlate",
+    summary="Correlate an image with a 2-D kernel as it is, channel by channel.",
+    notes="Correlation slides the kernel as written: "
+    "``out[y, x] = sum k[i, j] image[y + i - ci, x + j - cj]``; it equals "
+    "``scipy.ndimage.correlate`` per channel for every mode.",
+)
+convolve.__doc__ = _FILTER_DOC.format(
+    name="convolve",
+    summary="Convolve an image with a 2-D kernel (flipped in both axes), channel by channel.",
+    notes="Convolution slides the kernel flipped: "
+    "``out[y, x] = sum k[i, j] image[y - i + ci, x - j + cj]``, i.e. ``correlate`` with "
+    "``kernel[::-1, ::-1]`` (for even sizes, the centre moves by one pixel, as in "
+    "``scipy.ndimage.convolve``).",
+)
 
 
 def correlate_valid(
     image: ArrayLike,
     kernels: Sequence[ArrayLike],
     *,
-    method: str = names.AUTO,
+    strategy: str = names.AUTO,
     on_plan: Callable[[Plan], None] | None = None,
     dtype: np.dtype | type | str = np.float64,
     largest: float | None = None,
+    method: str | None = None,
 ) -> list[NDArray[np.floating]]:
     """Valid-mode correlation of one 2-D image with several kernels of one shape.
 
@@ -875,17 +1088,26 @@ def correlate_valid(
     float64 (default) or float32, which halves the transforms' cost for callers that accept
     float32 rounding (about 1e-7 of ``max|x|·Σ|k|``), such as matching a float32 scene.
     ``largest``: max|image|, from a caller that has measured it (and so knows the image
-    finite); it spares the engine its own passes over the image.
+    finite); it spares the engine its own passes over the image. ``method`` is the
+    deprecated spelling of ``strategy``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.arange(12.0).reshape(3, 4)
+    >>> [out.tolist() for out in correlate_valid(image, [np.ones((2, 2))])]
+    [[[10.0, 14.0, 18.0], [26.0, 30.0, 34.0]]]
     """
-    _check_mode_method("constant", method)
+    strategy = strategy_keyword(strategy, method)
+    _check_mode_strategy("constant", strategy)
     work = np.dtype(dtype)
     if work not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise UsageError(f"correlate_valid computes in float32 or float64, not {work}")
-    x = np.asarray(image)
-    if x.ndim != 2 or x.size == 0:
-        raise UsageError(f"image must be a non-empty 2-D array, got shape {x.shape}")
+        raise UsageError(
+            f"correlate_valid computes in float32 or float64, not {work}", parameters=["dtype"]
+        )
+    x = as_image(image, ndims=(2,))
     if not kernels:
-        raise UsageError("correlate_valid needs at least one kernel")
+        raise UsageError("correlate_valid needs at least one kernel", parameters=["kernels"])
     ks = [_check_kernel(k, f"kernel {i}") for i, k in enumerate(kernels)]
     kh, kw = ks[0].shape
     if any(k.shape != (kh, kw) for k in ks):
@@ -901,11 +1123,11 @@ def correlate_valid(
     else:
         finite = True
     problem = _problem((h, w), 1, ks, work, largest=largest, finite=finite)
-    chosen, strategy, constants = _decide(problem, method, x.shape, "valid")
+    chosen, road, constants = _decide(problem, strategy, x.shape, "valid")
     if on_plan is not None:
         on_plan(chosen)
     outs = [np.empty((h, w), dtype=work) for _ in ks]
     every_row = np.arange(x.shape[0], dtype=np.intp)
     every_col = np.arange(x.shape[1], dtype=np.intp)
-    strategy.prepare(problem, constants)(Source(x, every_row, every_col, 0, 0.0), outs)
+    road.prepare(problem, constants)(Source(x, every_row, every_col, 0, 0.0), outs)
     return outs

@@ -26,10 +26,11 @@ strategy that cannot keep it local is a ConvfiltError. This module neither hides
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,8 +51,15 @@ _ALPHA_FLOOR = 1e-7
 # --- parameter checks: the library's, which the CLI also calls before reading any file ---------
 
 
+def _real(value: object, name: str) -> None:
+    """TypeError unless ``value`` is a real number (bool excepted)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+
+
 def check_positive(value: float, name: str) -> float:
     """Return ``value`` if it is finite and > 0, else raise UsageError naming ``name``."""
+    _real(value, name)
     if not (math.isfinite(value) and value > 0):
         raise UsageError(f"{name} must be a finite number > 0, got {value}", parameters=[name])
     return value
@@ -59,6 +67,7 @@ def check_positive(value: float, name: str) -> float:
 
 def check_finite(value: float, name: str) -> float:
     """Return ``value`` if it is finite, else raise UsageError naming ``name``."""
+    _real(value, name)
     if not math.isfinite(value):
         raise UsageError(f"{name} must be a finite number, got {value}", parameters=[name])
     return value
@@ -73,6 +82,7 @@ def check_radius(value: int, name: str) -> int:
 
 def check_threshold(value: float, name: str) -> float:
     """Return ``value`` if it lies in [0, 1) (a fraction of full scale), else raise."""
+    _real(value, name)
     if not (math.isfinite(value) and 0.0 <= value < 1.0):
         raise UsageError(
             f"{name} must be in [0, 1) (a fraction of full scale), got {value}",
@@ -363,7 +373,7 @@ def _correlator(
     *,
     flip: bool,
     mode: str,
-    method: str,
+    strategy: str,
     on_plan: PlanCallback,
     band: engine.Band | None = None,
 ) -> Smooth:
@@ -373,7 +383,7 @@ def _correlator(
     report_once = _once(on_plan)
 
     def smooth(channel: FloatArray, cval: float) -> FloatArray:
-        result = run(channel, kernel, mode=mode, cval=cval, method=method, on_plan=report_once)
+        result = run(channel, kernel, mode=mode, cval=cval, strategy=strategy, on_plan=report_once)
         return np.asarray(result, dtype=channel.dtype)
 
     return smooth
@@ -384,109 +394,359 @@ def _outside(mode: str, cval: float) -> float | None:
     return cval if mode == "constant" else None
 
 
+# --- scipy.ndimage's conventions: per-axis parameters, channel_axis, output ----------------------
+
+
+Pair: TypeAlias = float | Sequence[float]
+
+
+def per_axis(value: Pair, name: str, check: Callable[[float, str], float]) -> tuple[float, float]:
+    """``(row, col)`` values from a scalar (both axes) or a (row, col) pair, each checked.
+
+    Examples
+    --------
+    >>> per_axis(2.0, "sigma", check_positive)
+    (2.0, 2.0)
+    >>> per_axis((1, 3), "sigma", check_positive)
+    (1, 3)
+    """
+    if isinstance(value, str | bytes) or value is None:
+        raise TypeError(f"{name} must be a number or a (row, col) pair, got {value!r}")
+    if np.ndim(value) == 0:
+        one = check(value, name)  # type: ignore[arg-type]
+        return one, one
+    pair = tuple(value)  # type: ignore[arg-type]
+    if len(pair) != 2:
+        raise UsageError(
+            f"{name} must be a number or a (row, col) pair, got {len(pair)} values",
+            parameters=[name],
+        )
+    return check(pair[0], name), check(pair[1], name)
+
+
+def _with_y(value: Pair, y: float | None, name: str, check: Callable[..., float]) -> Pair:
+    """``value`` as (row, col) when the older ``{name}_y`` spelling gives the row value."""
+    if y is None:
+        return value
+    if np.ndim(value) != 0:
+        raise UsageError(
+            f"{name} is a (row, col) pair: give {name}_y only with a scalar {name}",
+            parameters=[f"{name}_y"],
+        )
+    return check(y, f"{name}_y"), value  # type: ignore[return-value]
+
+
+def channels_last(
+    image: NDArray, channel_axis: int | None
+) -> tuple[NDArray, Callable[[NDArray], NDArray]]:
+    """The image with its channels on the last axis, and the function that puts a result back.
+
+    ``channel_axis=None`` takes a 3-D array's last axis as its channels (as skimage's
+    default), but refuses a shape that reads as channels-first -- a first axis of at most 4
+    and a last one longer than 4, such as (3, 32, 40) -- rather than guess.
+    """
+    pixels = engine.as_image(image)
+    shape = pixels.shape
+    if channel_axis is None:
+        if pixels.ndim == 3 and shape[0] <= 4 < shape[2]:
+            raise UsageError(
+                f"image of shape {shape} looks channels-first; pass channel_axis=0, or "
+                f"channel_axis=-1 if its {shape[2]} last entries are channels",
+                parameters=["channel_axis"],
+            )
+        return pixels, lambda result: result
+    axis = int(channel_axis) if isinstance(channel_axis, numbers.Integral) else None
+    if axis is None:
+        raise TypeError(f"channel_axis must be an integer, got {type(channel_axis).__name__}")
+    if pixels.ndim != 3 or not -3 <= axis < 3:
+        raise UsageError(
+            f"channel_axis {axis} does not fit an image of shape {shape}: a (H, W) image has "
+            "no channel axis, an image with channels has three axes",
+            parameters=["channel_axis"],
+        )
+    return np.moveaxis(pixels, axis, -1), lambda result: np.moveaxis(result, -1, axis)
+
+
 # --- public filters ----------------------------------------------------------------------------
 
+_COMMON_PARAMETERS = """mode : str, optional
+        Boundary mode, ``scipy.ndimage``'s names: ``reflect`` (default), ``mirror``,
+        ``nearest``, ``wrap``, ``constant``.
+    cval : float, optional
+        The value outside the image in ``constant`` mode, in the image's stored units.
+    strategy : str, optional
+        The engine's road: ``auto`` (the planner's choice), ``direct``, ``separable``,
+        ``fft`` or ``overlap-add``; the result is the same within rounding.
+    linear : bool, optional
+        Filter colour in linear light (sRGB decoded, filtered, encoded again).
+    has_alpha : bool, optional
+        The last channel is alpha: colour is weighted by it (premultiplied) while filtering.
+    channel_axis : int, optional
+        The axis of a 3-D image that holds its channels. By default the last, but a shape
+        that reads as channels-first, such as (3, 32, 40), is refused rather than guessed.
+    output : array or dtype, optional
+        As in ``scipy.ndimage``: an array to write the result into, or the returned dtype.
+        The result is computed in the image's dtype (integers rounded half-to-even and
+        clipped), then converted.
+    on_plan : callable, optional
+        Called once per image with the engine's :class:`~convfilt.engine.Plan`.
+    band : Band, optional
+        ``image`` holds only some rows of a larger image; the result is that band's rows
+        (:mod:`convfilt.tiles`).
+    method : str, optional
+        Deprecated spelling of ``strategy`` (a DeprecationWarning)."""
 
-def _gaussian_kernel(sigma: float, sigma_y: float | None, truncate: float) -> NDArray:
-    check_positive(sigma, "sigma")
-    check_positive(sigma if sigma_y is None else sigma_y, "sigma_y")
+_COMMON_RAISES = """TypeError
+        A parameter or image of the wrong type (None, a string for a number).
+    UsageError
+        A value out of range, an unknown mode or strategy, an ambiguous channel layout
+        (a ``ValueError``)."""
+
+
+def _apply(
+    image: NDArray,
+    smooth: Smooth,
+    *,
+    channel_axis: int | None,
+    output: engine.Output,
+    **options: object,
+) -> NDArray:
+    """``filter_image`` on the image with its channels last, put back, then as ``output``."""
+    pixels, restore = channels_last(image, channel_axis)
+    return engine.to_output(restore(filter_image(pixels, smooth, **options)), output)  # type: ignore[arg-type]
+
+
+def gaussian_kernel(sigma: Pair, truncate: float = 4.0) -> NDArray:
+    """The 2-D Gaussian kernel of ``sigma`` (scalar or (row, col)), weights summing to 1.
+
+    Each axis reaches ``round(truncate * sigma)`` pixels, as in
+    ``scipy.ndimage.gaussian_filter``.
+
+    Examples
+    --------
+    >>> gaussian_kernel((1.0, 2.0)).shape
+    (9, 17)
+    """
+    rows, cols = per_axis(sigma, "sigma", check_positive)
     check_positive(truncate, "truncate")
-    along_x = kernels.gaussian_1d(sigma, truncate)
-    along_y = along_x if sigma_y is None else kernels.gaussian_1d(sigma_y, truncate)
+    along_x = kernels.gaussian_1d(cols, truncate)
+    along_y = along_x if rows == cols else kernels.gaussian_1d(rows, truncate)
     return np.outer(along_y, along_x)
 
 
 def gaussian_blur(
     image: NDArray,
-    sigma: float,
+    sigma: Pair,
     *,
     sigma_y: float | None = None,
     truncate: float = 4.0,
     mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = names.AUTO,
+    strategy: str = names.AUTO,
     linear: bool = False,
     has_alpha: bool = False,
+    channel_axis: int | None = None,
+    output: engine.Output = None,
     on_plan: PlanCallback = None,
     band: engine.Band | None = None,
+    method: str | None = None,
 ) -> NDArray:
     """Gaussian blur over the spatial axes, as ``scipy.ndimage.gaussian_filter`` computes it.
 
-    ``sigma`` is along x (columns), ``sigma_y`` along y (rows, default ``sigma``); the kernel
-    reaches ``round(truncate * sigma)`` pixels. Equals ``gaussian_filter(x, (sigma_y, sigma,
-    0), mode=mode, truncate=truncate)`` on float images (integers: rounded back, within one
-    level); the engine runs the rank-one kernel as two 1-D passes. Alpha, linear light and
-    dtypes as in :func:`filter_image`. NaN/inf stay in their footprint (module notes).
+    Parameters
+    ----------
+    image : array_like
+        (H, W) or (H, W, C), integers or floats.
+    sigma : float or (float, float)
+        Standard deviation in pixels: one for both axes, or (row, col).
+    sigma_y : float, optional
+        With a scalar ``sigma``, the row (y) value, ``sigma`` then being the column's.
+    truncate : float, optional
+        The kernel reaches ``round(truncate * sigma)`` pixels along each axis.
+    {common}
+
+    Returns
+    -------
+    ndarray
+        The image's shape and dtype (or ``output``'s).
+
+    Raises
+    ------
+    {raises}
+
+    Notes
+    -----
+    The kernel is rank one, so the planner usually takes the separable road: two banded 1-D
+    passes, ~ (kh + kw)·H·W·C multiply-adds. Integer images are filtered in float and
+    rounded back (within one level of scipy's); alpha and linear light as in
+    :func:`filter_image`; NaN/inf stay inside their kernel's footprint.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import ndimage
+    >>> from convfilt import gaussian_blur
+    >>> image = np.random.default_rng(0).random((32, 40, 3))
+    >>> ours = gaussian_blur(image, (1.0, 3.0))
+    >>> bool(np.allclose(ours, ndimage.gaussian_filter(image, (1.0, 3.0, 0))))
+    True
+    >>> gaussian_blur(np.zeros((3, 32, 40)), 2.0)
+    Traceback (most recent call last):
+    ...
+    convfilt.errors.UsageError: image of shape (3, 32, 40) looks channels-first; ...
+    >>> gaussian_blur(np.zeros((3, 32, 40)), 2.0, channel_axis=0).shape
+    (3, 32, 40)
     """
-    kernel = _gaussian_kernel(sigma, sigma_y, truncate)
-    smooth = _correlator(kernel, flip=False, mode=mode, method=method, on_plan=on_plan, band=band)
-    return filter_image(
-        image, smooth, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval), band=band
+    strategy = engine.strategy_keyword(strategy, method)
+    kernel = gaussian_kernel(_with_y(sigma, sigma_y, "sigma", check_positive), truncate)
+    smooth = _correlator(
+        kernel, flip=False, mode=mode, strategy=strategy, on_plan=on_plan, band=band
     )
+    return _apply(
+        image, smooth, channel_axis=channel_axis, output=output, band=band, has_alpha=has_alpha,
+        linear=linear, cval=_outside(mode, cval),
+    )  # fmt: skip
 
 
 def box_blur(
     image: NDArray,
-    radius: int,
+    radius: int | Sequence[int],
     *,
     radius_y: int | None = None,
     mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = names.AUTO,
+    strategy: str = names.AUTO,
     linear: bool = False,
     has_alpha: bool = False,
+    channel_axis: int | None = None,
+    output: engine.Output = None,
     on_plan: PlanCallback = None,
     band: engine.Band | None = None,
+    method: str | None = None,
 ) -> NDArray:
-    """Mean over a (2·radius_y + 1) x (2·radius + 1) window, as ``scipy.ndimage.uniform_filter``.
+    """Mean over a (2·rows + 1) x (2·cols + 1) window, as ``scipy.ndimage.uniform_filter``.
 
-    ``radius`` is along x, ``radius_y`` along y (default ``radius``); 0 leaves that axis alone.
-    Alpha, linear light, dtypes and NaN/inf as in :func:`gaussian_blur`.
+    Parameters
+    ----------
+    image : array_like
+        (H, W) or (H, W, C), integers or floats.
+    radius : int or (int, int)
+        Half the window, for both axes or (row, col); 0 leaves an axis alone.
+    radius_y : int, optional
+        With a scalar ``radius``, the row (y) value, ``radius`` then being the column's.
+    {common}
+
+    Returns
+    -------
+    ndarray
+        The image's shape and dtype (or ``output``'s).
+
+    Raises
+    ------
+    {raises}
+
+    Notes
+    -----
+    A rank-one kernel: two banded 1-D passes, ~ (kh + kw)·H·W·C multiply-adds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import ndimage
+    >>> from convfilt import box_blur
+    >>> image = np.random.default_rng(0).random((20, 30))
+    >>> bool(np.allclose(box_blur(image, (1, 2)), ndimage.uniform_filter(image, (3, 5))))
+    True
     """
-    check_radius(radius, "radius")
-    check_radius(radius if radius_y is None else radius_y, "radius_y")
-    along_x = kernels.box_1d(radius)
-    along_y = along_x if radius_y is None else kernels.box_1d(radius_y)
+    strategy = engine.strategy_keyword(strategy, method)
+    both = _with_y(radius, radius_y, "radius", check_radius)
+    rows, cols = per_axis(both, "radius", check_radius)  # type: ignore[arg-type]
+    along_x = kernels.box_1d(int(cols))
+    along_y = along_x if rows == cols else kernels.box_1d(int(rows))
     smooth = _correlator(
-        np.outer(along_y, along_x), flip=False, mode=mode, method=method, on_plan=on_plan, band=band
+        np.outer(along_y, along_x),
+        flip=False,
+        mode=mode,
+        strategy=strategy,
+        on_plan=on_plan,
+        band=band,
     )
-    return filter_image(
-        image, smooth, has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval), band=band
-    )
+    return _apply(
+        image, smooth, channel_axis=channel_axis, output=output, band=band, has_alpha=has_alpha,
+        linear=linear, cval=_outside(mode, cval),
+    )  # fmt: skip
 
 
 def unsharp_mask(
     image: NDArray,
-    sigma: float = 1.0,
+    sigma: Pair = 1.0,
     amount: float = 1.0,
     threshold: float = 0.0,
     *,
     truncate: float = 4.0,
     mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = names.AUTO,
+    strategy: str = names.AUTO,
     linear: bool = False,
     has_alpha: bool = False,
+    channel_axis: int | None = None,
+    output: engine.Output = None,
     on_plan: PlanCallback = None,
     band: engine.Band | None = None,
+    method: str | None = None,
 ) -> NDArray:
     """Sharpen by unsharp masking: ``img + amount · (img - gaussian_blur(img, sigma))``.
 
-    Only where ``|img - blur| > threshold · full_scale`` (full scale 255 for uint8, 65535 for
-    uint16, 1.0 for floats); elsewhere the pixel is kept, so a threshold spares flat noise.
-    Integer results are rounded and clipped; floats are not clipped. NaN/inf stay in their
-    footprint (module notes).
+    Parameters
+    ----------
+    image : array_like
+        (H, W) or (H, W, C), integers or floats.
+    sigma : float or (float, float)
+        The blur subtracted, for both axes or (row, col).
+    amount : float
+        How much of the detail (``img - blur``) to add back; 0 changes nothing.
+    threshold : float
+        In [0, 1): detail no larger than this fraction of full scale (255 for uint8, 65535
+        for uint16, 1.0 for floats) is left alone, which spares flat noise.
+    truncate : float, optional
+        The blur reaches ``round(truncate * sigma)`` pixels.
+    {common}
 
+    Returns
+    -------
+    ndarray
+        The image's shape and dtype (or ``output``'s). Integer results are rounded and
+        clipped; float results are not clipped.
+
+    Raises
+    ------
+    {raises}
+
+    Notes
+    -----
+    One Gaussian blur (see :func:`gaussian_blur` for its cost) and a few array passes.
     With alpha (``has_alpha``) the image is sharpened premultiplied, as GEGL's unsharp mask
     does: ``P' = P + amount·(P - G*P)`` for the premultiplied colour ``P``, ``a' = a +
     amount·(a - G*a)`` clipped to [0, full scale] for alpha, and the colour stored is
     ``P'/a'`` where ``a' > 0`` (0 where nothing is visible). The threshold compares the
     straight colour with its premultiplied blur ``(G*P)/(G*a)``; it does not apply to alpha.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convfilt import unsharp_mask
+    >>> edge = np.repeat([[0.2, 0.2, 0.2, 0.8, 0.8, 0.8]], 3, axis=0)
+    >>> sharpened = unsharp_mask(edge, sigma=1.0, amount=1.0)
+    >>> bool(sharpened[1, 2] < 0.2 and sharpened[1, 3] > 0.8)  # overshoot on both sides
+    True
     """
+    strategy = engine.strategy_keyword(strategy, method)
     check_finite(amount, "amount")
     check_threshold(threshold, "threshold")
-    kernel = _gaussian_kernel(sigma, None, truncate)
-    smooth = _correlator(kernel, flip=False, mode=mode, method=method, on_plan=on_plan, band=band)
+    kernel = gaussian_kernel(sigma, truncate)
+    smooth = _correlator(
+        kernel, flip=False, mode=mode, strategy=strategy, on_plan=on_plan, band=band
+    )
 
     def sharpen(
         original: FloatArray, blurred: FloatArray, full_scale: float, alpha: AlphaPlanes | None
@@ -506,15 +766,10 @@ def unsharp_mask(
         result[keep] = original[keep]
         return result
 
-    return filter_image(
-        image,
-        smooth,
-        finish=sharpen,
-        has_alpha=has_alpha,
-        linear=linear,
-        cval=_outside(mode, cval),
-        band=band,
-    )
+    return _apply(
+        image, smooth, channel_axis=channel_axis, output=output, band=band, finish=sharpen,
+        has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval),
+    )  # fmt: skip
 
 
 def convolve_image(
@@ -524,33 +779,70 @@ def convolve_image(
     correlate: bool = False,
     mode: str = names.REFLECT,
     cval: float = 0.0,
-    method: str = names.AUTO,
+    strategy: str = names.AUTO,
     linear: bool = False,
     has_alpha: bool = False,
+    channel_axis: int | None = None,
+    output: engine.Output = None,
     on_plan: PlanCallback = None,
     band: engine.Band | None = None,
+    method: str | None = None,
 ) -> NDArray:
     """Convolve (kernel flipped) or, with ``correlate=True``, correlate an image with ``kernel``.
 
+    Parameters
+    ----------
+    image : array_like
+        (H, W) or (H, W, C), integers or floats.
+    kernel : array_like
+        The 2-D kernel, real and finite.
+    correlate : bool, optional
+        Slide the kernel as written (correlation) rather than flipped (convolution).
+    {common}
+
+    Returns
+    -------
+    ndarray
+        The image's shape and dtype (or ``output``'s): integer results are rounded and
+        clipped to the dtype's range (negative responses become 0), unlike
+        :func:`convfilt.convolve`, which returns floats.
+
+    Raises
+    ------
+    {raises}
+
+    Notes
+    -----
     An averaging kernel (no negative weight, sum 1) is applied premultiplied like a blur; any
     other kernel (Sobel, Laplacian, emboss, ...) is applied to the colour as stored and alpha
-    is passed through, because a difference of opacities is not an opacity. Integer results
-    are clipped to the dtype's range (negative responses become 0). NaN/inf stay in their
-    footprint (module notes).
+    is passed through, because a difference of opacities is not an opacity. Cost: the
+    engine's, per channel (:func:`convfilt.convolve`). NaN/inf stay in their footprint.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> step = np.repeat([[0, 0, 0, 200, 200, 200]], 3, axis=0).astype(np.uint8)
+    >>> convolve_image(step, np.array([[1.0, 0.0, -1.0]]))[1].tolist()  # flipped: +d/dx
+    [0, 0, 200, 200, 0, 0]
+    >>> convolve_image(step, np.array([[1.0, 0.0, -1.0]]), correlate=True)[1].tolist()
+    [0, 0, 0, 0, 0, 0]
     """
+    strategy = engine.strategy_keyword(strategy, method)
     weights = np.asarray(kernel, dtype=np.float64)
     averaging = bool(np.all(weights >= 0) and math.isclose(weights.sum(), 1.0, rel_tol=1e-9))
     policy: AlphaPolicy = "premultiply" if averaging else "keep"
     smooth = _correlator(
-        weights, flip=not correlate, mode=mode, method=method, on_plan=on_plan, band=band
+        weights, flip=not correlate, mode=mode, strategy=strategy, on_plan=on_plan, band=band
     )
-    return filter_image(
-        image,
-        smooth,
-        has_alpha=has_alpha,
-        alpha_policy=policy,
-        linear=linear,
-        cval=_outside(mode, cval),
-        exact=not averaging,
-        band=band,
+    return _apply(
+        image, smooth, channel_axis=channel_axis, output=output, band=band, has_alpha=has_alpha,
+        alpha_policy=policy, linear=linear, cval=_outside(mode, cval), exact=not averaging,
+    )  # fmt: skip
+
+
+for _public in (gaussian_blur, box_blur, unsharp_mask, convolve_image):
+    _public.__doc__ = (
+        (_public.__doc__ or "")
+        .replace("{common}", _COMMON_PARAMETERS)
+        .replace("{raises}", _COMMON_RAISES)
     )

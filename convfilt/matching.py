@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -299,47 +299,53 @@ def _as_weights(mask: ArrayLike | None, probe_hw: tuple[int, ...]) -> FloatArray
     return None if (weights == 1.0).all() else weights
 
 
-def _terms(
-    scene: FloatArray,
-    probe: FloatArray,
-    weights: FloatArray | None,
-    spec: _Method,
-    strategy: str,
-    on_plan: Callable[[engine.Plan], None] | None,
-    work: np.dtype,
-) -> _Terms:
-    """The window terms of ``spec`` summed over channels (see :class:`_Terms`)."""
-    probe_h, probe_w = probe.shape[:2]
-    uniform = weights is None
-    w = np.ones((probe_h, probe_w)) if weights is None else weights
-    weight = float(w.sum())
-    terms = probe_h * probe_w  # values summed per window: the rounding bound's n
-    cross = energy = None
-    probe_energy = probe_dot_mean = cross_error = 0.0
-    means, offsets = [], []
-    roads: list[str] = []
+@dataclass
+class _Sums:
+    """The window terms of one method, summed over the channels as they come (``_terms``)."""
 
-    def seen(plan: engine.Plan) -> None:
-        roads.append(plan.strategy)
-        if on_plan is not None:
-            on_plan(plan)
+    weights: FloatArray
+    uniform: bool  # no mask: every weight is 1
+    spec: _Method
+    strategy: str
+    work: np.dtype
+    on_plan: Callable[[engine.Plan], None] | None
+    cross: NDArray[np.floating] | None = None
+    energy: NDArray[np.floating] | None = None
+    probe_energy: float = 0.0
+    probe_dot_mean: float = 0.0
+    cross_error: float = 0.0
+    means: list[float] = field(default_factory=list)
+    offsets: list[float] = field(default_factory=list)
+    roads: list[str] = field(default_factory=list)
 
-    for c in range(scene.shape[2]):
-        plane = scene[..., c]
+    @property
+    def weight(self) -> float:
+        return float(self.weights.sum())
+
+    def seen(self, plan: engine.Plan) -> None:
+        """Note each road the engine takes (and pass the plan on)."""
+        self.roads.append(plan.strategy)
+        if self.on_plan is not None:
+            self.on_plan(plan)
+
+    def add_channel(self, plane: FloatArray, probe: FloatArray) -> None:
+        """Add one channel's cross term, probe energy and window energy."""
+        spec, w, work = self.spec, self.weights, self.work
+        probe_h, probe_w = probe.shape
         scene_mean = _centre(plane)
         centred = np.subtract(plane, scene_mean, dtype=work)
-        offset = spec.probe_offset(probe[..., c], w, scene_mean)
-        shifted = probe[..., c] - offset
+        offset = spec.probe_offset(probe, w, scene_mean)
+        shifted = probe - offset
         if spec.energy == "centred":
             # ncc's cross term relies on sum(w·shifted) = 0, but a mean on a pedestal rounds
             # (60000.499... is not a float): the sum is off by n·ulp(mean)/2, multiplied by
             # each window's sum of deviations. A second pass on the small values removes it.
-            shifted -= float(np.sum(w * shifted)) / weight
-        masked_mean = spec.energy == "centred" and not uniform
+            shifted -= float(np.sum(w * shifted)) / self.weight
+        masked_mean = spec.energy == "centred" and not self.uniform
         kernels = [w * shifted, w] if masked_mean else [w * shifted]
         running = None
         transforms: AbstractContextManager[None] = nullcontext()
-        if uniform and spec.energy != "none":
+        if self.uniform and spec.energy != "none":
             # the window sums (serial numpy loops) start on one core while the transforms
             # run on the others; whoever finishes first helps with the sums' remaining bands
             own_mean = spec.energy == "centred"
@@ -350,44 +356,72 @@ def _terms(
         known = largest if np.isfinite(largest) else None  # inf: float32 overflowed, see above
         with transforms:
             correlations = engine.correlate_valid(
-                centred, kernels, method=strategy, on_plan=seen, dtype=work, largest=known
-            )
-        means.append(scene_mean)
-        offsets.append(offset)
-        cross = _accumulate(cross, correlations[0])
+                centred, kernels, strategy=self.strategy, on_plan=self.seen, dtype=work,
+                largest=known,
+            )  # fmt: skip
+        self.means.append(scene_mean)
+        self.offsets.append(offset)
+        self.cross = _accumulate(self.cross, correlations[0])
         own_energy = np.array(float(np.sum(w * shifted**2)))
         if spec.energy == "centred":
-            _zero_flat(own_energy, np.array(float(np.sum(w * probe[..., c] ** 2))), terms)
-        probe_energy += float(own_energy)
-        probe_dot_mean += scene_mean * float(np.sum(w * shifted))
-        cross_error += float(np.finfo(work).eps) * largest * float(np.sum(np.abs(w * shifted)))
+            _zero_flat(own_energy, np.array(float(np.sum(w * probe**2))), probe_h * probe_w)
+        self.probe_energy += float(own_energy)
+        self.probe_dot_mean += scene_mean * float(np.sum(w * shifted))
+        self.cross_error += float(np.finfo(work).eps) * largest * float(np.sum(np.abs(w * shifted)))
         if spec.energy == "none":
-            continue
+            return
         window: NDArray[np.floating]
         if running is not None:
             window = running.result()
         else:
-            window = engine.correlate_valid(centred**2, [w], method=strategy, on_plan=seen)[0]
-            if masked_mean:
-                sum1 = correlations[1]
-                np.square(sum1, out=sum1)
-                sum1 /= weight
-                raw, window = window, np.subtract(window, sum1, out=sum1)
-                if any(road in _TRANSFORMS for road in roads):
-                    # a transform rounds relative to its whole input, not to each window
-                    raw = np.maximum(raw, weight * float(np.max(centred**2)))
-                _zero_flat(window, raw, terms)
-        energy = _accumulate(energy, window)
-    assert cross is not None
+            sum1 = correlations[1] if masked_mean else None
+            window = self._window(centred, sum1)
+        self.energy = _accumulate(self.energy, window)
+
+    def _window(
+        self, centred: NDArray[np.floating], sum1: NDArray[np.floating] | None
+    ) -> NDArray[np.floating]:
+        """Each window's weighted energy through the engine (a mask: minus its mean's share)."""
+        w, weight, terms = self.weights, self.weight, self.weights.size
+        window = engine.correlate_valid(centred**2, [w], strategy=self.strategy, on_plan=self.seen)[
+            0
+        ]
+        if sum1 is None:
+            return window
+        np.square(sum1, out=sum1)
+        sum1 /= weight
+        raw, window = window, np.subtract(window, sum1, out=sum1)
+        if any(road in _TRANSFORMS for road in self.roads):
+            # a transform rounds relative to its whole input, not to each window
+            raw = np.maximum(raw, weight * float(np.max(centred**2)))
+        _zero_flat(window, raw, terms)
+        return window
+
+
+def _terms(
+    scene: FloatArray,
+    probe: FloatArray,
+    weights: FloatArray | None,
+    spec: _Method,
+    strategy: str,
+    on_plan: Callable[[engine.Plan], None] | None,
+    work: np.dtype,
+) -> _Terms:
+    """The window terms of ``spec`` summed over channels (see :class:`_Terms`)."""
+    w = np.ones(probe.shape[:2]) if weights is None else weights
+    sums = _Sums(w, weights is None, spec, strategy, work, on_plan)
+    for c in range(scene.shape[2]):
+        sums.add_channel(scene[..., c], probe[..., c])
+    assert sums.cross is not None
     return _Terms(
-        cross=cross,
-        energy=energy,
-        probe_energy=probe_energy,
-        probe_dot_mean=probe_dot_mean,
-        weight=weight,
-        scene_means=tuple(means),
-        probe_offsets=tuple(offsets),
-        cross_error=cross_error,
+        cross=sums.cross,
+        energy=sums.energy,
+        probe_energy=sums.probe_energy,
+        probe_dot_mean=sums.probe_dot_mean,
+        weight=sums.weight,
+        scene_means=tuple(sums.means),
+        probe_offsets=tuple(sums.offsets),
+        cross_error=sums.cross_error,
     )
 
 

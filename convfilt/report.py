@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from .bench import BenchResult, CellRecord
     from .deconvolution import Report
@@ -192,11 +193,9 @@ def bench_tables(result: BenchResult) -> None:
 
     Piped output gets room for the whole table instead of the 80 columns Rich assumes.
     """
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
-    from .bench import NOT_APPLICABLE, summarize
+    from .bench import NOT_APPLICABLE
 
     console = stdout()
     if not console.is_terminal:
@@ -204,27 +203,8 @@ def bench_tables(result: BenchResult) -> None:
     config = result.config
     columns = result.columns()
     shown = [c for c in columns if any(r.skipped.get(c) != NOT_APPLICABLE for r in result.records)]
-    with_error = [c for c in shown if any(c in r.error for r in result.records)]
     for size in config.sizes:
-        table = Table(
-            title=f"image {size}x{size} {config.dtype}, mode {config.mode}: time in ms, "
-            "max abs error",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-            collapse_padding=True,
-        )
-        table.add_column("kernel", justify="right")
-        for name in shown:
-            table.add_column(_header(name), justify="right")
-        table.add_column("regret", justify="right")
-        for name in with_error:
-            table.add_column(_header(name) + "\nerror", justify="right", style="dim")
-        for r in (r for r in result.records if r.size == size):
-            regret = f"{r.regret:.2f}x" if r.regret is not None else ""
-            errors = [_error(r.error[c]) if c in r.error else "" for c in with_error]
-            table.add_row(str(r.kernel), *(_bench_cell(r, c) for c in shown), regret, *errors)
-        console.print(table)
+        console.print(_size_table(result, size, shown))
     hidden = [c for c in columns if c not in shown]
     references = sorted({r.reference for r in result.records})
     console.print(
@@ -234,11 +214,51 @@ def bench_tables(result: BenchResult) -> None:
         + (f" · not applicable to these kernels: {', '.join(hidden)}" if hidden else "")
         + "[/]"
     )
-    summary = Table(
-        title="summary",
+    console.print(_summary_table(result))
+    total = result.summary
+    console.print(
+        f"planner picked the fastest in {_share(total.planner_accuracy)} of cells, "
+        f"within 1.15x in {_share(total.within_15pct)}; regret mean "
+        f"{_times(total.mean_regret)}, worst {_times(total.max_regret)}"
+    )
+
+
+def _size_table(result: BenchResult, size: int, shown: list[str]) -> Table:
+    """One image size's table: a row per kernel, a column per strategy shown, the errors."""
+    from rich import box
+    from rich.table import Table
+
+    config = result.config
+    with_error = [c for c in shown if any(c in r.error for r in result.records)]
+    table = Table(
+        title=f"image {size}x{size} {config.dtype}, mode {config.mode}: time in ms, max abs error",
         title_justify="left",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
+    table.add_column("kernel", justify="right")
+    for name in shown:
+        table.add_column(_header(name), justify="right")
+    table.add_column("regret", justify="right")
+    for name in with_error:
+        table.add_column(_header(name) + "\nerror", justify="right", style="dim")
+    for r in (r for r in result.records if r.size == size):
+        regret = f"{r.regret:.2f}x" if r.regret is not None else ""
+        errors = [_error(r.error[c]) if c in r.error else "" for c in with_error]
+        table.add_row(str(r.kernel), *(_bench_cell(r, c) for c in shown), regret, *errors)
+    return table
+
+
+def _summary_table(result: BenchResult) -> Table:
+    """Per image size: the crossover kernel, how often the planner picked the fastest."""
+    from rich import box
+    from rich.table import Table
+
+    from .bench import summarize
+
+    config = result.config
+    summary = Table(title="summary", title_justify="left", box=box.SIMPLE_HEAD)
     for heading in ("image", "crossover kernel", "planner picked fastest", "mean regret"):
         summary.add_column(heading, justify="right")
     for size in config.sizes:
@@ -250,13 +270,7 @@ def bench_tables(result: BenchResult) -> None:
             _share(part.planner_accuracy),
             _times(part.mean_regret),
         )
-    console.print(summary)
-    total = result.summary
-    console.print(
-        f"planner picked the fastest in {_share(total.planner_accuracy)} of cells, "
-        f"within 1.15x in {_share(total.within_15pct)}; regret mean "
-        f"{_times(total.mean_regret)}, worst {_times(total.max_regret)}"
-    )
+    return summary
 
 
 def _header(name: str) -> str:

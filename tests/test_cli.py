@@ -76,6 +76,7 @@ def _choices(command: str, option: str) -> list[str]:
 
 def test_cli_choices_come_from_names_and_match_the_engine() -> None:
     assert _choices("blur", "--mode") == list(names.MODES) == list(engine.MODES)
-    assert _choices("blur", "--method") == ["auto", *engine.STRATEGIES]
+    assert _choices("blur", "--strategy") == ["auto", *engine.STRATEGIES]
+    assert _choices("blur", "--method") == ["auto", *engine.STRATEGIES]  # deprecated, hidden
     assert _choices("match", "--method") == list(names.MATCH_METHODS)
     assert _choices("match", "--strategy") == list(names.STRATEGY_CHOICES)

@@ -71,7 +71,7 @@ def test_blur_defaults_write_next_to_the_input(folder: Path) -> None:
             lambda x: filters.gaussian_blur(x, 1.5, sigma_y=3.0, truncate=2.0, mode="wrap"),
         ),
         (
-            ["--sigma", "2.5", "--linear", "--mode", "constant", "--method", "auto"],
+            ["--sigma", "2.5", "--linear", "--mode", "constant", "--strategy", "auto"],
             lambda x: filters.gaussian_blur(x, 2.5, linear=True, mode="constant"),
         ),
         (
@@ -89,10 +89,22 @@ def test_blur_options_reach_the_library(folder: Path, options: list[str], librar
 
 @pytest.mark.parametrize("method", ["direct", "separable", "fft", "overlap-add"])
 def test_every_method_gives_the_same_blur(folder: Path, method: str) -> None:
-    result = run("blur", "a.png", "-o", f"{method}.png", "--method", method, "--sigma", "1.5")
+    result = run("blur", "a.png", "-o", f"{method}.png", "--strategy", method, "--sigma", "1.5")
     assert result.exit_code == 0, result.stderr
     want = filters.gaussian_blur(pixels("a.png"), 1.5)
     assert np.abs(pixels(f"{method}.png").astype(int) - want).max() <= 1
+
+
+def test_the_old_method_flag_still_chooses_the_strategy_with_a_note(folder: Path) -> None:
+    old = run("blur", "a.png", "-o", "old.png", "--method", "fft", "--explain")
+    assert old.exit_code == 0, old.output
+    assert "--method is deprecated here; use --strategy" in old.stderr
+    assert "fft: forced" in old.stderr
+    new = run("blur", "a.png", "-o", "new.png", "--strategy", "fft")
+    assert "deprecated" not in new.stderr
+    assert (folder / "old.png").read_bytes() == (folder / "new.png").read_bytes()
+    both = run("blur", "a.png", "-o", "both.png", "--strategy", "direct", "--method", "fft")
+    assert both.exit_code == 2 and "disagree" in both.stderr
 
 
 def test_sharpen_options_reach_the_library(folder: Path) -> None:
@@ -109,7 +121,7 @@ def test_sharpen_options_reach_the_library(folder: Path) -> None:
     [
         (
             "sharpen",
-            ["--linear", "--truncate", "3", "--method", "fft", "--explain"],
+            ["--linear", "--truncate", "3", "--strategy", "fft", "--explain"],
             lambda x: filters.unsharp_mask(x, linear=True, truncate=3.0),
         ),
         (
@@ -119,7 +131,7 @@ def test_sharpen_options_reach_the_library(folder: Path) -> None:
         ),
         (
             "convolve",
-            ["-k", "motion:5", "--linear", "--mode", "constant", "--method", "direct"],
+            ["-k", "motion:5", "--linear", "--mode", "constant", "--strategy", "direct"],
             lambda x: filters.convolve_image(
                 x, kernels.load_kernel("motion:5"), linear=True, mode="constant"
             ),
@@ -292,7 +304,7 @@ BAD_INPUTS = [
     (["convolve", "a.png", "-k", "nofile.txt", "-o", "x.png"], 2, "nofile.txt"),
     (["convolve", "a.png", "-k", "text.png", "-o", "x.png"], 2, "text.png"),
     (["convolve", "a.png", "-k", "box:0", "-o", "x.png"], 2, "--kernel"),
-    (["convolve", "a.png", "-k", "laplacian", "--method", "separable", "-o", "x.png"], 2, "rank"),
+    (["convolve", "a.png", "-k", "laplacian", "--strategy", "separable", "-o", "x.png"], 2, "rank"),
     (["convolve", "a.png", "-k", "sobel-y", "--normalize", "-o", "x.png"], 2, "--normalize"),
     (["blur", "b.png", "a-blur.png", "a.png", "--force"], 2, "would overwrite the input"),
     (["blur", "a.png", "-o", "x.png", "--format", "jpeg"], 2, "--format"),

@@ -96,7 +96,7 @@ def test_every_strategy_matches_scipy(
     x, k, mode, cval, method = problem
     function = engine.convolve if flip else engine.correlate
     with small_tiles():
-        out = function(x, k, mode=mode, cval=cval, method=method)
+        out = function(x, k, mode=mode, cval=cval, strategy=method)
     assert out.shape == x.shape
     assert out.dtype == x.dtype
     assert_close(out, reference(x, k, mode, cval, flip), x, k, cval if mode == "constant" else 0)
@@ -108,7 +108,7 @@ def test_default_tiling_on_a_larger_image(method: str, mode: str) -> None:
     rng = np.random.default_rng(5)
     x = rng.random((301, 263, 2), dtype=np.float32)
     k = np.outer(rng.random(7), rng.random(6)) if method == "separable" else rng.random((7, 6))
-    out = engine.convolve(x, k, mode=mode, cval=0.25, method=method)
+    out = engine.convolve(x, k, mode=mode, cval=0.25, strategy=method)
     assert_close(out, reference(x, k, mode, 0.25, flip=True), x, k, 0.25)
 
 
@@ -121,9 +121,9 @@ def test_convolve_is_correlate_with_the_flipped_kernel_for_odd_sizes(
     x = rng.standard_normal((20, 17))
     k = rng.standard_normal((2 * half_h - 1, 2 * half_w - 1))
     for method in ("direct", "fft"):
-        flipped = engine.correlate(x, k[::-1, ::-1], method=method, mode="mirror")
+        flipped = engine.correlate(x, k[::-1, ::-1], strategy=method, mode="mirror")
         np.testing.assert_allclose(
-            engine.convolve(x, k, method=method, mode="mirror"), flipped, rtol=0, atol=1e-12
+            engine.convolve(x, k, strategy=method, mode="mirror"), flipped, rtol=0, atol=1e-12
         )
 
 
@@ -136,9 +136,9 @@ def test_convolution_is_associative_on_full_support(method: str) -> None:
     x[8:-8, 8:-8] = rng.standard_normal((24, 28))
     ab = scipy.signal.convolve(a, b, mode="full")  # 7x9, still odd: same centre
     twice = engine.convolve(
-        engine.convolve(x, a, mode="constant", method=method), b, mode="constant", method=method
+        engine.convolve(x, a, mode="constant", strategy=method), b, mode="constant", strategy=method
     )
-    once = engine.convolve(x, ab, mode="constant", method=method)
+    once = engine.convolve(x, ab, mode="constant", strategy=method)
     np.testing.assert_allclose(twice, once, rtol=0, atol=1e-11)
 
 
@@ -146,10 +146,10 @@ def test_fft_equals_direct() -> None:
     rng = np.random.default_rng(4)
     x = rng.random((157, 203), dtype=np.float32)
     k = rng.standard_normal((17, 12)).astype(np.float32)
-    direct = engine.correlate(x, k, method="direct", mode="wrap")
+    direct = engine.correlate(x, k, strategy="direct", mode="wrap")
     for method in ("fft", "overlap-add"):
         assert_close(
-            engine.correlate(x, k, method=method, mode="wrap"), direct.astype(np.float64), x, k
+            engine.correlate(x, k, strategy=method, mode="wrap"), direct.astype(np.float64), x, k
         )
 
 
@@ -179,7 +179,7 @@ def test_integer_image_and_kernel_give_exact_integers(method: str, dtype: type) 
     info = np.iinfo(dtype)
     x: np.ndarray = rng.integers(info.min, info.max, (45, 38), endpoint=True).astype(dtype)
     k = np.outer([1, 2, 1], [1, 0, -1]) if method == "separable" else rng.integers(-9, 10, (5, 4))
-    out = engine.convolve(x, k, method=method, mode="nearest")
+    out = engine.convolve(x, k, strategy=method, mode="nearest")
     expected = ndi.convolve(x.astype(np.int64), k.astype(np.int64), mode="nearest")
     assert np.array_equal(out, expected.astype(np.float64))
 
@@ -193,7 +193,7 @@ def test_integer_exactness_in_every_mode_and_cval(method: str, mode: str, cval: 
     rng = np.random.default_rng(16)
     x: np.ndarray = rng.integers(0, 256, (23, 19)).astype(np.uint8)
     k = np.outer([1, 2, 1], [1, 0, -1]) if method == "separable" else rng.integers(-5, 6, (4, 5))
-    out = engine.correlate(x, k, method=method, mode=mode, cval=cval)
+    out = engine.correlate(x, k, strategy=method, mode=mode, cval=cval)
     expected = ndi.correlate(x.astype(np.float64), k.astype(np.float64), mode=mode, cval=cval)
     if mode == "constant" and not cval.is_integer():
         assert not np.array_equal(out, np.rint(out))
@@ -228,7 +228,7 @@ def test_huge_float32_values_keep_off_the_transforms() -> None:
     assert np.isfinite(out).all()
     assert_close(out, reference(x, k, "reflect", 0.0, flip=False), x, k)
     with pytest.raises(UsageError, match="float32"):
-        engine.correlate(x, k, method="fft")
+        engine.correlate(x, k, strategy="fft")
     # ordinary float32 data still may take the transforms
     assert "fft" in engine.plan((120, 130), k, dtype=np.float32).estimates
 
@@ -237,7 +237,7 @@ def test_forced_separable_on_a_nan_image_names_the_real_reason() -> None:
     x = np.ones((20, 20))
     x[3, 3] = np.nan
     with pytest.raises(UsageError, match="not rank one"):
-        engine.correlate(x, np.eye(3), method="separable")
+        engine.correlate(x, np.eye(3), strategy="separable")
 
 
 def test_complex_kernels_are_usage_errors() -> None:
@@ -254,7 +254,7 @@ def test_huge_integers_leave_only_direct() -> None:
     assert any("exact integers" in note for note in small.notes)
     assert small.dtype == "float64"  # the working dtype
     with pytest.raises(UsageError, match="fft"):
-        engine.plan((64, 64), np.ones((3, 3)), dtype=np.int64, method="fft")
+        engine.plan((64, 64), np.ones((3, 3)), dtype=np.int64, strategy="fft")
 
 
 def test_non_finite_input_stays_local_as_in_scipy() -> None:
@@ -276,7 +276,7 @@ def test_non_finite_input_refused_by_the_spreading_strategies(method: str) -> No
     x: np.ndarray = np.ones((20, 20), dtype=np.float32)
     x[3, 3] = np.nan
     with pytest.raises(ConvfiltError, match="NaN"):
-        engine.correlate(x, np.ones((3, 3)), method=method)
+        engine.correlate(x, np.ones((3, 3)), strategy=method)
 
 
 def test_non_finite_kernel_is_a_usage_error() -> None:
@@ -335,7 +335,7 @@ def test_plan_reports_every_applicable_estimate_and_a_reason() -> None:
 
 def test_forced_method_is_carried_out_and_reported() -> None:
     plans: list[engine.Plan] = []
-    engine.correlate(np.ones((16, 16)), np.ones((3, 3)), method="fft", on_plan=plans.append)
+    engine.correlate(np.ones((16, 16)), np.ones((3, 3)), strategy="fft", on_plan=plans.append)
     assert [p.strategy for p in plans] == ["fft"]
     assert "forced" in plans[0].reason
 
@@ -344,7 +344,7 @@ def test_forced_method_is_carried_out_and_reported() -> None:
     ("kwargs", "message"),
     [
         ({"method": "separable"}, "not rank one"),
-        ({"method": "winograd"}, "unknown method"),
+        ({"method": "winograd"}, "unknown strategy"),
         ({"mode": "grid-wrap"}, "unknown mode"),
     ],
 )
@@ -352,9 +352,9 @@ def test_invalid_requests_are_usage_errors(kwargs: dict[str, str], message: str)
     k = np.array([[1.0, 2.0], [3.0, 4.0]])
     options = {"mode": "reflect", "method": "auto", **kwargs}
     with pytest.raises(UsageError, match=message):
-        engine.plan((32, 32), k, mode=options["mode"], method=options["method"])
+        engine.plan((32, 32), k, mode=options["mode"], strategy=options["method"])
     with pytest.raises(UsageError, match=message):
-        engine.convolve(np.ones((32, 32)), k, mode=options["mode"], method=options["method"])
+        engine.convolve(np.ones((32, 32)), k, mode=options["mode"], strategy=options["method"])
 
 
 @pytest.mark.parametrize(
@@ -397,7 +397,7 @@ def test_correlate_valid_matches_the_definition(method: str) -> None:
     rng = np.random.default_rng(9)
     image = rng.random((60, 47)).astype(np.float32)
     kernels = [rng.standard_normal((9, 6)), np.ones((9, 6))]
-    outs = engine.correlate_valid(image, kernels, method=method)
+    outs = engine.correlate_valid(image, kernels, strategy=method)
     windows = np.lib.stride_tricks.sliding_window_view(image.astype(np.float64), (9, 6))
     for k, out in zip(kernels, outs, strict=True):
         assert out.shape == (52, 42)
@@ -451,3 +451,37 @@ def test_planner_and_banded_roads_import_no_scipy() -> None:
     assert "numpy" in imported  # the import log is there
     assert not [name for name in imported if name.split(".")[0] == "scipy"]
     assert result.stdout.split() == ["separable"]
+
+
+# --- scipy.ndimage's conventions: strategy=, output=, TypeErrors --------------------------------
+
+
+def test_the_old_method_keyword_still_works_and_warns() -> None:
+    x, k = np.random.default_rng(0).random((16, 16)), np.ones((3, 3))
+    with pytest.warns(DeprecationWarning, match="strategy="):
+        old = engine.correlate(x, k, method="fft")
+    np.testing.assert_array_equal(old, engine.correlate(x, k, strategy="fft"))
+    with pytest.warns(DeprecationWarning), pytest.raises(UsageError, match="disagree"):
+        engine.correlate(x, k, strategy="direct", method="fft")
+
+
+@pytest.mark.parametrize("function", [engine.correlate, engine.convolve])
+def test_output_takes_a_dtype_or_an_array_as_scipy_does(function) -> None:
+    rng = np.random.default_rng(1)
+    x, k = rng.integers(0, 256, (12, 10)).astype(np.uint8), rng.random((3, 3)) - 0.3
+    exact = function(x, k)
+    assert exact.dtype == np.float64  # integers compute (and by default return) in float64
+    as_uint8 = function(x, k, output=np.uint8)
+    assert as_uint8.dtype == np.uint8
+    np.testing.assert_array_equal(as_uint8, np.clip(np.rint(exact), 0, 255))
+    target = np.empty((12, 10), dtype=np.float32)
+    assert function(x, k, output=target) is target
+    np.testing.assert_allclose(target, exact, rtol=1e-6)
+    with pytest.raises(UsageError, match="output"):
+        function(x, k, output=np.empty((3, 3)))
+
+
+@pytest.mark.parametrize("image", [None, "image.png", np.array([object()] * 4).reshape(2, 2)])
+def test_an_image_that_is_not_numbers_is_a_type_error(image) -> None:
+    with pytest.raises(TypeError, match="image must be an array of real numbers"):
+        engine.correlate(image, np.ones((3, 3)))

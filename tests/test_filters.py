@@ -364,7 +364,7 @@ def test_integer_kernel_on_uint16_is_exact_on_every_road(method: str) -> None:
     kernel = rng.integers(-9, 10, (15, 15)).astype(float)
     kernel[7, 7] -= kernel.sum() - 1
     want = ndi.convolve(image.astype(np.int64), kernel.astype(np.int64), mode="reflect")
-    got = filters.convolve_image(image, kernel, method=method)
+    got = filters.convolve_image(image, kernel, strategy=method)
     np.testing.assert_array_equal(got, np.clip(want, 0, 65535))
 
 
@@ -555,3 +555,83 @@ def test_sharpen_with_alpha_on_uint8_rounds_the_definition() -> None:
     got = filters.unsharp_mask(image, 1.2, 1.5, has_alpha=True)
     want = np.clip(np.rint(gegl_unsharp(image / 255.0, 1.2, 1.5) * 255), 0, 255)
     assert np.abs(got.astype(int) - want).max() <= 1
+
+
+# --- scipy.ndimage / scikit-image conventions ----------------------------------------------------
+
+
+def test_sigma_per_axis_is_row_col_as_in_scipy() -> None:
+    image = np.random.default_rng(3).random((30, 40))
+    ours = filters.gaussian_blur(image, (1.0, 3.0))
+    np.testing.assert_allclose(ours, ndi.gaussian_filter(image, (1.0, 3.0)), atol=1e-12)
+    np.testing.assert_array_equal(ours, filters.gaussian_blur(image, 3.0, sigma_y=1.0))
+    sharpened = filters.unsharp_mask(image, (2.0, 0.5), amount=1.0)
+    blurred = ndi.gaussian_filter(image, (2.0, 0.5))
+    np.testing.assert_allclose(sharpened, 2 * image - blurred, atol=1e-12)
+    boxed = filters.box_blur(image, (2, 1))
+    np.testing.assert_allclose(boxed, ndi.uniform_filter(image, (5, 3)), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("sigma", "error", "message"),
+    [
+        ((1, 2, 3), UsageError, "a number or a \\(row, col\\) pair"),
+        ((1, -2), UsageError, "sigma must be a finite number > 0"),
+        ("2", TypeError, "sigma must be a number"),
+        (None, TypeError, "sigma must be a number"),
+        ((1, "x"), TypeError, "sigma must be a real number"),
+    ],
+)
+def test_bad_sigma_is_a_clear_error(sigma, error, message) -> None:
+    with pytest.raises(error, match=message):
+        filters.gaussian_blur(np.ones((8, 8)), sigma)
+
+
+def test_a_pair_and_sigma_y_do_not_go_together() -> None:
+    with pytest.raises(UsageError, match="sigma_y"):
+        filters.gaussian_blur(np.ones((8, 8)), (1.0, 2.0), sigma_y=3.0)
+
+
+def test_channels_first_is_refused_by_default_and_taken_when_named() -> None:
+    image = np.random.default_rng(4).random((3, 32, 40))
+    with pytest.raises(UsageError, match="channels-first"):
+        filters.gaussian_blur(image, 2.0)
+    first = filters.gaussian_blur(image, 2.0, channel_axis=0)
+    np.testing.assert_allclose(first, ndi.gaussian_filter(image, (0, 2.0, 2.0)), atol=1e-12)
+    last = filters.gaussian_blur(image, 2.0, channel_axis=-1)  # named: 40 channels it is
+    np.testing.assert_allclose(last, ndi.gaussian_filter(image, (2.0, 2.0, 0)), atol=1e-12)
+    plain = np.random.default_rng(5).random((32, 40, 3))
+    np.testing.assert_array_equal(filters.gaussian_blur(plain, 2.0), last_axis(plain))
+
+
+def last_axis(image: np.ndarray) -> np.ndarray:
+    return filters.gaussian_blur(image, 2.0, channel_axis=2)
+
+
+def test_channel_axis_on_a_plain_image_is_refused() -> None:
+    with pytest.raises(UsageError, match="channel_axis"):
+        filters.box_blur(np.ones((8, 8)), 1, channel_axis=0)
+    with pytest.raises(TypeError, match="channel_axis"):
+        filters.box_blur(np.ones((8, 8, 3)), 1, channel_axis=1.5)  # type: ignore[arg-type]
+
+
+def test_filters_take_output_as_scipy_does() -> None:
+    image = (np.random.default_rng(6).random((16, 16)) * 255).astype(np.uint8)
+    blurred = filters.gaussian_blur(image, 1.0)
+    as_float = filters.gaussian_blur(image, 1.0, output=np.float32)
+    assert as_float.dtype == np.float32
+    np.testing.assert_array_equal(as_float, blurred.astype(np.float32))
+    target = np.empty_like(image)
+    assert filters.convolve_image(image, np.ones((3, 3)) / 9, output=target) is target
+
+
+def test_none_as_the_image_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="image must be an array of real numbers"):
+        filters.gaussian_blur(None, 1.0)  # type: ignore[arg-type]
+
+
+def test_the_old_method_keyword_still_works_in_the_filters() -> None:
+    image = np.random.default_rng(7).random((16, 16))
+    with pytest.warns(DeprecationWarning):
+        old = filters.gaussian_blur(image, 1.0, method="fft")
+    np.testing.assert_array_equal(old, filters.gaussian_blur(image, 1.0, strategy="fft"))

@@ -122,3 +122,24 @@ def test_each_table_is_keyed_by_the_names_module() -> None:
     assert tuple(matching.METHODS) == names.MATCH_METHODS
     assert cost.DTYPES == names.FLOAT_DTYPES
     assert tuple(deconvolution.METHOD_TABLE) == names.DECONVOLUTION_METHODS
+
+
+MAX_BODY_LINES = 60
+
+
+def _long_functions(module: str) -> list[str]:
+    """Functions of ``module`` whose body, docstring aside, spans more than 60 lines."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+        if body and (lines := body[-1].end_lineno - body[0].lineno + 1) > MAX_BODY_LINES:  # type: ignore[operator]
+            found.append(f"{node.name}: {lines} lines")
+    return found
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_function_body_is_longer_than_a_screen(module: str) -> None:
+    assert _long_functions(module) == []

@@ -25,10 +25,10 @@ opted = memory.retain_freed_blocks()
 rng = np.random.default_rng(0)
 for size in (512, 768):
     x, k = rng.random((size, size)).astype(np.float32), rng.random((9, 9))
-    engine.correlate(x, k, method="fft")
+    engine.correlate(x, k, strategy="fft")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(4):
-        engine.correlate(x, k, method="fft")
+        engine.correlate(x, k, strategy="fft")
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 print(imported, opted, memory.retain_freed_blocks(), faults)
 """
