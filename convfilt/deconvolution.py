@@ -361,13 +361,13 @@ class Blur:
     def apply(self, values: FloatArray) -> FloatArray:
         """``A x``: the PSF convolved with ``values`` (circularly, as ``mode="wrap"``)."""
         if self.strategy != "fft":
-            return engine.convolve(values, self.psf, mode="wrap", method=self.strategy)
+            return engine.convolve(values, self.psf, mode="wrap", strategy=self.strategy)
         return self.grid.inverse(self.grid.forward(values) * self.grid.spectrum)
 
     def adjoint(self, values: FloatArray) -> FloatArray:
         """``Aᵀ z``: the PSF correlated with ``values``, the exact transpose of :meth:`apply`."""
         if self.strategy != "fft":
-            return engine.correlate(values, self.psf, mode="wrap", method=self.strategy)
+            return engine.correlate(values, self.psf, mode="wrap", strategy=self.strategy)
         spectrum = self.grid.forward(values)
         spectrum *= np.conjugate(self.grid.spectrum)
         return self.grid.inverse(spectrum)

@@ -53,7 +53,7 @@ def filter_calls(draw: st.DrawFn, has_alpha: bool) -> tuple[tiles.BandFilter, in
     kind = draw(st.sampled_from(["gaussian", "box", "unsharp", "kernel"]))
     roads = ["auto", "direct", "fft", "overlap-add"]
     strategy = draw(st.sampled_from([*roads, "separable"] if kind != "kernel" else roads))
-    common: dict[str, Any] = {"mode": mode, "method": strategy, "has_alpha": has_alpha}
+    common: dict[str, Any] = {"mode": mode, "strategy": strategy, "has_alpha": has_alpha}
     if kind in ("gaussian", "unsharp"):
         sigma = draw(st.floats(0.3, 20))  # up to a 161-row kernel: larger than a band
         reach = len(kernels.gaussian_1d(sigma, 4.0)) // 2
