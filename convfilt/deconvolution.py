@@ -173,6 +173,7 @@ class Grid:
     spectrum: NDArray[np.complexfloating]  # rfft2 of the PSF, its origin moved to (0, 0)
     workers: int
     psf: NDArray[np.float64]
+    dtype: np.dtype  # the working float type
 
     @property
     def window(self) -> tuple[slice, slice]:
@@ -192,29 +193,39 @@ class Grid:
 
 
 def make_grid(
-    image_shape: tuple[int, int], psf: NDArray[np.float64], mode: str, dtype: np.dtype
+    image_shape: tuple[int, int],
+    psf: NDArray[np.float64],
+    mode: str,
+    dtype: np.dtype,
+    margins: tuple[int, int],
+    *,
+    transform: bool = True,
 ) -> Grid:
-    """The grid for ``image_shape``: padded by twice the PSF's size (none for ``wrap``)."""
+    """The grid for ``image_shape``: ``margins`` more on each side (none for ``wrap``), and,
+    for a ``transform``, sizes FFT-friendly and the PSF's spectrum (else it is left empty)."""
     import scipy.fft as sfft
 
     if mode == "wrap":
         shape, offset = image_shape, (0, 0)
     else:
-        pads = [2 * n for n in psf.shape]
-        shape = (
-            sfft.next_fast_len(image_shape[0] + 2 * pads[0], real=True),
-            sfft.next_fast_len(image_shape[1] + 2 * pads[1], real=True),
-        )
-        offset = (pads[0], pads[1])
+        shape = (image_shape[0] + 2 * margins[0], image_shape[1] + 2 * margins[1])
+        if transform:
+            shape = (
+                sfft.next_fast_len(shape[0], real=True),
+                sfft.next_fast_len(shape[1], real=True),
+            )
+        offset = margins
+    workers = cost.fft_workers(shape[0] * shape[1])
+    grid = Grid(shape, offset, image_shape, np.empty(0, dtype=np.complex128), workers, psf, dtype)
+    if not transform:
+        return grid
     # the PSF with its origin (n // 2, as scipy.ndimage) at (0, 0): circular convolution
     placed = np.zeros(shape, dtype=dtype)
     kh, kw = psf.shape
     rows = (np.arange(kh) - kh // 2) % shape[0]
     cols = (np.arange(kw) - kw // 2) % shape[1]
     np.add.at(placed, (rows[:, None], cols[None, :]), psf.astype(dtype))
-    workers = cost.fft_workers(shape[0] * shape[1])
-    grid = Grid(shape, offset, image_shape, np.empty(0, dtype=np.complex64), workers, psf)
-    return Grid(shape, offset, image_shape, grid.forward(placed), workers, psf)
+    return Grid(shape, offset, image_shape, grid.forward(placed), workers, psf, dtype)
 
 
 def _taper(n: int, start: int, stop: int, reach: int) -> NDArray[np.float64]:
@@ -232,12 +243,12 @@ def _taper(n: int, start: int, stop: int, reach: int) -> NDArray[np.float64]:
 def extend(channel: FloatArray, grid: Grid, mode: str, cval: float = 0.0) -> FloatArray:
     """The channel on the grid: extended by ``mode``, tapered to its mean across the seam."""
     if grid.shape == grid.image:
-        return np.array(channel, dtype=grid.spectrum.real.dtype)
+        return np.array(channel, dtype=grid.dtype)
     h, w = grid.image
     (y, x), (n_y, n_x) = grid.offset, grid.shape
     rows = engine.extension_indices(h, y, n_y - y - h, mode)
     cols = engine.extension_indices(w, x, n_x - x - w, mode)
-    source = np.asarray(channel, dtype=grid.spectrum.real.dtype)
+    source = np.asarray(channel, dtype=grid.dtype)
     if mode == "constant":
         padded = np.full(grid.shape, cval, dtype=source.dtype)
         inside_r, inside_c = rows >= 0, cols >= 0
@@ -307,9 +318,14 @@ def fit_signal_spectrum(
 
 
 def _wiener(
-    channel: FloatArray, grid: Grid, mode: str, cval: float, balance: float | None
+    channel: FloatArray, psf: NDArray[np.float64], mode: str, cval: float, balance: float | None
 ) -> tuple[FloatArray, Report]:
-    """One regularised division in frequency (module notes); the image's window of it."""
+    """One regularised division in frequency (module notes); the image's window of it.
+
+    The margins are twice the PSF's size: one PSF of exact extension, one of taper.
+    """
+    margins = (2 * psf.shape[0], 2 * psf.shape[1])
+    grid = make_grid(channel.shape[:2], psf, mode, channel.dtype, margins)  # type: ignore[arg-type]
     data = extend(channel, grid, mode, cval)
     observed = grid.forward(data)
     passed = np.abs(grid.spectrum) ** 2
@@ -354,9 +370,13 @@ class Blur:
     strategy: str
 
     @classmethod
-    def on(cls, grid: Grid, psf: NDArray[np.float64], dtype: np.dtype) -> Blur:
-        chosen = engine.plan(grid.shape, psf, dtype=dtype, mode="wrap").strategy
-        return cls(grid, psf, chosen if chosen in engine.BANDED else "fft")
+    def on(cls, grid: Grid) -> Blur:
+        """The blur on ``grid``: a transform if the grid has the PSF's spectrum, else the
+        banded road the planner picks."""
+        if grid.spectrum.size:
+            return cls(grid, grid.psf, names.FFT)
+        chosen = engine.plan(grid.shape, grid.psf, dtype=grid.dtype, mode="wrap").strategy
+        return cls(grid, grid.psf, chosen)
 
     def apply(self, values: FloatArray) -> FloatArray:
         """``A x``: the PSF convolved with ``values`` (circularly, as ``mode="wrap"``)."""
@@ -373,19 +393,36 @@ class Blur:
         return self.grid.inverse(spectrum)
 
 
+def _iteration_grid(channel: FloatArray, psf: NDArray[np.float64], mode: str) -> Grid:
+    """The iteration's grid: the image and the PSF's reach around it; its spectrum too when
+    the planner would take a transform for a convolution over it."""
+    shape = (channel.shape[0], channel.shape[1])
+    margins = (psf.shape[0] // 2, psf.shape[1] // 2)
+    tight = make_grid(shape, psf, mode, channel.dtype, margins, transform=False)
+    chosen = engine.plan(tight.shape, psf, dtype=channel.dtype, mode="wrap").strategy
+    if chosen in engine.BANDED:
+        return tight
+    return make_grid(shape, psf, mode, channel.dtype, margins)
+
+
 def _richardson_lucy(
-    channel: FloatArray, grid: Grid, mode: str, cval: float, iterations: int | None
+    channel: FloatArray, psf: NDArray[np.float64], mode: str, cval: float, iterations: int | None
 ) -> tuple[FloatArray, Report]:
-    """The boundary-aware multiplicative iteration (module notes), from the extended image."""
+    """The boundary-aware multiplicative iteration (module notes), from the extended image.
+
+    The object needs only the PSF's reach beyond the image; the planner picks the road for
+    a grid that size, and only a transform's grid grows to FFT-friendly sizes.
+    """
+    grid = _iteration_grid(channel, psf, mode)
     noise = estimate_noise(channel)
     shift = max(0.0, -float(np.min(channel, initial=0.0)))  # the iteration needs data >= 0
-    data = np.asarray(channel, dtype=grid.spectrum.real.dtype) + shift
+    data = np.asarray(channel, dtype=grid.dtype) + shift
     floor = _RATIO_FLOOR * float(np.max(data, initial=0.0))
     if floor == 0.0:  # an all-zero image is its own deconvolution
         return np.zeros_like(channel), Report(
             "richardson-lucy", 0.0, iterations=0, shape=grid.shape
         )
-    blur = Blur.on(grid, grid.psf, data.dtype)
+    blur = Blur.on(grid)
     estimate = np.maximum(extend(data, grid, mode, cval + shift), 0.0)
     window = grid.window
     ratio = np.zeros(grid.shape, dtype=data.dtype)
@@ -424,7 +461,7 @@ def _richardson_lucy(
 
 
 Solver = Callable[..., tuple[FloatArray, Report]]
-# method -> solver(channel, grid, mode, cval, its one tuning parameter)
+# method -> solver(channel, psf, mode, cval, its one tuning parameter)
 METHOD_TABLE: dict[str, Solver] = {
     names.WIENER: _wiener,
     names.RICHARDSON_LUCY: _richardson_lucy,
@@ -443,10 +480,8 @@ def deconvolve_channel(
 ) -> tuple[FloatArray, Report]:
     """Deconvolve one float (H, W) channel by a normalised PSF; returns it (same dtype) and
     its :class:`Report`. The parameters are :func:`deconvolve`'s, already checked."""
-    x = np.asarray(channel)
-    grid = make_grid((x.shape[0], x.shape[1]), psf, mode, x.dtype)
     tuning = balance if method == names.WIENER else iterations
-    return METHOD_TABLE[method](x, grid, mode, cval, tuning)
+    return METHOD_TABLE[method](np.asarray(channel), psf, mode, cval, tuning)
 
 
 def deconvolve(

@@ -76,7 +76,7 @@ def test_blur_operator_roads_agree_and_the_adjoint_is_the_transpose(strategy):
     rng = np.random.default_rng(2)
     psf = kernels.load_psf("gaussian:1.5") if strategy == "separable" else rng.random((4, 5))
     psf = psf / psf.sum()
-    grid = deconvolution.make_grid((30, 36), psf, "reflect", np.dtype(np.float64))
+    grid = deconvolution.make_grid((30, 36), psf, "reflect", np.dtype(np.float64), (8, 10))
     reference = deconvolution.Blur(grid, psf, "fft")
     blur = deconvolution.Blur(grid, psf, strategy)
     x, z = rng.random(grid.shape), rng.random(grid.shape)
