@@ -325,7 +325,7 @@ def _wiener(
     The margins are twice the PSF's size: one PSF of exact extension, one of taper.
     """
     margins = (2 * psf.shape[0], 2 * psf.shape[1])
-    grid = make_grid(channel.shape[:2], psf, mode, channel.dtype, margins)  # type: ignore[arg-type]
+    grid = make_grid(channel.shape[:2], psf, mode, channel.dtype, margins)
     data = extend(channel, grid, mode, cval)
     observed = grid.forward(data)
     passed = np.abs(grid.spectrum) ** 2
