@@ -592,6 +592,50 @@ def deblur(
         _run_pipeline("deblur", inputs, transform, dest)
 
 
+@app.command()
+def kernel(
+    spec: Annotated[
+        str,
+        typer.Argument(
+            metavar="SPEC", help=f"A preset ({_PRESET_HELP}) or a kernel file (text or .npy)."
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Also draw the kernel, its flip and |H| to a PNG."),
+    ] = None,
+    force: ForceOption = False,
+    size: Annotated[
+        int, typer.Option("--size", help="Pad the kernel to NxN for its frequency response |H|.")
+    ] = 64,
+) -> None:
+    """Show what a kernel does: its flip, convolve vs correlate, rank, sum and |H|."""
+    with cli_errors():
+        from . import images, kernels
+        from .errors import UsageError
+
+        if plot is not None:
+            images.check_writable(plot, force=force, option="plot")
+            if plot.suffix.lower() != ".png":
+                raise UsageError(f"--plot {plot}: the plot is a PNG; name a .png file")
+            report.require_matplotlib()
+        if size < 1:
+            raise UsageError(f"--size must be an integer >= 1, got {size}")
+        facts = kernels.describe(kernels.load_kernel(spec), size=size)
+        if as_json:
+            report.print_json({"spec": spec, **facts.to_json()})
+        else:
+            report.kernel_table(spec, facts)
+        if plot is not None:
+            from . import render
+
+            render.kernel_figure(spec, facts, plot, force=force)
+            report.message(f"wrote {plot}")
+
+
 # --- bench and calibrate (bench helper) --------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -344,3 +345,98 @@ def load_psf(spec: str) -> NDArray[np.float64]:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _read_psf_image(path)
     return read_kernel_file(path)
+
+
+# --- what a kernel does (``convfilt kernel SPEC``) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelFacts:
+    """A kernel, the flip convolution slides, and what follows from them.
+
+    ``symmetric`` is ``k == k[::-1, ::-1]`` exactly; ``convolve`` and ``correlate`` then give
+    the same image, except that along an even axis the flipped kernel's centre moves by one
+    pixel (``same_result`` says whether they agree to the pixel). ``response`` is ``|H|``,
+    the kernel's spectrum zero-padded to ``size`` x ``size``, zero frequency at the centre
+    (``size // 2``); the flip has the same ``|H|`` (only the phase changes).
+    """
+
+    kernel: NDArray[np.float64]
+    flipped: NDArray[np.float64]
+    symmetric: bool
+    same_result: bool
+    separable: bool
+    rank: int
+    singular_values: NDArray[np.float64]
+    sum: float
+    dc_gain: float
+    response: NDArray[np.float64]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.kernel.shape[0]), int(self.kernel.shape[1]))
+
+    def to_json(self) -> dict[str, object]:
+        """The facts as JSON types; the response as its size and range, not its values."""
+        return {
+            "shape": list(self.shape),
+            "sum": self.sum,
+            "dc_gain": self.dc_gain,
+            "symmetric": self.symmetric,
+            "convolve_equals_correlate": self.same_result,
+            "separable": self.separable,
+            "rank": self.rank,
+            "singular_values": self.singular_values.tolist(),
+            "kernel": self.kernel.tolist(),
+            "flipped": self.flipped.tolist(),
+            "response_size": int(self.response.shape[0]),
+            "response_max": float(self.response.max()),
+            "response_min": float(self.response.min()),
+        }
+
+
+def rank(kernel: NDArray[np.float64]) -> tuple[int, NDArray[np.float64]]:
+    """The numerical rank of ``kernel`` and its singular values: those above
+    ``max(shape) · eps · σ₁`` count (numpy's ``matrix_rank`` rule)."""
+    values = np.linalg.svd(np.asarray(kernel, dtype=np.float64), compute_uv=False)
+    if values.size == 0 or values[0] == 0:
+        return 0, values
+    tolerance = max(kernel.shape) * np.finfo(np.float64).eps * values[0]
+    return int(np.count_nonzero(values > tolerance)), values
+
+
+def describe(kernel: NDArray[np.float64], size: int = 64) -> KernelFacts:
+    """The facts about ``kernel`` (:class:`KernelFacts`); ``size`` pads its spectrum.
+
+    Examples
+    --------
+    >>> facts = describe(np.array([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]))
+    >>> facts.symmetric, facts.separable, facts.rank, facts.sum
+    (False, True, 1, 0.0)
+    >>> facts.flipped[1].tolist()
+    [-2.0, 0.0, 2.0]
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    if size < max(k.shape):
+        raise UsageError(
+            f"size {size} is smaller than the kernel {k.shape[0]}x{k.shape[1]}; "
+            f"give at least {max(k.shape)}",
+            parameters=["size"],
+        )
+    flipped = k[::-1, ::-1].copy()
+    symmetric = bool(np.array_equal(k, flipped))
+    found_rank, values = rank(k)
+    spectrum = np.fft.fft2(k, s=(size, size))
+    response = np.abs(np.fft.fftshift(spectrum))
+    return KernelFacts(
+        kernel=k,
+        flipped=flipped,
+        symmetric=symmetric,
+        same_result=symmetric and all(n % 2 == 1 for n in k.shape),
+        separable=separate(k) is not None,
+        rank=found_rank,
+        singular_values=values,
+        sum=float(k.sum()),
+        dc_gain=float(abs(spectrum[0, 0])),
+        response=response,
+    )

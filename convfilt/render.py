@@ -4,12 +4,15 @@ The numeric modules return arrays and records; this one turns them into 8-bit RG
 people to look at (the heatmap and annotated scene of ``convfilt match``); ``images`` writes
 them.
 Pillow draws; numpy interpolates the colour ramp. (The benchmark's figure is matplotlib's,
-drawn in ``report``.)
+drawn in ``report``.) ``kernel_figure`` draws a kernel, its flip and its frequency response
+with matplotlib (the kernel command's figure).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,6 +20,9 @@ from PIL import Image, ImageDraw
 
 from . import matching
 from .matching import FloatArray, Match
+
+if TYPE_CHECKING:
+    from .kernels import KernelFacts
 
 
 def heatmap(
@@ -72,3 +78,50 @@ def draw_matches(rgb: NDArray[np.uint8], matches: Sequence[Match]) -> NDArray[np
         draw.rectangle(draw.textbbox((match.x, text_y), label), fill=(0, 0, 0))
         draw.text((match.x, text_y), label, fill=colour)
     return np.asarray(canvas)
+
+
+def _kernel_panel(figure: Any, axes: Any, values: NDArray[np.float64], title: str) -> None:
+    """One kernel as a diverging image (0 white), each weight written in its cell if small,
+    the centre (the origin, index n // 2) outlined."""
+    reach = float(np.abs(values).max()) or 1.0
+    shown = axes.imshow(values, cmap="RdBu_r", vmin=-reach, vmax=reach, interpolation="nearest")
+    if max(values.shape) <= 9:
+        for (y, x), value in np.ndenumerate(values):
+            axes.text(x, y, f"{value:.3g}", ha="center", va="center", fontsize=8)
+    from matplotlib.patches import Rectangle
+
+    origin = (values.shape[1] // 2 - 0.5, values.shape[0] // 2 - 0.5)  # the centre, n // 2
+    axes.add_patch(Rectangle(origin, 1, 1, fill=False, edgecolor="black", linewidth=2))
+    axes.set_title(title, fontsize=10)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    figure.colorbar(shown, ax=axes, shrink=0.8)
+
+
+def kernel_figure(spec: str, facts: KernelFacts, path: Path, *, force: bool) -> None:
+    """Save a PNG with the kernel, its flip and ``|H|`` side by side, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from .images import write_atomically
+
+    figure = Figure(figsize=(13, 4.2), dpi=100, layout="constrained")
+    left, middle, right = figure.subplots(1, 3)
+    _kernel_panel(figure, left, facts.kernel, "k: correlate slides this")
+    _kernel_panel(figure, middle, facts.flipped, "k[::-1, ::-1]: convolve slides this")
+    size = facts.response.shape[0]
+    half = size // 2
+    extent = (-half - 0.5, size - half - 0.5, size - half - 0.5, -half - 0.5)
+    shown = right.imshow(facts.response, cmap="magma", extent=extent, interpolation="nearest")
+    right.set_title(f"|H| on {size}x{size}, zero frequency at the centre", fontsize=10)
+    right.set_xlabel(f"frequency x (cycles per {size} pixels)")
+    right.set_ylabel("frequency y")
+    figure.colorbar(shown, ax=right, shrink=0.8)
+    same = "convolve == correlate" if facts.same_result else "convolve != correlate"
+    figure.suptitle(
+        f"kernel {spec}: {'symmetric' if facts.symmetric else 'not symmetric'}, {same}, "
+        f"rank {facts.rank}, sum {facts.sum:.4g}, DC gain {facts.dc_gain:.4g}"
+    )
+    write_atomically(Path(path), lambda file: figure.savefig(file, format="png"), force)

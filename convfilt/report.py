@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .bench import BenchResult, CellRecord
     from .deconvolution import Report
     from .engine import Plan
+    from .kernels import KernelFacts
     from .matching import Match
 
 
@@ -133,6 +134,61 @@ def deconvolution(done: Report) -> None:
         what = f"{done.iterations} iterations"
     noise = f"noise sigma {done.noise:.4g}"
     message(f"  {done.method}: {what}; {noise}; {done.stopped_by}; grid {grid}")
+
+
+def _matrix(values: Any) -> str:
+    """A small matrix as aligned rows of numbers (%.3g), for a table cell."""
+    rows = [[f"{value:.3g}" for value in row] for row in values]
+    width = max(len(cell) for row in rows for cell in row)
+    return "\n".join(" ".join(cell.rjust(width) for cell in row) for row in rows)
+
+
+def kernel_table(spec: str, facts: KernelFacts) -> None:
+    """``convfilt kernel``: the kernel beside its flip, then the facts, on stdout.
+
+    Plain ASCII lines when stdout is not a terminal, so the table survives a pipe or a file.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = stdout()
+    style = box.SQUARE
+    if not console.is_terminal:  # room for the whole table, in plain characters
+        console = Console(file=console.file, width=max(console.width, 200), highlight=False)
+        style = box.ASCII
+    shape = "x".join(map(str, facts.shape))
+    small = max(facts.shape) <= 11
+    pair = Table(title=f"kernel {spec} ({shape})", title_justify="left", box=style)
+    pair.add_column("kernel k (correlate slides this)")
+    pair.add_column("flip k[::-1, ::-1] (convolve slides this)")
+    if small:
+        pair.add_row(_matrix(facts.kernel), _matrix(facts.flipped))
+    else:
+        pair.add_row(f"{shape}: too large to print", "see --plot")
+    console.print(pair)
+    agree = "yes" if facts.same_result else "no"
+    if facts.symmetric and not facts.same_result:
+        agree = "no: symmetric, but along an even axis the flip's centre moves by one pixel"
+    elif not facts.symmetric:
+        agree = "no: k != k[::-1, ::-1]"
+    table = Table(box=style, show_header=False)
+    table.add_column("fact")
+    table.add_column("value")
+    peak = float(facts.response.max())
+    rows = [
+        ("symmetric (k == flip)", "yes" if facts.symmetric else "no"),
+        ("convolve == correlate", agree),
+        ("separable (rank one)", "yes" if facts.separable else "no"),
+        ("rank (SVD)", str(facts.rank)),
+        ("sum", f"{facts.sum:.6g}"),
+        ("DC gain |H(0)|", f"{facts.dc_gain:.6g}"),
+        (f"|H| on {facts.response.shape[0]}² (max, min)",
+         f"{peak:.4g}, {float(facts.response.min()):.4g}"),
+    ]  # fmt: skip
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
 
 
 # --- bench and calibrate rendering (bench helper) --------------------------------------------
