@@ -221,6 +221,46 @@ TruncateOption = Annotated[
 ]
 
 
+MemoryOption = Annotated[
+    str | None,
+    typer.Option(
+        "--memory",
+        help="Memory budget (256M, 2G). Images whose working set exceeds it stream by bands "
+        "(TIFF, Zarr in and out). [default: a quarter of the available memory, at most 2G]",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class _Streaming:
+    """What a filter command needs to run an image by bands: the filter for an image (with
+    alpha or not, reporting plans to a callback), its kernel (for the plan and the halo)."""
+
+    make_filter: Callable[[bool, Any], Any]
+    kernel: Any
+    mode: str
+    strategy: str
+    memory: str | None
+    explain: bool
+
+    def filter_for(self, has_alpha: bool) -> Any:
+        """The band filter for one image, its plan reported once (not once per band)."""
+        return self.make_filter(has_alpha, _first_only(report.explain) if self.explain else None)
+
+
+def _first_only(callback: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``callback`` for its first call only."""
+    calls: list[bool] = []
+
+    def first(value: Any) -> None:
+        if not calls:
+            calls.append(True)
+            callback(value)
+
+    return first
+
+
 @dataclass(frozen=True)
 class _Destination:
     """Where and how the shared pipeline writes its results."""
@@ -239,11 +279,13 @@ def _run_pipeline(
     inputs: list[str],
     transform: Callable[[Picture], NDArray[Any]],
     dest: _Destination,
+    streaming: _Streaming | None = None,
 ) -> None:
     """Load, filter and save each input: the one pipeline behind blur, sharpen and convolve.
 
     Every output is resolved (and every conflict reported) before the first image is read;
-    a failure stops the batch, leaving earlier outputs complete and no partial file.
+    a failure stops the batch, leaving earlier outputs complete and no partial file. With
+    ``streaming``, an image too large for the memory budget runs by bands (streams.route).
     """
     from . import images
     from .errors import UsageError
@@ -282,6 +324,11 @@ def _run_pipeline(
     bar = report.progress_bar(command) if len(inputs) > 1 else nullcontext(None)
     with bar as update:
         for done, (source, target) in enumerate(zip(inputs, targets, strict=True)):
+            if streaming is not None and _streamed(source, str(target), streaming, dest):
+                written.append({"input": source, "output": str(target)})
+                if not dest.as_json:
+                    report.message(f"wrote {target}")
+                continue
             picture = images.load(source, max_pixels=dest.max_pixels)
             images.check_can_hold(picture.pixels, str(target), dest.format)  # before the work
             result = picture.with_pixels(transform(picture))
@@ -297,6 +344,42 @@ def _run_pipeline(
                 update(source, (done + 1) / len(inputs))
     if dest.as_json:
         report.print_json({"outputs": written})
+
+
+def _streamed(source: str, target: str, streaming: _Streaming, dest: _Destination) -> bool:
+    """Run ``source`` by bands if it does not fit the memory budget; False: run it in memory."""
+    from . import streams, tiles
+
+    budget = tiles.parse_size(streaming.memory) if streaming.memory else tiles.default_budget()
+    route = streams.route(
+        source,
+        target,
+        streaming.kernel,
+        mode=streaming.mode,
+        strategy=streaming.strategy,
+        budget=budget,
+    )
+    if streaming.explain:
+        report.message(f"{source}: {route.describe()}")
+    if route.layout is None:
+        return False
+    assert route.reader is not None
+    if dest.out_dir is not None:
+        from . import images
+
+        images.make_folder(dest.out_dir)
+    func = streaming.filter_for(route.reader.has_alpha)
+    count = route.layout.count
+    with report.progress_bar(Path(source).name) as update:
+        streams.filter_file(
+            route,
+            target,
+            func,
+            mode=streaming.mode,
+            force=dest.force,
+            progress=lambda done: update(f"{done}/{count} bands", done / count),
+        )
+    return True
 
 
 @app.command()
@@ -322,6 +405,7 @@ def blur(
     strategy: StrategyOption = names.AUTO,
     method: OldMethodOption = None,
     explain: ExplainOption = False,
+    memory: MemoryOption = None,
     linear: LinearOption = False,
     force: ForceOption = False,
     format: FormatOption = None,
@@ -331,8 +415,11 @@ def blur(
 ) -> None:
     """Blur images: Gaussian (default) or box, alpha-aware, optionally in linear light."""
     with cli_errors():
+        import numpy as np
+
+        from . import filters, kernels
+
         road = _strategy(strategy, method)
-        from . import filters
         from .errors import UsageError
 
         on_plan = report.explain if explain else None
@@ -344,38 +431,45 @@ def blur(
             if sigma_y is not None:
                 filters.check_positive(sigma_y, "sigma_y")
             filters.check_positive(truncate, "truncate")
+            along_y = kernels.gaussian_1d(sigma_x if sigma_y is None else sigma_y, truncate)
+            kernel = np.outer(along_y, kernels.gaussian_1d(sigma_x, truncate))
 
-            def transform(picture: Picture) -> NDArray[Any]:
-                return filters.gaussian_blur(
-                    picture.pixels,
-                    sigma_x,
+            def make(has_alpha: bool, report_plan: Any) -> Any:
+                return partial(
+                    filters.gaussian_blur,
+                    sigma=sigma_x,
                     sigma_y=sigma_y,
                     truncate=truncate,
                     mode=mode,
                     strategy=road,
                     linear=linear,
-                    has_alpha=picture.has_alpha,
-                    on_plan=on_plan,
+                    has_alpha=has_alpha,
+                    on_plan=report_plan,
                 )
 
         else:
             if sigma is not None or sigma_y is not None:
                 raise UsageError("--sigma/--sigma-y are for --kind gaussian; a box takes --radius")
             box_radius = filters.check_radius(2 if radius is None else radius, "radius")
+            kernel = np.ones((2 * box_radius + 1, 2 * box_radius + 1))
 
-            def transform(picture: Picture) -> NDArray[Any]:
-                return filters.box_blur(
-                    picture.pixels,
-                    box_radius,
+            def make(has_alpha: bool, report_plan: Any) -> Any:
+                return partial(
+                    filters.box_blur,
+                    radius=box_radius,
                     mode=mode,
                     strategy=road,
                     linear=linear,
-                    has_alpha=picture.has_alpha,
-                    on_plan=on_plan,
+                    has_alpha=has_alpha,
+                    on_plan=report_plan,
                 )
 
+        def transform(picture: Picture) -> NDArray[Any]:
+            return make(picture.has_alpha, on_plan)(picture.pixels)
+
         dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
-        _run_pipeline("blur", inputs, transform, dest)
+        streaming = _Streaming(make, kernel, mode, road, memory, explain)
+        _run_pipeline("blur", inputs, transform, dest, streaming)
 
 
 @app.command()
@@ -396,6 +490,7 @@ def sharpen(
     strategy: StrategyOption = names.AUTO,
     method: OldMethodOption = None,
     explain: ExplainOption = False,
+    memory: MemoryOption = None,
     linear: LinearOption = False,
     force: ForceOption = False,
     format: FormatOption = None,
@@ -405,31 +500,39 @@ def sharpen(
 ) -> None:
     """Sharpen images by unsharp masking: img + amount * (img - blur(img))."""
     with cli_errors():
+        import numpy as np
+
+        from . import filters, kernels
+
         road = _strategy(strategy, method)
-        from . import filters
 
         filters.check_positive(sigma, "sigma")
         filters.check_finite(amount, "amount")
         filters.check_threshold(threshold, "threshold")
         filters.check_positive(truncate, "truncate")
         on_plan = report.explain if explain else None
+        along = kernels.gaussian_1d(sigma, truncate)
 
-        def transform(picture: Picture) -> NDArray[Any]:
-            return filters.unsharp_mask(
-                picture.pixels,
-                sigma,
-                amount,
-                threshold,
+        def make(has_alpha: bool, report_plan: Any) -> Any:
+            return partial(
+                filters.unsharp_mask,
+                sigma=sigma,
+                amount=amount,
+                threshold=threshold,
                 truncate=truncate,
                 mode=mode,
                 strategy=road,
                 linear=linear,
-                has_alpha=picture.has_alpha,
-                on_plan=on_plan,
+                has_alpha=has_alpha,
+                on_plan=report_plan,
             )
 
+        def transform(picture: Picture) -> NDArray[Any]:
+            return make(picture.has_alpha, on_plan)(picture.pixels)
+
         dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
-        _run_pipeline("sharpen", inputs, transform, dest)
+        streaming = _Streaming(make, np.outer(along, along), mode, road, memory, explain)
+        _run_pipeline("sharpen", inputs, transform, dest, streaming)
 
 
 # Kept in step with kernels.PRESETS by a test; spelled out so --help needs no numpy.
@@ -476,6 +579,7 @@ def convolve(
     strategy: StrategyOption = names.AUTO,
     method: OldMethodOption = None,
     explain: ExplainOption = False,
+    memory: MemoryOption = None,
     linear: LinearOption = False,
     force: ForceOption = False,
     format: FormatOption = None,
@@ -495,20 +599,24 @@ def convolve(
             shape = "x".join(map(str, weights.shape))
             report.message(f"{operation} with {kernel} ({shape})")
 
-        def transform(picture: Picture) -> NDArray[Any]:
-            return filters.convolve_image(
-                picture.pixels,
-                weights,
+        def make(has_alpha: bool, report_plan: Any) -> Any:
+            return partial(
+                filters.convolve_image,
+                kernel=weights,
                 correlate=correlate,
                 mode=mode,
                 strategy=road,
                 linear=linear,
-                has_alpha=picture.has_alpha,
-                on_plan=on_plan,
+                has_alpha=has_alpha,
+                on_plan=report_plan,
             )
 
+        def transform(picture: Picture) -> NDArray[Any]:
+            return make(picture.has_alpha, on_plan)(picture.pixels)
+
         dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
-        _run_pipeline("convolve", inputs, transform, dest)
+        streaming = _Streaming(make, weights, mode, road, memory, explain)
+        _run_pipeline("convolve", inputs, transform, dest, streaming)
 
 
 # --- deblur and kernel (deconvolution helper) ---------------------------------------------------
