@@ -163,7 +163,7 @@ def test_unstreamable_tiff_named(tmp_path: Path) -> None:
     tifffile.imwrite(
         path, np.zeros((3, 20, 20), np.uint8), photometric="rgb", planarconfig="separate"
     )
-    with pytest.raises(ConvfiltError, match="planar-separate.*cannot be streamed"):
+    with pytest.raises(ConvfiltError, match=r"planar-separate.*cannot be streamed"):
         streams.TiffRows(path)
 
 
@@ -198,8 +198,20 @@ def test_cli_subprocess_sharpen_streams(tmp_path: Path) -> None:
     pixels = make_tiff(source, "uint16", 1, {"rowsperstrip": 10}, **BIG)
     target = tmp_path / "out.tif"
     done = subprocess.run(
-        [sys.executable, "-m", "convfilt", "sharpen", str(source), "-o", str(target)]
-        + ["--memory", "50M", "--amount", "2", "--explain"],
+        [
+            sys.executable,
+            "-m",
+            "convfilt",
+            "sharpen",
+            str(source),
+            "-o",
+            str(target),
+            "--memory",
+            "50M",
+            "--amount",
+            "2",
+            "--explain",
+        ],
         capture_output=True,
         text=True,
         check=False,
