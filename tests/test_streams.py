@@ -7,6 +7,7 @@ import subprocess
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def make_tiff(
     pixels = (rng.random(shape) * scale).astype(dtype)
     options = dict(layout)
     bigtiff = options.pop("bigtiff", False)
-    extras = {"extrasamples": ["unassalpha"]} if channels in (2, 4) else {}
+    extras: dict[str, Any] = {"extrasamples": ["unassalpha"]} if channels in (2, 4) else {}
     with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
         tif.write(
             pixels,
@@ -191,6 +192,9 @@ def test_cli_streams_and_matches_the_in_memory_run(tmp_path: Path, big_rgb) -> N
     a, b = tifffile.imread(tmp_path / "s.tif"), tifffile.imread(tmp_path / "m.tif")
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, filters.gaussian_blur(pixels, 2.0))
+
+
+ARGS = ["--memory", "50M", "--amount", "2", "--explain"]
 
 
 def test_cli_subprocess_sharpen_streams(tmp_path: Path) -> None:
