@@ -140,6 +140,16 @@ def _choice(choices: tuple[str, ...]) -> click.Choice:
     return click.Choice(choices, case_sensitive=False)
 
 
+NanPolicyOption = Annotated[
+    str,
+    typer.Option(
+        "--nan-policy",
+        help="NaN/inf in float images: propagate (over each one's footprint, as scipy.ndimage), "
+        "omit (left out, the kernel renormalized over valid pixels), raise (an error).",
+        click_type=_choice(names.NAN_POLICIES),
+    ),
+]
+
 ModeOption = Annotated[
     str,
     typer.Option(
@@ -404,6 +414,7 @@ def blur(
     mode: ModeOption = names.REFLECT,
     strategy: StrategyOption = names.AUTO,
     method: OldMethodOption = None,
+    nan_policy: NanPolicyOption = names.PROPAGATE,
     explain: ExplainOption = False,
     memory: MemoryOption = None,
     linear: LinearOption = False,
@@ -442,6 +453,7 @@ def blur(
                     truncate=truncate,
                     mode=mode,
                     strategy=road,
+                    nan_policy=nan_policy,
                     linear=linear,
                     has_alpha=has_alpha,
                     on_plan=report_plan,
@@ -459,6 +471,7 @@ def blur(
                     radius=box_radius,
                     mode=mode,
                     strategy=road,
+                    nan_policy=nan_policy,
                     linear=linear,
                     has_alpha=has_alpha,
                     on_plan=report_plan,
@@ -489,6 +502,7 @@ def sharpen(
     mode: ModeOption = names.REFLECT,
     strategy: StrategyOption = names.AUTO,
     method: OldMethodOption = None,
+    nan_policy: NanPolicyOption = names.PROPAGATE,
     explain: ExplainOption = False,
     memory: MemoryOption = None,
     linear: LinearOption = False,
@@ -522,6 +536,7 @@ def sharpen(
                 truncate=truncate,
                 mode=mode,
                 strategy=road,
+                nan_policy=nan_policy,
                 linear=linear,
                 has_alpha=has_alpha,
                 on_plan=report_plan,
@@ -578,6 +593,7 @@ def convolve(
     mode: ModeOption = names.REFLECT,
     strategy: StrategyOption = names.AUTO,
     method: OldMethodOption = None,
+    nan_policy: NanPolicyOption = names.PROPAGATE,
     explain: ExplainOption = False,
     memory: MemoryOption = None,
     linear: LinearOption = False,
@@ -606,6 +622,7 @@ def convolve(
                 correlate=correlate,
                 mode=mode,
                 strategy=road,
+                nan_policy=nan_policy,
                 linear=linear,
                 has_alpha=has_alpha,
                 on_plan=report_plan,

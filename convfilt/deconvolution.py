@@ -586,4 +586,6 @@ def deconvolve(
         return result
 
     outside = cval if mode == "constant" else None
-    return filters.filter_image(pixels, smooth, has_alpha=has_alpha, linear=linear, cval=outside)
+    return filters.filter_image(
+        pixels, filters.premultiplying(smooth), has_alpha=has_alpha, linear=linear, cval=outside
+    )

@@ -30,10 +30,12 @@ Policies:
   roads do not apply (the plan says why) and the banded roads, whose sums are per output, run.
 - ``cval`` must be finite (UsageError): a transform or banded product would spread a NaN cval
   over whole bands, where scipy keeps it at the border.
-- Non-finite input (NaN, inf): the banded products and the FFT would spread it over a band or
-  the whole image, so such an image is computed by ``direct`` through ``scipy.ndimage``'s loop,
-  which keeps each NaN inside its kernel's footprint, exactly like scipy. Forcing another
-  strategy on such an image is a ConvfiltError; a non-finite kernel is a UsageError.
+- Non-finite input (NaN, inf): every road computes finite planes only; ``nan_policy``
+  (``propagate``, scipy.ndimage's result; ``omit``, normalized convolution; ``raise``) is
+  turned into such correlations by :mod:`convfilt.weighted` (zeroed values, then each
+  non-finite value's footprint marked, or the weighted sums divided), so every road and mode
+  gives the same answer, and a band of the image computed alone gives the same as the whole.
+  A non-finite kernel is a UsageError.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
-from . import calibration, cost, names
-from .errors import ConvfiltError, UsageError
+from . import calibration, cost, names, weighted
+from .errors import UsageError
 from .kernels import separate
 
 MODES = names.MODES
@@ -252,7 +254,6 @@ class Problem:
     factors: tuple[tuple[NDArray[np.float64], NDArray[np.float64]], ...] | None
     exact: bool  # integer image, kernels and cval: round the result
     bound: float  # max|x| · Σ|k| (from the dtype's range for integer images), inf if unknown
-    finite: bool = True
 
     @cached_property
     def kh(self) -> int:
@@ -291,10 +292,6 @@ def _band(problem: Problem, step: int, source_width: int) -> int:
     return min(-(-rows // step) * step, max(problem.height, 1))
 
 
-def _not_finite(problem: Problem) -> str | None:
-    return None if problem.finite else "the image holds NaN or inf"
-
-
 def _overflows_float32(problem: Problem) -> str | None:
     """Why a float32 transform would overflow (its DC term sums max|x|·Σ|k| over P points)."""
     if problem.dtype != np.float32 or not np.isfinite(problem.bound):  # inf: not measured
@@ -323,8 +320,6 @@ def _direct_applies(problem: Problem) -> str | None:
 
 
 def _prepare_direct(problem: Problem, constants: cost.Constants) -> Runner:
-    if not problem.finite:
-        return _prepare_loop(problem)
     kh, kw, width, dt = problem.kh, problem.kw, problem.width, problem.dtype
     step = cost.band_rows(kh)
     toeplitz = [[_toeplitz(k[:, j], step, dt) for j in range(kw)] for k in problem.kernels]
@@ -360,29 +355,13 @@ def _prepare_direct(problem: Problem, constants: cost.Constants) -> Runner:
     return run
 
 
-def _prepare_loop(problem: Problem) -> Runner:
-    """scipy.ndimage's loop on the extended plane: slow, but keeps NaN/inf local."""
-    import scipy.ndimage as ndi
-
-    kh, kw, dt = problem.kh, problem.kw, problem.dtype
-    kernels = [k.astype(dt) for k in problem.kernels]
-
-    def run(source: Source, outs: Sequence[NDArray[np.floating]]) -> None:
-        extended = source.whole(dt)
-        for k, out in zip(kernels, outs, strict=True):
-            full = ndi.correlate(extended, k, mode="constant")
-            out[...] = full[kh // 2 : kh // 2 + problem.height, kw // 2 : kw // 2 + problem.width]
-
-    return run
-
-
 # --- separable ---------------------------------------------------------------------------------
 
 
 def _separable_applies(problem: Problem) -> str | None:
     if problem.factors is None:
         return "the kernel is not rank one (SVD)"
-    return _not_finite(problem) or _not_roundable(problem)
+    return _not_roundable(problem)
 
 
 def _prepare_separable(problem: Problem, constants: cost.Constants) -> Runner:
@@ -432,7 +411,7 @@ def _prepare_separable(problem: Problem, constants: cost.Constants) -> Runner:
 
 
 def _fft_applies(problem: Problem) -> str | None:
-    return _not_finite(problem) or _not_roundable(problem) or _overflows_float32(problem)
+    return _not_roundable(problem) or _overflows_float32(problem)
 
 
 def _spectrum(block: NDArray[np.floating], shape: tuple[int, int]) -> NDArray[np.complexfloating]:
@@ -643,7 +622,6 @@ def _problem(
     *,
     cval: float | None = None,
     largest: float | None = None,
-    finite: bool = True,
 ) -> Problem:
     """The job; ``cval`` only where it is read (constant mode), ``largest`` the measured
     max|x| of a float image (else the dtype's range, infinite for floats)."""
@@ -664,7 +642,6 @@ def _problem(
         factors=tuple(factors) if len(factors) == len(kernels) else None,
         exact=image_dtype.kind in "biu" and integer_kernels and integer_cval,
         bound=bound,
-        finite=finite,
     )
 
 
@@ -681,19 +658,13 @@ def _estimates(
             estimates[name] = cost.estimate(name, problem.shape, problem.dtype, constants)
             continue
         notes.append(f"{name} does not apply: {why_not}")
-        if forced == name and why_not == _not_finite(problem):
-            raise ConvfiltError(
-                f"strategy {name!r} cannot filter this image: it holds NaN or inf, "
-                "which the transform would spread; use strategy 'direct' or 'auto'",
-                parameters=["strategy"],
-            )
         if forced == name:
             raise UsageError(f"strategy {name!r} cannot apply: {why_not}", parameters=["strategy"])
     return estimates, notes
 
 
 def _policy_notes(problem: Problem) -> list[str]:
-    """What the plan does beyond its road: rounding integers, keeping NaN local."""
+    """What the plan does beyond its road: rounding integers."""
     notes = []
     if problem.exact and problem.bound < EXACT_DIRECT_LIMIT:
         notes.append("integer image and kernel: results rounded to exact integers")
@@ -702,8 +673,6 @@ def _policy_notes(problem: Problem) -> list[str]:
             "integer image and kernel: results rounded to integers, but beyond 2**53 only to "
             "the nearest float64"
         )
-    if not problem.finite:
-        notes.append("the image holds NaN/inf: direct runs scipy.ndimage's loop to keep it local")
     return notes
 
 
@@ -896,16 +865,83 @@ def _filter(
     mode: str,
     cval: float,
     strategy: str,
+    nan_policy: str,
     on_plan: Callable[[Plan], None] | None,
     band: Band | None = None,
 ) -> NDArray[np.floating]:
-    """Correlate with ``kernel`` (or, ``flip``, with it flipped and centred as scipy convolves);
-    with ``band``, only that band's rows (the strategy chosen for the whole image)."""
+    """Correlate with ``kernel`` (or, ``flip``, with it flipped and centred as scipy convolves),
+    non-finite values handled by ``nan_policy`` (:mod:`convfilt.weighted`); with ``band``,
+    only that band's rows (the strategy chosen for the whole image)."""
     _check_mode_strategy(mode, strategy)
+    policy = weighted.check_policy(nan_policy)
     if not np.isfinite(cval):
         raise UsageError(f"cval must be a finite number, got {cval}", parameters=["cval"])
     x = as_image(image)
     k = _check_kernel(kernel)
+    if policy == names.OMIT and x.dtype.kind == "f":
+        weighted.check_renormalizable(k)
+    road = _road(flip=flip, mode=mode, strategy=strategy, on_plan=on_plan, band=band)
+    if _all_finite(x):
+        return road(x, k, cval, True)
+    if policy == names.RAISE:
+        weighted.raise_if_not_finite(x)
+    planes = x[..., np.newaxis] if x.ndim == 2 else x
+    rows = planes.shape[0] if band is None else band.rows
+    out = np.empty((rows, *planes.shape[1:]), dtype=working_dtype(x.dtype))
+    for c in range(planes.shape[2]):
+        plane = np.asarray(planes[..., c], dtype=out.dtype)
+        if policy == names.OMIT:
+            out[..., c] = weighted.normalized(plane, k, cval, road, policy=names.OMIT)
+        else:
+            out[..., c] = weighted.propagate(plane, k, cval, road)
+    return out[..., 0] if x.ndim == 2 else out
+
+
+def _road(
+    *,
+    flip: bool,
+    mode: str,
+    strategy: str,
+    on_plan: Callable[[Plan], None] | None,
+    band: Band | None,
+) -> weighted.Correlate:
+    """The engine as :mod:`convfilt.weighted` calls it on finite planes (of ``band``'s rows):
+    the image's own correlations take ``strategy`` (the first reports its plan), 0/1 masks
+    the planner's road."""
+    reported: list[bool] = []
+
+    def correlate_plane(
+        plane: NDArray[Any], kernel: NDArray[np.float64], cval: float, main: bool
+    ) -> NDArray[np.floating]:
+        report = on_plan if main and not reported else None
+        if report is not None:
+            reported.append(True)
+        return _filter_finite(
+            plane,
+            kernel,
+            flip=flip,
+            mode=mode,
+            cval=cval,
+            strategy=strategy if main else names.AUTO,
+            on_plan=report,
+            band=band,
+        )
+
+    return correlate_plane
+
+
+def _filter_finite(
+    x: NDArray[np.generic],
+    k: NDArray[np.float64],
+    *,
+    flip: bool,
+    mode: str,
+    cval: float,
+    strategy: str,
+    on_plan: Callable[[Plan], None] | None,
+    band: Band | None,
+) -> NDArray[np.floating]:
+    """``_filter`` of a finite image on the road the planner picks (or ``strategy``)."""
     kh, kw = k.shape
     if flip:
         k = np.ascontiguousarray(k[::-1, ::-1])
@@ -913,11 +949,9 @@ def _filter(
     else:
         pads = (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2)
     channels = x.shape[2] if x.ndim == 3 else 1
-    finite = _all_finite(x)
     height = x.shape[0] if band is None else band.height
     outside = float(cval) if mode == "constant" else None
-    largest = _largest(x) if finite else None
-    facts = partial(_problem, cval=outside, largest=largest, finite=finite)
+    facts = partial(_problem, cval=outside, largest=_largest(x))
     problem = facts((height, x.shape[1]), channels, [k], x.dtype)
     chosen, road, constants = _decide(problem, strategy, (height, *x.shape[1:]), mode)
     if on_plan is not None:
@@ -965,6 +999,13 @@ _FILTER_DOC = """{summary}
         As in ``scipy.ndimage``: an array of the image's shape to write into, or the dtype
         of the returned array. Integer outputs are rounded half-to-even and clipped to
         their range (scipy truncates and wraps around).
+    nan_policy : {{'propagate', 'omit', 'raise'}}, optional
+        What NaN and inf do (:mod:`convfilt.weighted`): ``propagate`` (default) gives
+        ``scipy.ndimage``'s result, each spreading over its kernel's footprint; ``omit``
+        leaves NaN out and renormalizes the kernel over the valid pixels (normalized
+        convolution, as ``astropy.convolution.convolve`` with ``nan_treatment='interpolate'``,
+        ``normalize_kernel=False``): NaN only where no valid pixel is in reach; ``raise``
+        refuses them. Every road gives the same answer. A no-op on integer images.
     on_plan : callable, optional
         Called once with the :class:`Plan` carried out (the command line can print it).
     band : Band, optional
@@ -986,16 +1027,14 @@ _FILTER_DOC = """{summary}
     TypeError
         ``image`` or ``output`` is not made of real numbers (None, strings, objects).
     UsageError
-        A bad shape, kernel, mode, strategy or ``cval`` (a ``ValueError``).
-    ConvfiltError
-        A forced transform on an image holding NaN or inf.
+        A bad shape, kernel, mode, strategy, ``nan_policy`` or ``cval``; NaN or inf under
+        ``nan_policy='raise'``; a kernel summing to ~0 under ``'omit'`` (a ``ValueError``).
 
     Notes
     -----
     {notes} Cost: ``direct`` ~ kh·kw·H·W·C multiply-adds (as banded matrix
     products), ``separable`` ~ (kh + kw)·H·W·C, ``fft`` ~ P·log2 P·C for P padded transform
-    points; ``plan`` shows the estimates. Non-finite pixels stay inside their kernel's
-    footprint, as in scipy.
+    points; ``plan`` shows the estimates.
 
     Examples
     --------
@@ -1020,6 +1059,7 @@ def correlate(
     mode: str = names.REFLECT,
     cval: float = 0.0,
     strategy: str = names.AUTO,
+    nan_policy: str = names.PROPAGATE,
     output: Output = None,
     on_plan: Callable[[Plan], None] | None = None,
     band: Band | None = None,
@@ -1027,8 +1067,8 @@ def correlate(
 ) -> NDArray[Any]:
     strategy = strategy_keyword(strategy, method)
     result = _filter(
-        image, kernel, flip=False, mode=mode, cval=cval, strategy=strategy, on_plan=on_plan,
-        band=band,
+        image, kernel, flip=False, mode=mode, cval=cval, strategy=strategy,
+        nan_policy=nan_policy, on_plan=on_plan, band=band,
     )  # fmt: skip
     return to_output(result, output)
 
@@ -1040,6 +1080,7 @@ def convolve(
     mode: str = names.REFLECT,
     cval: float = 0.0,
     strategy: str = names.AUTO,
+    nan_policy: str = names.PROPAGATE,
     output: Output = None,
     on_plan: Callable[[Plan], None] | None = None,
     band: Band | None = None,
@@ -1047,8 +1088,8 @@ def convolve(
 ) -> NDArray[Any]:
     strategy = strategy_keyword(strategy, method)
     result = _filter(
-        image, kernel, flip=True, mode=mode, cval=cval, strategy=strategy, on_plan=on_plan,
-        band=band,
+        image, kernel, flip=True, mode=mode, cval=cval, strategy=strategy,
+        nan_policy=nan_policy, on_plan=on_plan, band=band,
     )  # fmt: skip
     return to_output(result, output)
 
@@ -1068,6 +1109,41 @@ convolve.__doc__ = _FILTER_DOC.format(
     "``kernel[::-1, ::-1]`` (for even sizes, the centre moves by one pixel, as in "
     "``scipy.ndimage.convolve``).",
 )
+
+
+def weighted_filter(
+    image: ArrayLike,
+    kernel: ArrayLike,
+    weights: weighted.Weights,
+    *,
+    flip: bool = False,
+    mode: str = names.REFLECT,
+    cval: float = 0.0,
+    strategy: str = names.AUTO,
+    nan_policy: str = names.PROPAGATE,
+    on_plan: Callable[[Plan], None] | None = None,
+    band: Band | None = None,
+) -> NDArray[np.floating]:
+    """The weighted mean ``(K*(w·x)) / (K*w) · Σk`` of a 2-D plane, e.g. colour under alpha.
+
+    The same path as ``nan_policy="omit"`` (:func:`convfilt.weighted.normalized`), with the
+    caller's ``weights``; ``cval`` is the value beyond the border, ``weights.outside`` its
+    weight. Correlation, or convolution with ``flip``; ``band`` as in :func:`correlate`.
+    """
+    _check_mode_strategy(mode, strategy)
+    policy = weighted.check_policy(nan_policy)
+    x = np.asarray(image)
+    if x.ndim != 2 or x.shape != np.shape(weights.values):
+        raise UsageError(
+            f"image and weights must be one 2-D shape, got {x.shape}", parameters=["weights"]
+        )
+    k = _check_kernel(kernel)
+    if policy == names.RAISE:
+        weighted.raise_if_not_finite(x)
+        policy = names.PROPAGATE
+    road = _road(flip=flip, mode=mode, strategy=strategy, on_plan=on_plan, band=band)
+    plane = np.asarray(x, dtype=working_dtype(x.dtype))
+    return weighted.normalized(plane, k, cval, road, policy=policy, weights=weights)
 
 
 def correlate_valid(
@@ -1116,13 +1192,12 @@ def correlate_valid(
     if h < 1 or w < 1:
         raise UsageError(f"kernel {kh}x{kw} is larger than the image {x.shape[0]}x{x.shape[1]}")
     if largest is None:
-        finite = _all_finite(x)
-        largest = _largest(x) if finite else None
+        if not _all_finite(x):
+            raise UsageError("correlate_valid: the image holds NaN or inf", parameters=["image"])
+        largest = _largest(x)
     elif not np.isfinite(largest):
         raise UsageError(f"largest must be a finite max|image|, got {largest}")
-    else:
-        finite = True
-    problem = _problem((h, w), 1, ks, work, largest=largest, finite=finite)
+    problem = _problem((h, w), 1, ks, work, largest=largest)
     chosen, road, constants = _decide(problem, strategy, x.shape, "valid")
     if on_plan is not None:
         on_plan(chosen)

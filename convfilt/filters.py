@@ -17,10 +17,11 @@ Layout: (H, W) or (H, W, C) with channels last; when alpha is present it is the 
 (``has_alpha=True``; the default is False, so that on plain arrays every filter equals its
 ``scipy.ndimage`` counterpart channel by channel, whatever C is).
 
-Non-finite values (NaN, inf) in a float image follow the engine's policy: such an image is
-computed by the engine's direct loop, so each NaN/inf spreads only over its kernel's footprint,
-exactly as in ``scipy.ndimage`` (never over a whole band or FFT tile); forcing ``method=`` to a
-strategy that cannot keep it local is a ConvfiltError. This module neither hides nor adds them.
+Non-finite values (NaN, inf) in a float image follow ``nan_policy`` (:mod:`convfilt.weighted`):
+``propagate`` (default; each spreads over its kernel's footprint, as in ``scipy.ndimage``),
+``omit`` (left out and the kernel renormalized over the valid pixels; a missing pixel gets
+the interpolated value) or ``raise``. Alpha is the same weighted mean, with alpha as the
+weights (:func:`convfilt.engine.weighted_filter`). On integer images the policy is a no-op.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from typing import Literal, TypeAlias
 import numpy as np
 from numpy.typing import NDArray
 
-from . import engine, kernels, names
+from . import engine, kernels, names, weighted
 from .engine import Plan
 from .errors import UsageError
+from .weighted import Weights
 
 FloatArray = NDArray[np.floating]
 PlanCallback = Callable[[Plan], None] | None
@@ -177,7 +179,7 @@ class _Depth:
 
 # --- the one place where images meet the engine -----------------------------------------------
 
-Smooth = Callable[[FloatArray, float], FloatArray]
+Smooth = Callable[[FloatArray, float, "Weights | None"], FloatArray]
 
 
 @dataclass(frozen=True)
@@ -254,14 +256,16 @@ def filter_image(
     cval: float | None = None,
     exact: bool = False,
     band: engine.Band | None = None,
+    fill_missing: bool = False,
 ) -> NDArray:
     """Apply a per-channel filter to an image, handling dtype, alpha and linear light.
 
     Parameters
     ----------
     image : (H, W) or (H, W, C) array, integer or float.
-    smooth : ``smooth(channel, cval) -> filtered`` on one float (H, W) channel, in the units
-        given to it (``cval`` already converted to them).
+    smooth : ``smooth(channel, cval, weights) -> filtered`` on one float (H, W) channel, in
+        the units given to it (``cval`` already converted to them); with ``weights`` (alpha)
+        the weighted mean (:func:`convfilt.engine.weighted_filter`).
     finish : ``finish(original, smoothed, full_scale, alpha) -> result`` on one straight
         channel, e.g. the unsharp-mask formula; ``full_scale`` is what a threshold is a
         fraction of (0 for alpha itself, which no threshold spares); ``alpha`` is given
@@ -280,6 +284,8 @@ def filter_image(
         for kernels that are not averaging, whose results float32 cannot round exactly.
     band : ``image`` holds some rows of a larger image (:class:`engine.Band`, made by
         :mod:`convfilt.tiles`): ``smooth`` returns the band's output rows, and so does this.
+    fill_missing : replace each NaN of a colour channel by its filtered value before
+        ``finish`` (``nan_policy="omit"``: a missing pixel gets the interpolated value).
 
     Returns
     -------
@@ -309,7 +315,9 @@ def filter_image(
     colour_cval = float(work.load(np.array(outside), work.colour_scale, linear))
     for c in range(n_channels - 1 if has_alpha else n_channels):
         original = work.load(planes[..., c], work.colour_scale, linear)
-        result = _filter_colour(original, smooth, finish, colour_cval, work, alpha, inner)
+        result = _filter_colour(
+            original, smooth, finish, colour_cval, work, alpha, inner, fill_missing
+        )
         del original
         work.depth.store(out, (..., c), work.unload(result, work.colour_scale, linear))
         del result
@@ -330,7 +338,7 @@ def _filter_alpha(
     premultiplied colour."""
     full_scale = work.depth.full_scale
     original = work.load(stored, full_scale, False)
-    blurred = smooth(original, outside / full_scale)
+    blurred = smooth(original, outside / full_scale, None)
     result = finish(original[inner], blurred.copy(), 0.0, None)  # no threshold on alpha
     np.clip(result, 0.0, 1.0, out=result)
     work.depth.store(out, (..., out.shape[2] - 1), result * full_scale)
@@ -345,27 +353,38 @@ def _filter_colour(
     work: _Work,
     alpha: AlphaPlanes | None,
     inner: slice,
+    fill_missing: bool,
 ) -> FloatArray:
-    """Filter one straight colour channel; with ``alpha``, premultiplied and divided by the
-    filtered alpha (``smooth`` of the weights), so that the straight result is a weighted
-    mean. ``finish`` then makes the result from the straight original and filtered values
-    (of the output rows ``inner``)."""
-    full_scale = work.depth.full_scale / work.colour_scale
-    if alpha is None:
-        return finish(original[inner], smooth(original, cval), full_scale, None)
-    smoothed = smooth(original * alpha.original, cval * alpha.outside)
-    _divide_visible(smoothed, alpha.blurred)
-    rows = replace(alpha, original=alpha.original[inner])
-    return finish(original[inner], smoothed, full_scale, rows)
+    """Filter one straight colour channel; with ``alpha``, as the mean weighted by alpha
+    (premultiplied, filtered, divided by the filtered alpha). ``finish`` then makes the
+    result from the straight original and filtered values (of the output rows ``inner``);
+    with ``fill_missing`` (omit) a NaN of the original is first replaced by its filtered
+    value, the interpolated one."""
+    weights = None
+    if alpha is not None:
+        weights = Weights(alpha.original, alpha.outside, alpha.blurred, _ALPHA_FLOOR)
+    smoothed = smooth(original, cval, weights)
+    rows = original[inner]
+    if fill_missing:
+        missing = np.isnan(rows)
+        rows[missing] = smoothed[missing]
+    planes = None if alpha is None else replace(alpha, original=alpha.original[inner])
+    return finish(rows, smoothed, work.depth.full_scale / work.colour_scale, planes)
 
 
-def _divide_visible(values: FloatArray, alpha: FloatArray) -> FloatArray:
-    """``values / alpha`` in place where the pixel is visible (alpha above ``_ALPHA_FLOOR``),
-    0 elsewhere: un-premultiply without dividing rounding noise by rounding noise."""
-    visible = alpha > _ALPHA_FLOOR
-    np.divide(values, alpha, out=values, where=visible)
-    values[np.logical_not(visible, out=visible)] = 0.0
-    return values
+def premultiplying(smooth: Callable[[FloatArray, float], FloatArray]) -> Smooth:
+    """A ``smooth`` step from a filter that is not the engine's (deconvolution): with weights
+    (alpha) the channel is premultiplied, filtered, and divided by the filtered weights, by
+    the same division as the engine's weighted path (:func:`convfilt.weighted.divide`)."""
+
+    def weighted_smooth(channel: FloatArray, cval: float, weights: Weights | None) -> FloatArray:
+        if weights is None:
+            return smooth(channel, cval)
+        filtered = smooth(channel * weights.values, cval * weights.outside)
+        assert weights.filtered is not None  # filter_image passes alpha's filtered channel
+        return weighted.divide(filtered, weights.filtered, weights.floor)
+
+    return weighted_smooth
 
 
 def _correlator(
@@ -374,19 +393,43 @@ def _correlator(
     flip: bool,
     mode: str,
     strategy: str,
+    nan_policy: str,
     on_plan: PlanCallback,
     band: engine.Band | None = None,
 ) -> Smooth:
     """A ``smooth`` step that runs the engine with ``kernel`` (flipped: convolution)."""
     check_mode(mode)
-    run = partial(engine.convolve if flip else engine.correlate, band=band)
+    weighted.check_policy(nan_policy)
+    plain = partial(
+        engine.convolve if flip else engine.correlate, kernel=kernel, mode=mode, band=band
+    )
+    mean = partial(engine.weighted_filter, kernel=kernel, flip=flip, mode=mode, band=band)
     report_once = _once(on_plan)
 
-    def smooth(channel: FloatArray, cval: float) -> FloatArray:
-        result = run(channel, kernel, mode=mode, cval=cval, strategy=strategy, on_plan=report_once)
+    def smooth(channel: FloatArray, cval: float, weights: Weights | None) -> FloatArray:
+        if weights is None:
+            result = plain(
+                channel, cval=cval, strategy=strategy, nan_policy=nan_policy, on_plan=report_once
+            )
+        else:
+            result = mean(
+                channel,
+                weights=weights,
+                cval=cval,
+                strategy=strategy,
+                nan_policy=nan_policy,
+                on_plan=report_once,
+            )
         return np.asarray(result, dtype=channel.dtype)
 
     return smooth
+
+
+def _policy(image: NDArray, nan_policy: str) -> str:
+    """``nan_policy`` for a float image; an integer one holds no NaN, so any policy is a no-op
+    (and ``omit`` needs no renormalizable kernel): the engine sees ``propagate``."""
+    weighted.check_policy(nan_policy)
+    return nan_policy if np.asarray(image).dtype.kind == "f" else names.PROPAGATE
 
 
 def _outside(mode: str, cval: float) -> float | None:
@@ -477,6 +520,11 @@ _COMMON_PARAMETERS = """mode : str, optional
     strategy : str, optional
         The engine's road: ``auto`` (the planner's choice), ``direct``, ``separable``,
         ``fft`` or ``overlap-add``; the result is the same within rounding.
+    nan_policy : {'propagate', 'omit', 'raise'}, optional
+        NaN/inf in a float image: ``propagate`` (default) spreads each over its kernel's
+        footprint, as ``scipy.ndimage``; ``omit`` leaves them out and renormalizes the
+        kernel over the valid pixels (a missing pixel gets the interpolated value; NaN
+        only where none is in reach); ``raise`` refuses them. A no-op on integer images.
     linear : bool, optional
         Filter colour in linear light (sRGB decoded, filtered, encoded again).
     has_alpha : bool, optional
@@ -499,8 +547,9 @@ _COMMON_PARAMETERS = """mode : str, optional
 _COMMON_RAISES = """TypeError
         A parameter or image of the wrong type (None, a string for a number).
     UsageError
-        A value out of range, an unknown mode or strategy, an ambiguous channel layout
-        (a ``ValueError``)."""
+        A value out of range, an unknown mode, strategy or ``nan_policy``, an ambiguous
+        channel layout, NaN/inf under ``nan_policy='raise'``, a kernel summing to ~0 under
+        ``'omit'`` (a ``ValueError``)."""
 
 
 def _apply(
@@ -543,6 +592,7 @@ def gaussian_blur(
     mode: str = names.REFLECT,
     cval: float = 0.0,
     strategy: str = names.AUTO,
+    nan_policy: str = names.PROPAGATE,
     linear: bool = False,
     has_alpha: bool = False,
     channel_axis: int | None = None,
@@ -579,7 +629,7 @@ def gaussian_blur(
     The kernel is rank one, so the planner usually takes the separable road: two banded 1-D
     passes, ~ (kh + kw)·H·W·C multiply-adds. Integer images are filtered in float and
     rounded back (within one level of scipy's); alpha and linear light as in
-    :func:`filter_image`; NaN/inf stay inside their kernel's footprint.
+    :func:`filter_image`; NaN/inf follow ``nan_policy``.
 
     Examples
     --------
@@ -600,11 +650,13 @@ def gaussian_blur(
     strategy = engine.strategy_keyword(strategy, method)
     kernel = gaussian_kernel(_with_y(sigma, sigma_y, "sigma", check_positive), truncate)
     smooth = _correlator(
-        kernel, flip=False, mode=mode, strategy=strategy, on_plan=on_plan, band=band
-    )
+        kernel, flip=False, mode=mode, strategy=strategy,
+        nan_policy=_policy(image, nan_policy), on_plan=on_plan, band=band,
+    )  # fmt: skip
     return _apply(
         image, smooth, channel_axis=channel_axis, output=output, band=band, has_alpha=has_alpha,
         linear=linear, cval=_outside(mode, cval),
+        fill_missing=nan_policy == names.OMIT,
     )  # fmt: skip
 
 
@@ -616,6 +668,7 @@ def box_blur(
     mode: str = names.REFLECT,
     cval: float = 0.0,
     strategy: str = names.AUTO,
+    nan_policy: str = names.PROPAGATE,
     linear: bool = False,
     has_alpha: bool = False,
     channel_axis: int | None = None,
@@ -668,12 +721,14 @@ def box_blur(
         flip=False,
         mode=mode,
         strategy=strategy,
+        nan_policy=_policy(image, nan_policy),
         on_plan=on_plan,
         band=band,
     )
     return _apply(
         image, smooth, channel_axis=channel_axis, output=output, band=band, has_alpha=has_alpha,
         linear=linear, cval=_outside(mode, cval),
+        fill_missing=nan_policy == names.OMIT,
     )  # fmt: skip
 
 
@@ -687,6 +742,7 @@ def unsharp_mask(
     mode: str = names.REFLECT,
     cval: float = 0.0,
     strategy: str = names.AUTO,
+    nan_policy: str = names.PROPAGATE,
     linear: bool = False,
     has_alpha: bool = False,
     channel_axis: int | None = None,
@@ -745,8 +801,9 @@ def unsharp_mask(
     check_threshold(threshold, "threshold")
     kernel = gaussian_kernel(sigma, truncate)
     smooth = _correlator(
-        kernel, flip=False, mode=mode, strategy=strategy, on_plan=on_plan, band=band
-    )
+        kernel, flip=False, mode=mode, strategy=strategy,
+        nan_policy=_policy(image, nan_policy), on_plan=on_plan, band=band,
+    )  # fmt: skip
 
     def sharpen(
         original: FloatArray, blurred: FloatArray, full_scale: float, alpha: AlphaPlanes | None
@@ -762,13 +819,14 @@ def unsharp_mask(
             np.subtract(premultiplied, result, out=result)
             result *= amount
             result += premultiplied
-            _divide_visible(result, alpha.result)
+            weighted.divide(result, alpha.result, _ALPHA_FLOOR)
         result[keep] = original[keep]
         return result
 
     return _apply(
         image, smooth, channel_axis=channel_axis, output=output, band=band, finish=sharpen,
         has_alpha=has_alpha, linear=linear, cval=_outside(mode, cval),
+        fill_missing=nan_policy == names.OMIT,
     )  # fmt: skip
 
 
@@ -780,6 +838,7 @@ def convolve_image(
     mode: str = names.REFLECT,
     cval: float = 0.0,
     strategy: str = names.AUTO,
+    nan_policy: str = names.PROPAGATE,
     linear: bool = False,
     has_alpha: bool = False,
     channel_axis: int | None = None,
@@ -816,7 +875,7 @@ def convolve_image(
     An averaging kernel (no negative weight, sum 1) is applied premultiplied like a blur; any
     other kernel (Sobel, Laplacian, emboss, ...) is applied to the colour as stored and alpha
     is passed through, because a difference of opacities is not an opacity. Cost: the
-    engine's, per channel (:func:`convfilt.convolve`). NaN/inf stay in their footprint.
+    engine's, per channel (:func:`convfilt.convolve`). NaN/inf follow ``nan_policy``.
 
     Examples
     --------
@@ -832,11 +891,13 @@ def convolve_image(
     averaging = bool(np.all(weights >= 0) and math.isclose(weights.sum(), 1.0, rel_tol=1e-9))
     policy: AlphaPolicy = "premultiply" if averaging else "keep"
     smooth = _correlator(
-        weights, flip=not correlate, mode=mode, strategy=strategy, on_plan=on_plan, band=band
-    )
+        weights, flip=not correlate, mode=mode, strategy=strategy,
+        nan_policy=_policy(image, nan_policy), on_plan=on_plan, band=band,
+    )  # fmt: skip
     return _apply(
         image, smooth, channel_axis=channel_axis, output=output, band=band, has_alpha=has_alpha,
         alpha_policy=policy, linear=linear, cval=_outside(mode, cval), exact=not averaging,
+        fill_missing=nan_policy == names.OMIT,
     )  # fmt: skip
 
 

@@ -43,3 +43,9 @@ FLOAT_DTYPES = ("float32", "float64")
 WIENER = "wiener"
 RICHARDSON_LUCY = "richardson-lucy"
 DECONVOLUTION_METHODS = (WIENER, RICHARDSON_LUCY)
+
+# What a filter does with non-finite values (NaN, inf) in a float image; the first is the default.
+PROPAGATE = "propagate"  # scipy.ndimage's result: each spreads over its kernel's footprint
+OMIT = "omit"  # normalized convolution: NaN pixels left out, the weights renormalized
+RAISE = "raise"  # a ValueError naming how many and where the first is
+NAN_POLICIES = (PROPAGATE, OMIT, RAISE)
