@@ -54,6 +54,8 @@ from numpy.typing import ArrayLike, NDArray
 from . import calibration, cost, names, weighted
 from .errors import UsageError
 from .kernels import separate
+from .tiles import EXTENSIONS as EXTENSIONS  # re-exported: the boundary rule lives in tiles
+from .tiles import Band, dask_aware, extension_indices, kernel_reach
 
 MODES = names.MODES
 STRATEGIES = names.STRATEGIES
@@ -93,87 +95,7 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
 
 
-# --- boundary extension ------------------------------------------------------------------------
-
-
-def _reflect(i: NDArray[np.intp], n: int) -> NDArray[np.intp]:
-    j = np.mod(i, 2 * n)
-    return np.where(j < n, j, 2 * n - 1 - j)
-
-
-def _mirror(i: NDArray[np.intp], n: int) -> NDArray[np.intp]:
-    if n == 1:
-        return np.zeros_like(i)
-    j = np.mod(i, 2 * n - 2)
-    return np.where(j < n, j, 2 * n - 2 - j)
-
-
-def _nearest(i: NDArray[np.intp], n: int) -> NDArray[np.intp]:
-    return np.clip(i, 0, n - 1)
-
-
-def _wrap(i: NDArray[np.intp], n: int) -> NDArray[np.intp]:
-    return np.mod(i, n)
-
-
-def _constant(i: NDArray[np.intp], n: int) -> NDArray[np.intp]:
-    return np.where((i >= 0) & (i < n), i, -1)
-
-
-# mode -> which input index each extended index reads (-1: the constant cval)
-EXTENSIONS: dict[str, Callable[[NDArray[np.intp], int], NDArray[np.intp]]] = {
-    "reflect": _reflect,
-    "mirror": _mirror,
-    "nearest": _nearest,
-    "wrap": _wrap,
-    "constant": _constant,
-}
-
-
-def extension_indices(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
-    """Input index of each of the ``before + n + after`` extended positions (-1 for cval)."""
-    return EXTENSIONS[mode](np.arange(-before, n + after, dtype=np.intp), n)
-
-
-@dataclass(frozen=True)
-class Band:
-    """Output rows ``start:stop`` of an image of ``height`` rows, from an array of some of its rows.
-
-    ``held`` is the image row of each row of the array given (increasing, no repeats): the
-    band plus the halo its kernel reaches, which at the image's edges is whatever rows the
-    *global* boundary rule reads (for ``wrap``, the top band holds the bottom rows). The
-    engine then extends through the whole image's index map, so each output row sees exactly
-    what it sees in the whole image; the strategy is chosen for the whole image. Built by
-    :mod:`convfilt.tiles`.
-    """
-
-    held: NDArray[np.intp]
-    height: int
-    start: int
-    stop: int
-    opaque: bool | None = None  # the whole image's alpha is fully opaque (None: not known)
-
-    @property
-    def rows(self) -> int:
-        """Output rows of the band."""
-        return self.stop - self.start
-
-    @property
-    def inner(self) -> slice:
-        """Where the output rows sit in the array given."""
-        first = int(np.searchsorted(self.held, self.start))
-        return slice(first, first + self.rows)
-
-    def extended(self, before: int, after: int, mode: str) -> NDArray[np.intp]:
-        """The rows the band's outputs read, as indices into the array given (-1: cval)."""
-        wanted = extension_indices(self.height, before, after, mode)
-        wanted = wanted[self.start : self.stop + before + after]
-        local = np.searchsorted(self.held, wanted)
-        inside = wanted >= 0
-        found = local[inside]
-        if np.any(found >= len(self.held)) or np.any(self.held[found] != wanted[inside]):
-            raise ValueError("the band does not hold every row its kernel reaches")
-        return np.where(inside, local, -1).astype(np.intp)
+# --- boundary extension: tiles.EXTENSIONS, extension_indices and Band ---------------------
 
 
 @dataclass(frozen=True)
@@ -1052,6 +974,7 @@ _FILTER_DOC = """{summary}
     """
 
 
+@dask_aware(kernel_reach, working_dtype)
 def correlate(
     image: ArrayLike,
     kernel: ArrayLike,
@@ -1073,6 +996,7 @@ def correlate(
     return to_output(result, output)
 
 
+@dask_aware(kernel_reach, working_dtype)
 def convolve(
     image: ArrayLike,
     kernel: ArrayLike,

@@ -31,12 +31,12 @@ import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
 
-from . import engine, kernels, names, weighted
+from . import engine, kernels, names, tiles, weighted
 from .engine import Plan
 from .errors import UsageError
 from .weighted import Weights
@@ -583,6 +583,29 @@ def gaussian_kernel(sigma: Pair, truncate: float = 4.0) -> NDArray:
     return np.outer(along_y, along_x)
 
 
+def _gaussian_reach(
+    sigma: Pair, sigma_y: float | None = None, truncate: float = 4.0, **_: Any
+) -> int:
+    """Rows the Gaussian of these parameters reaches (for tiles and Dask)."""
+    return (
+        int(gaussian_kernel(_with_y(sigma, sigma_y, "sigma", check_positive), truncate).shape[0])
+        // 2
+    )
+
+
+def _box_reach(radius: Pair, radius_y: int | None = None, **_: Any) -> int:
+    """Rows the box of these parameters reaches."""
+    both = _with_y(radius, radius_y, "radius", check_radius)
+    rows, _cols = per_axis(both, "radius", check_radius)  # type: ignore[arg-type]
+    return int(rows)
+
+
+def _unsharp_reach(sigma: Pair = 1.0, *_: Any, truncate: float = 4.0, **__: Any) -> int:
+    """Rows the unsharp mask's blur reaches."""
+    return _gaussian_reach(sigma, truncate=truncate)
+
+
+@tiles.dask_aware(_gaussian_reach)
 def gaussian_blur(
     image: NDArray,
     sigma: Pair,
@@ -660,6 +683,7 @@ def gaussian_blur(
     )  # fmt: skip
 
 
+@tiles.dask_aware(_box_reach)
 def box_blur(
     image: NDArray,
     radius: int | Sequence[int],
@@ -732,6 +756,7 @@ def box_blur(
     )  # fmt: skip
 
 
+@tiles.dask_aware(_unsharp_reach)
 def unsharp_mask(
     image: NDArray,
     sigma: Pair = 1.0,
@@ -830,6 +855,7 @@ def unsharp_mask(
     )  # fmt: skip
 
 
+@tiles.dask_aware(tiles.kernel_reach)
 def convolve_image(
     image: NDArray,
     kernel: NDArray,

@@ -2,7 +2,7 @@
 
 A filter (any of :mod:`convfilt.filters`, or :func:`convfilt.engine.correlate` itself) runs
 on a band of an image when it is given the band's rows plus the halo its kernel reaches, and an
-:class:`~convfilt.engine.Band` saying which image rows those are. The halo at the image's edges
+:class:`Band` saying which image rows those are. The halo at the image's edges
 comes from the *global* boundary rule (:func:`band_rows`): the top band of a ``wrap`` image
 holds the image's bottom rows, a ``reflect`` band the rows the reflection reads. The engine
 then extends each band through the whole image's index map and runs the strategy it would
@@ -33,18 +33,20 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .engine import Band, extension_indices
+from . import names
 from .errors import UsageError
 
+F = TypeVar("F", bound=Callable[..., Any])
 ALIGN = 64  # bands start at multiples of this: the engine's largest banded step (cost.py)
 MIN_ROWS = ALIGN  # the smallest band
 FIXED_BYTES = 48 * 2**20  # interpreter, libraries and the engine's own buffers
@@ -54,6 +56,89 @@ FIXED_BYTES = 48 * 2**20  # interpreter, libraries and the engine's own buffers
 WORK_COPIES = {"direct": 4, "separable": 4, "overlap-add": 6, "fft": 10}
 # a transform road wants bands much taller than its halo (the halo is recomputed per band)
 HALO_SHARE = {"direct": 2, "separable": 2, "overlap-add": 8, "fft": 8}
+
+
+# --- the global boundary rule ----------------------------------------------------------------
+
+
+def _reflect(i: NDArray[np.intp], n: int) -> NDArray[np.intp]:
+    j = np.mod(i, 2 * n)
+    return np.where(j < n, j, 2 * n - 1 - j)
+
+
+def _mirror(i: NDArray[np.intp], n: int) -> NDArray[np.intp]:
+    if n == 1:
+        return np.zeros_like(i)
+    j = np.mod(i, 2 * n - 2)
+    return np.where(j < n, j, 2 * n - 2 - j)
+
+
+def _nearest(i: NDArray[np.intp], n: int) -> NDArray[np.intp]:
+    return np.clip(i, 0, n - 1)
+
+
+def _wrap(i: NDArray[np.intp], n: int) -> NDArray[np.intp]:
+    return np.mod(i, n)
+
+
+def _constant(i: NDArray[np.intp], n: int) -> NDArray[np.intp]:
+    return np.where((i >= 0) & (i < n), i, -1)
+
+
+# mode -> which input index each extended index reads (-1: the constant cval)
+EXTENSIONS: dict[str, Callable[[NDArray[np.intp], int], NDArray[np.intp]]] = {
+    "reflect": _reflect,
+    "mirror": _mirror,
+    "nearest": _nearest,
+    "wrap": _wrap,
+    "constant": _constant,
+}
+
+
+def extension_indices(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
+    """Input index of each of the ``before + n + after`` extended positions (-1 for cval)."""
+    return EXTENSIONS[mode](np.arange(-before, n + after, dtype=np.intp), n)
+
+
+@dataclass(frozen=True)
+class Band:
+    """Output rows ``start:stop`` of an image of ``height`` rows, from an array of some of its rows.
+
+    ``held`` is the image row of each row of the array given (increasing, no repeats): the
+    band plus the halo its kernel reaches, which at the image's edges is whatever rows the
+    *global* boundary rule reads (for ``wrap``, the top band holds the bottom rows). The
+    engine then extends through the whole image's index map, so each output row sees exactly
+    what it sees in the whole image; the strategy is chosen for the whole image. Built by
+    :mod:`convfilt.tiles`.
+    """
+
+    held: NDArray[np.intp]
+    height: int
+    start: int
+    stop: int
+    opaque: bool | None = None  # the whole image's alpha is fully opaque (None: not known)
+
+    @property
+    def rows(self) -> int:
+        """Output rows of the band."""
+        return self.stop - self.start
+
+    @property
+    def inner(self) -> slice:
+        """Where the output rows sit in the array given."""
+        first = int(np.searchsorted(self.held, self.start))
+        return slice(first, first + self.rows)
+
+    def extended(self, before: int, after: int, mode: str) -> NDArray[np.intp]:
+        """The rows the band's outputs read, as indices into the array given (-1: cval)."""
+        wanted = extension_indices(self.height, before, after, mode)
+        wanted = wanted[self.start : self.stop + before + after]
+        local = np.searchsorted(self.held, wanted)
+        inside = wanted >= 0
+        found = local[inside]
+        if np.any(found >= len(self.held)) or np.any(self.held[found] != wanted[inside]):
+            raise ValueError("the band does not hold every row its kernel reaches")
+        return np.where(inside, local, -1).astype(np.intp)
 
 
 class BandFilter(Protocol):
@@ -319,3 +404,139 @@ def default_budget() -> int:
     """A quarter of the available memory, at most 2 GiB (1 GiB where it is unknown)."""
     free = available_memory()
     return min(2 * 2**30, free // 4) if free else 2**30
+
+
+# --- Dask ---------------------------------------------------------------------------------------
+
+
+def is_dask(image: object) -> bool:
+    """Whether ``image`` is a dask array (checked without importing dask)."""
+    return type(image).__module__.split(".")[0] == "dask" and hasattr(image, "chunks")
+
+
+@dataclass(frozen=True)
+class BandCall:
+    """A filter call with its parameters bound, run on one band: picklable for Dask workers
+    when ``func`` is a module-level function."""
+
+    func: Callable[..., NDArray[Any]]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def __call__(self, pixels: NDArray[Any], *, band: Band | None = None) -> NDArray[Any]:
+        return self.func(pixels, *self.args, band=band, **self.kwargs)
+
+
+def _run_band(pixels: NDArray[Any], func: BandFilter, band: Band) -> NDArray[Any]:
+    return func(np.asarray(pixels), band=band)
+
+
+def on_dask(
+    image: Any,
+    func: BandFilter,
+    *,
+    reach: int,
+    mode: str,
+    dtype: np.dtype,
+    opaque: bool | None = None,
+    rows: int | None = None,
+) -> Any:
+    """The lazy dask array of ``func`` over ``image`` (a dask array), band by band.
+
+    Each output band is one task on the rows it reads, gathered from whatever chunks hold
+    them through the *global* boundary rule (so ``wrap`` reads the far edge, and chunks
+    smaller than the reach need no rechunking); the band runs the whole image's strategy,
+    so the result equals the in-memory one (bit for bit on the banded roads). Bands are
+    full-width, as tall as the input's row chunks (at least :data:`ALIGN` rows); the
+    result is rechunked like the input.
+    """
+    import dask.array as da
+
+    height = image.shape[0]
+    if rows is None:
+        rows = max(ALIGN, -(-max(image.chunks[0]) // ALIGN) * ALIGN)
+    tail = tuple(image.shape[1:])
+    pieces = []
+    for band in bands(height, rows, reach, mode):
+        band = Band(band.held, band.height, band.start, band.stop, opaque)
+        runs = np.split(band.held, np.flatnonzero(np.diff(band.held) != 1) + 1)
+        held = da.concatenate([image[int(r[0]) : int(r[-1]) + 1] for r in runs], axis=0)
+        held = held.rechunk((held.shape[0], *tail))
+        pieces.append(
+            da.map_blocks(
+                functools.partial(_run_band, func=func, band=band),
+                held,
+                dtype=dtype,
+                chunks=(band.rows, *tail),
+                meta=np.empty((0,) * image.ndim, dtype=dtype),
+            )
+        )
+    result = da.concatenate(pieces, axis=0)
+    return result.rechunk(image.chunks)
+
+
+def kernel_reach(kernel: Any, *args: Any, **kwargs: Any) -> int:
+    """Rows a 2-D ``kernel`` reaches above or below an output row (the larger side)."""
+    return int(np.shape(kernel)[0]) // 2
+
+
+def dask_aware(
+    reach: Callable[..., int], dtype: Callable[[np.dtype], np.dtype] = np.dtype
+) -> Callable[[F], F]:
+    """Make a filter ``f(image, *args, **kwargs)`` that takes ``band=`` accept a dask array
+    and return a lazy one (:func:`on_dask`).
+
+    ``reach(*args, **kwargs)`` is the rows its kernel reaches; ``dtype(image dtype)`` its
+    output dtype when ``output`` is not given. On Dask, ``on_plan`` is not called (the bands
+    run on workers); ``has_alpha`` makes one eager pass over the alpha channel, so that
+    every band takes the whole image's alpha path.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def run(image: Any, *args: Any, **kwargs: Any) -> Any:
+            if not is_dask(image):
+                return func(image, *args, **kwargs)
+            return _dask_call(run, image, args, kwargs, reach, dtype)
+
+        return cast(F, run)
+
+    return decorate
+
+
+def _dask_call(
+    run: Callable[..., Any],
+    image: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    reach: Callable[..., int],
+    dtype: Callable[[np.dtype], np.dtype],
+) -> Any:
+    """``run`` over a dask ``image`` (see :func:`dask_aware`)."""
+    if image.ndim not in (2, 3):
+        raise UsageError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
+    if kwargs.get("band") is not None:
+        raise UsageError("band is not for dask arrays: their bands are made here")
+    if kwargs.get("channel_axis") not in (None, -1, image.ndim - 1):
+        raise UsageError(
+            "a dask image keeps its channels on the last axis", parameters=["channel_axis"]
+        )
+    output = kwargs.pop("output", None)
+    if isinstance(output, np.ndarray):
+        raise UsageError(
+            "output must be a dtype for a dask image, not an array", parameters=["output"]
+        )
+    kwargs.pop("on_plan", None)
+    out_dtype = np.dtype(output) if output is not None else dtype(np.dtype(image.dtype))
+    opaque = None
+    if kwargs.get("has_alpha") and image.ndim == 3:
+        opaque = bool((image[..., -1] == _full_scale(np.dtype(image.dtype))).all().compute())
+    call = BandCall(run, args, {**kwargs, "output": output} if output is not None else kwargs)
+    return on_dask(
+        image,
+        call,
+        reach=reach(*args, **kwargs),
+        mode=kwargs.get("mode", names.REFLECT),
+        dtype=out_dtype,
+        opaque=opaque,
+    )

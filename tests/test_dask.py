@@ -1,0 +1,94 @@
+"""Dask arrays in the Python API, computed on a real distributed.LocalCluster (two worker
+processes): lazy results equal to the in-memory ones, wrap right across chunks, chunks
+smaller than the kernel's reach."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from convfilt import engine, filters, names
+from convfilt.errors import UsageError
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """One cluster for the module: two single-threaded worker processes."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as connected,
+    ):
+        yield connected
+
+
+RNG = np.random.default_rng(7)
+IMAGE = (RNG.random((230, 70, 3)) * 255).astype(np.uint8)
+FLOATS = RNG.random((230, 70)).astype(np.float32)
+KERNEL = RNG.standard_normal((33, 5))
+
+CALLS = [
+    pytest.param(partial(filters.gaussian_blur, sigma=(9.0, 2.0)), id="gaussian"),
+    pytest.param(partial(filters.box_blur, radius=2, radius_y=25), id="box"),
+    pytest.param(partial(filters.unsharp_mask, sigma=3.0, amount=2.0), id="unsharp"),
+    pytest.param(partial(filters.convolve_image, kernel=KERNEL), id="convolve_image"),
+    pytest.param(partial(engine.correlate, kernel=KERNEL), id="correlate"),
+    pytest.param(partial(engine.convolve, kernel=KERNEL), id="convolve"),
+]
+
+
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("mode", names.MODES)
+def test_lazy_and_equal_on_the_cluster(client: Any, call: Any, mode: str) -> None:
+    """Row chunks of 10 (smaller than the reach of 12-25 rows): no rechunking needed."""
+    image = da.from_array(IMAGE, chunks=(10, 32, 3))
+    lazy = call(image, mode=mode, cval=40.0, strategy=names.DIRECT)
+    assert isinstance(lazy, da.Array) and lazy.chunks == image.chunks
+    expected = call(IMAGE, mode=mode, cval=40.0, strategy=names.DIRECT)
+    assert lazy.dtype == expected.dtype
+    np.testing.assert_array_equal(client.compute(lazy).result(), expected)
+
+
+def test_wrap_is_right_across_chunks(client: Any) -> None:
+    """dask-image#242: the top rows of a wrapped blur read the image's bottom rows."""
+    image = da.from_array(FLOATS, chunks=(50, 70))
+    lazy = filters.gaussian_blur(image, 6.0, mode="wrap")
+    expected = ndi.gaussian_filter(FLOATS, 6.0, mode="wrap")
+    np.testing.assert_allclose(client.compute(lazy).result(), expected, atol=1e-6)
+
+
+def test_transform_roads_within_tolerance(client: Any) -> None:
+    image = da.from_array(FLOATS, chunks=(64, 35))
+    for road in names.TRANSFORMS:
+        lazy = engine.correlate(image, KERNEL, mode="mirror", strategy=road)
+        expected = ndi.correlate(FLOATS.astype(np.float64), KERNEL, mode="mirror")
+        np.testing.assert_allclose(client.compute(lazy).result(), expected, atol=1e-4)
+
+
+def test_alpha_takes_the_whole_images_path(client: Any) -> None:
+    rgba = (RNG.random((200, 40, 4)) * 255).astype(np.uint8)
+    rgba[..., -1] = 255
+    rgba[150:, :5, -1] = 0  # the top bands are opaque, the image is not
+    image = da.from_array(rgba, chunks=(64, 40, 4))
+    lazy = filters.gaussian_blur(image, 2.0, has_alpha=True, strategy=names.SEPARABLE)
+    expected = filters.gaussian_blur(rgba, 2.0, has_alpha=True, strategy=names.SEPARABLE)
+    np.testing.assert_array_equal(client.compute(lazy).result(), expected)
+
+
+def test_output_dtype_and_refusals() -> None:
+    image = da.from_array(FLOATS, chunks=(64, 70))
+    lazy = filters.box_blur(image, 1, output=np.float64)
+    assert lazy.dtype == np.float64
+    with pytest.raises(UsageError, match="output must be a dtype"):
+        filters.box_blur(image, 1, output=np.empty(FLOATS.shape))
+    with pytest.raises(UsageError, match="channels on the last axis"):
+        filters.box_blur(da.zeros((3, 50, 60), chunks=10), 1, channel_axis=0)
