@@ -58,7 +58,8 @@ PAD_MODES = {
     "constant": "constant",
 }
 
-# Beyond this many multiply-adds, scipy.ndimage (~1 GMAC/s) is too slow to be the reference.
+# Beyond this many multiply-adds, scipy.ndimage is too slow to be the reference
+# (docs/performance.md, §5).
 NDIMAGE_REFERENCE_MAX_MACS = 4e7
 
 

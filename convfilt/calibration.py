@@ -26,7 +26,8 @@ CONSTANTS_FILE = "constants.json"
 
 def default_constants() -> Constants:
     """The constants shipped with convfilt (``cost_defaults.json``)."""
-    # beside this module (importlib.resources would add ~3 ms of imports to every start-up)
+    # beside this module: importlib.resources would add imports to every start-up
+    # (docs/performance.md, §5)
     text = Path(__file__).with_name(DEFAULTS_FILE).read_text(encoding="utf-8")
     return Constants.from_json(json.loads(text))
 

@@ -19,16 +19,13 @@ DESIGN.md, because that is what the clock sees. The second term of each (``p_*``
 output pixel and pass) prices what does not scale with the band's depth: every banded product
 writes its output once, and direct adds each of its kw column products into the result. Without
 it one rate cannot fit both a 3-tap pass (R = 8: small, BLAS-inefficient products, dominated by
-the writes) and a 257-tap pass (R = 64: efficient products): measured on 2048² float32 the cost
-per multiply-add of separable fell from 0.020 to 0.011 ns between those two, and a single rate
-fitted to both priced sigma-32 blurs 3x too high. The FFT term counts one forward transform per
-channel, one inverse per channel and kernel, and one per kernel. Its second term (``s_fft``,
-the "serial" share) prices what w threads do not divide. Measured in seconds per
-P·log2 P / w (float32, 2 cores): 0.11-0.15 ns with w = 1, 0.17-0.20 ns with w = 2, so two
-threads ran ~1.4x as fast as one, not 2x; dividing all the work by w priced 2048²
-transforms 1.5-1.7x too low, and ``auto`` took the FFT where direct was twice as fast. With
-w = 1 the term vanishes, so the fit separates the two from transforms on either side of
-``PARALLEL_FFT_SIZE``.
+the writes) and a 257-tap pass (R = 64: efficient products); a single rate fitted to both
+priced large blurs several times too high (the measurements: docs/performance.md, §5). The FFT
+term counts one forward transform per channel, one inverse per channel and kernel, and one per
+kernel. Its second term (``s_fft``, the "serial" share) prices what w threads do not divide:
+two threads do not run twice as fast as one, and dividing all the work by w priced large
+transforms too low (§5 again). With w = 1 the term vanishes, so the fit separates the two from
+transforms on either side of ``PARALLEL_FFT_SIZE``.
 
 Where it is wrong (as scipy's ``choose_conv_method`` admits of its own):
 - an FFT's copies (padding, products, crop) scale with P, not P·log P; a third term for
@@ -63,7 +60,7 @@ DTYPES = names.FLOAT_DTYPES
 
 # --- tiling and threads (shared by the engine's strategies and the estimates below) ----------
 
-PARALLEL_FFT_SIZE = 2**19  # transforms of fewer points run on one thread (measured faster)
+PARALLEL_FFT_SIZE = 2**19  # transforms of fewer points run on one thread (docs/performance.md, §5)
 
 
 def available_cores() -> int:
@@ -76,9 +73,8 @@ def available_cores() -> int:
 
 def fft_workers(points: int) -> int:
     """``scipy.fft``'s ``workers=`` for a transform over ``points`` values: one below
-    ``PARALLEL_FFT_SIZE``, where starting threads costs more than they save (a 280x288 rfft2:
-    0.15 ms on one thread, 0.18 ms on two), else every available core, at most the
-    ``transform_threads`` cap.
+    ``PARALLEL_FFT_SIZE``, where starting threads costs more than they save (docs/performance.md,
+    §5), else every available core, at most the ``transform_threads`` cap.
 
     The estimates use the same number: the work they divide among the threads, and the
     serial share they do not (``Constants.transform_seconds``).
@@ -106,8 +102,8 @@ def transform_threads(cap: int) -> Iterator[None]:
 def band_rows(kh: int) -> int:
     """Rows per banded-Toeplitz product for a kernel of ``kh`` rows.
 
-    The band costs (R + kh - 1)/kh times the ideal work; BLAS wants R large. Measured on
-    2048² and 4096² float32 (2 cores): R = 8 best to kh ≈ 9, 16 to ≈ 25, 32 to ≈ 97.
+    The band costs (R + kh - 1)/kh times the ideal work; BLAS wants R large. The thresholds
+    are where each R measured best (docs/performance.md, §5).
     """
     if kh <= 12:
         return 8
@@ -118,8 +114,8 @@ def band_rows(kh: int) -> int:
     return 64
 
 
-COLUMN_BLOCK = 64  # columns per banded-Toeplitz product of the separable row pass: measured
-# best on 2048² float32 for 3- to 257-tap rows alike, so it does not depend on the kernel
+COLUMN_BLOCK = 64  # columns per banded-Toeplitz product of the separable row pass: best for
+# short and long rows alike, so it does not depend on the kernel (docs/performance.md, §5)
 
 
 @cache
@@ -307,7 +303,7 @@ def _estimate(
     strategy: str, s: Shape, dtype: np.dtype | type | str, c: Constants, _cap: int
 ) -> float:
     """``estimate``, a pure function of its (hashable) arguments, memoised: planning the same
-    shapes again (channels, batches of images, benchmarks) costs a lookup instead of ~0.1 ms.
+    shapes again (channels, batches of images, benchmarks) costs a lookup, not a computation.
     ``_cap`` (the thread cap, read by ``fft_workers``) is part of the key."""
     if strategy == names.OVERLAP_ADD:
         return overlap_tile(s, c, dtype)[2]

@@ -7,10 +7,10 @@ shifted by one pixel (scipy.ndimage's centre convention). The strategies (``STRA
 
 - ``direct``: for each band of R rows, ``out = Σ_j T_j @ E[band, j:j+W]`` with ``T_j`` the
   banded Toeplitz matrix of kernel column j: a few large BLAS products instead of a loop per
-  tap (about 8-20x faster than ``scipy.ndimage.correlate`` on 2 cores).
+  tap (docs/performance.md compares it with ``scipy.ndimage.correlate``).
 - ``separable``: rank-one kernels (``kernels.separate``), two banded Toeplitz passes: a column
-  pass ``T_col @ E[band]`` and a row pass ``V[:, block] @ T_row`` (faster here than
-  ``scipy.ndimage.correlate1d`` by 5-20x, measured).
+  pass ``T_col @ E[band]`` and a row pass ``V[:, block] @ T_row`` (docs/performance.md compares
+  it with ``scipy.ndimage.correlate1d``).
 - ``fft``: the extended image zero-padded to ``next_fast_len`` sizes, ``rfft2`` on all cores
   (one thread for small transforms), times the conjugate spectrum of the kernel (whose zero
   rows are not transformed), the inverse of the output rows only, crop. float32 stays float32.
@@ -68,12 +68,12 @@ FFT_MEMORY_LIMIT = 128 * 2**20  # bytes of whole-image transforms ``auto`` accep
 # less than this fraction. The estimates cannot tell such roads apart (they are off by 10-25%,
 # docs/performance.md), and on a near-tie the banded roads win on the rest: each output is
 # summed from its own window (no rounding relative to the whole image), in bands of memory.
-# Measured: 4096², 9x9: estimates direct 93.0 and overlap-add 91.7 ms, times 60-84 and 86-97.
+# The near-tie that set it: docs/performance.md, §5.
 BANDED_PREFERENCE = 0.05
 BANDED = names.BANDED
 BAND_BYTES = 2**20  # extended row band of the banded strategies: in L2, and small enough that
-# its buffers are reused from the heap, not mapped and page-faulted afresh on every call (a
-# 1024² 3x3 direct: 1.5 ms with 1 MB bands, 3.4 ms with 4 MB)
+# its buffers are reused from the heap, not mapped and page-faulted afresh on every call
+# (docs/performance.md, §5)
 
 
 @dataclass(frozen=True)
@@ -375,7 +375,7 @@ def _inverse(
     """The first ``height`` rows of ``irfft2(product, s=shape)``; overwrites ``product``.
 
     Column transforms first, then row transforms of the rows kept only (the rest would be
-    cropped away), which also measures faster than one ``irfft2`` here.
+    cropped away), which also measured faster than one ``irfft2`` (docs/performance.md, §5).
     """
     import scipy.fft as sfft
 
@@ -721,7 +721,7 @@ def _all_finite(x: NDArray[np.generic]) -> bool:
     if x.dtype.kind != "f":
         return True
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(x.sum()):  # in the array's own dtype: 3x faster than in float64
+        if np.isfinite(x.sum()):  # in the array's own dtype, faster than in float64 (§5)
             return True
     return bool(np.isfinite(x).all())
 

@@ -563,8 +563,8 @@ FORMAT_EXTENSIONS = {
     "PPM": ".ppm",
 }
 METADATA_FORMATS = frozenset({"JPEG", "TIFF", "WEBP"})  # Pillow writes ICC and EXIF into these
-# PNG: zlib level 2 with the Paeth filter. On a smooth 4096x4096 RGB image this encodes about
-# 6x faster than Pillow's defaults (level 6, adaptive filters) for files about 20% larger.
+# PNG: zlib level 2 with the Paeth filter: much faster than Pillow's defaults (level 6, adaptive
+# filters) for somewhat larger files (docs/performance.md, §5).
 PNG_LEVEL = 2
 DEPTH_NAMES = {
     "uint8": "8-bit",

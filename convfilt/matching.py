@@ -434,7 +434,7 @@ def _centre(plane: NDArray[np.floating]) -> float:
 
 
 _SCORE_BAND = 2**17  # map entries per band of ``_ncc_map``: 1 MB of float64, in L2 (smaller
-# bands measured slower on two threads: more calls, each holding the GIL a while)
+# bands mean more calls, each holding the GIL a while: docs/performance.md, §5)
 _SURE = 2.0**-12  # windows whose score may be off by more than this are "unsure" (_ncc_map)
 
 
@@ -603,8 +603,8 @@ class _WindowEnergy:
         out_rows = rows_in - height + 1
         self.energy = np.empty((out_rows, cols - width + 1))
         # 64 output rows per band (fewer for very wide planes), or the window's height: the
-        # band's height - 1 extra input rows cost less than a working set out of L2 (measured
-        # on 1024² and 2048², windows 16 to 256: 128 rows or 4·height, 1.1-1.9x slower)
+        # band's height - 1 extra input rows cost less than a working set out of L2
+        # (docs/performance.md, §5)
         row_bytes = 8 * self.powers * cols
         self.band = min(out_rows, max(height, min(64, _ENERGY_BAND_BYTES // row_bytes)))
         self._starts = iter(range(0, out_rows, self.band))
@@ -709,8 +709,8 @@ def _sliding_sums(values: FloatArray, width: int) -> FloatArray:
     is the sum of the levels of the binary digits of ``width``: about 1.5·log2(width)
     vectorised adds per entry, band by band (of the first axis) in cache. Along the rows
     ``_block_sums``' running sums would step across the contiguous axis, one strided entry
-    per block at a time (measured several times slower here, as was a cumulative sum along
-    the row, whose adds form one dependency chain); and every window is a pairwise sum of
+    per block at a time (several times slower, as was a cumulative sum along the row, whose
+    adds form one dependency chain: docs/performance.md, §5); and every window is a pairwise sum of
     its own entries, so its rounding is relative to them alone.
     """
     count = values.shape[-1] - width + 1

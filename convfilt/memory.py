@@ -4,10 +4,8 @@ glibc's malloc serves a block larger than its mmap threshold (128 KiB at start, 
 dynamically up to 32 MiB as such blocks are freed) with a fresh ``mmap`` and unmaps it on
 ``free``, and returns free memory at the top of the heap once it exceeds the trim threshold.
 Every transform, product and score map here is such a block, so each call pays a page
-fault, and the zeroing of a page, for every 4 KiB it touches. Measured on the 2-core
-reference machine (``engine.correlate`` through the FFT, float32, 9x9 kernel; the median of
-12 calls in one process): 768² 9.3 ms with the defaults, 3.8 ms without the faults; 1024²
-16.1 ms and 5.5 ms. ``benchmarks.engine`` sees 2048² transforms fall from 30-40 ms to 23 ms.
+fault, and the zeroing of a page, for every 4 KiB it touches (what that costs mid-size
+transforms: docs/performance.md, §5).
 
 ``retain_freed_blocks`` fixes both thresholds (``mallopt``): blocks up to 32 MiB come from
 the heap and are reused, and up to 256 MiB of free heap is kept. The cost is memory that the
