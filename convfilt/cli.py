@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class OneLineErrors(TyperGroup):
         **extra: Any,
     ) -> Any:
         run = partial(super().main, args, prog_name, complete_var, standalone_mode=False, **extra)
+        self._plain_help_when_piped()
         if not standalone_mode:
             return run()
         try:
@@ -58,12 +60,23 @@ class OneLineErrors(TyperGroup):
             context = getattr(exc, "ctx", None)
             command = context.command_path if context is not None else "convfilt"
             hint = f" (see '{command} --help')" if isinstance(exc, click.UsageError) else ""
-            report.error(f"{exc.format_message()}{hint}")
+            # Click and Typer each suggest a close command name: say it once
+            text = re.sub(r"\s*\(Did you mean one of: [^)]*\)", "", exc.format_message())
+            report.error(f"{text}{hint}")
             raise SystemExit(exc.exit_code) from None
         except click.Abort:
             report.error("aborted")
             raise SystemExit(1) from None
         raise SystemExit(code if isinstance(code, int) else 0)
+
+    def _plain_help_when_piped(self) -> None:
+        """Help in Rich's panels on a terminal; Click's plain text when stdout is not one (no
+        box drawing, and choice lists are never cut mid-word by a panel's width)."""
+        if sys.stdout.isatty():
+            return
+        self.rich_markup_mode = None
+        for command in self.commands.values():
+            command.rich_markup_mode = None  # type: ignore[attr-defined]
 
 
 app = typer.Typer(
@@ -71,9 +84,40 @@ app = typer.Typer(
     cls=OneLineErrors,
     help="Image filtering by the cheapest exact road: direct, separable or FFT convolution.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"convfilt {__version__}")
+        raise typer.Exit()
+
+
+def _quiet(value: bool) -> None:
+    if value:
+        report.set_quiet(True)
+
+
+QUIET_HELP = "Print only results and errors: no progress, no notes."
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP, callback=_quiet)]
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", is_eager=True, callback=_print_version, help="Print the version."
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
+) -> None:
+    """Image filtering by the cheapest exact road: direct, separable or FFT convolution."""
+    report.set_quiet(quiet)  # each run starts from its own setting
 
 
 # Library parameter -> the command's own parameter, where the two names differ. Every other
@@ -284,6 +328,27 @@ class _Destination:
     as_json: bool
 
 
+def expand_patterns(inputs: list[str]) -> list[str]:
+    """INPUTs as a POSIX shell gives them: a quoted pattern (``'*.png'``) is expanded here, in
+    sorted order, so that it works the same where no shell expands it (Windows). A name that
+    exists as a file is taken as it is, even with ``*?[`` in it; a pattern that matches
+    nothing is a usage error."""
+    import glob
+
+    from .errors import UsageError
+
+    expanded: list[str] = []
+    for item in inputs:
+        if any(c in item for c in "*?[") and not Path(item).exists():
+            found = sorted(glob.glob(item))
+            if not found:
+                raise UsageError(f"{item}: no file matches this pattern")
+            expanded += found
+        else:
+            expanded.append(item)
+    return expanded
+
+
 def _run_pipeline(
     command: str,
     inputs: list[str],
@@ -300,6 +365,7 @@ def _run_pipeline(
     from . import images
     from .errors import UsageError
 
+    inputs = expand_patterns(inputs)
     if dest.out is not None and len(inputs) > 1:
         raise UsageError("-o names one output; with several inputs use --out-dir")
     if dest.out is not None and dest.out_dir is not None:
@@ -348,7 +414,7 @@ def _run_pipeline(
             images.save(result, target, format=dest.format, quality=dest.quality, force=dest.force)
             shown = "<stdout>" if str(target) == images.STDIO else str(target)
             written.append({"input": source, "output": shown})
-            if not dest.as_json:
+            if not dest.as_json and str(target) != images.STDIO:  # stdout holds the image
                 report.message(f"wrote {shown}")
             if update is not None:
                 update(source, (done + 1) / len(inputs))
@@ -423,6 +489,7 @@ def blur(
     quality: QualityOption = None,
     max_pixels: MaxPixelsOption = None,
     as_json: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Blur images: Gaussian (default) or box, alpha-aware, optionally in linear light."""
     with cli_errors():
@@ -511,6 +578,7 @@ def sharpen(
     quality: QualityOption = None,
     max_pixels: MaxPixelsOption = None,
     as_json: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Sharpen images by unsharp masking: img + amount * (img - blur(img))."""
     with cli_errors():
@@ -602,6 +670,7 @@ def convolve(
     quality: QualityOption = None,
     max_pixels: MaxPixelsOption = None,
     as_json: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Convolve (or correlate) images with a preset or file kernel; see _CONVOLVE_HELP."""
     with cli_errors():
@@ -688,6 +757,7 @@ def deblur(
     quality: QualityOption = None,
     max_pixels: MaxPixelsOption = None,
     as_json: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Undo a known blur (deconvolution): Wiener or Richardson-Lucy, bit depth and alpha kept."""
     with cli_errors():
@@ -803,6 +873,7 @@ def bench(
         typer.Option("--plot", help="Also draw time against kernel size to a PNG (matplotlib)."),
     ] = None,
     force: ForceOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Time direct, separable and FFT convolution here; show where they cross over.
 
@@ -863,6 +934,11 @@ def calibrate(
     budget: Annotated[
         float | None, typer.Option(min=0.5, help="Seconds to spend measuring (approximate).")
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the constants as one JSON object instead of a table."),
+    ] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Measure the cost model's constants on this machine and store them for the planner."""
     with cli_errors():
@@ -885,8 +961,7 @@ def calibrate(
                 where = f"shipped defaults: {path} is not usable, run convfilt calibrate"
             else:
                 where = "shipped defaults, none stored"
-            constants = stored or defaults
-            report.calibration_table(constants, defaults, title=f"cost constants ({where})")
+            _constants_out(stored or defaults, defaults, f"cost constants ({where})", as_json)
             return
         options = {} if budget is None else {"budget_s": budget}
         from .bench import calibrate as measure
@@ -894,7 +969,16 @@ def calibrate(
         with report.progress_bar("calibrate") as update:
             constants = measure(progress=update, **options)
         saved = calibration.save_constants(constants)
-        report.calibration_table(constants, defaults, title=f"measured cost constants ({saved})")
+        _constants_out(constants, defaults, f"measured cost constants ({saved})", as_json)
+
+
+def _constants_out(constants: Any, defaults: Any, title: str, as_json: bool) -> None:
+    """The constants beside the defaults: a table, or (``--json``) one JSON object."""
+    if as_json:
+        document = {"title": title, "constants": constants.to_json()}
+        report.print_json({**document, "defaults": defaults.to_json()})
+    else:
+        report.calibration_table(constants, defaults, title=title)
 
 
 # --- match (matching helper) -------------------------------------------------------------------
@@ -941,6 +1025,9 @@ def match(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")
     ] = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print the matches as CSV on stdout instead of a table.")
+    ] = False,
     strategy: Annotated[
         str,
         typer.Option(
@@ -952,6 +1039,7 @@ def match(
     explain: ExplainOption = False,
     force: ForceOption = False,
     max_pixels: MaxPixelsOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Find where PROBE appears in SCENE: the best matches, best first."""
     with cli_errors():
@@ -965,6 +1053,8 @@ def match(
         matching.check_peak_options(top=top, min_distance=min_distance)
         if [scene, probe, mask].count(images.STDIO) > 1:
             raise UsageError("only one of SCENE, PROBE and --mask can read stdin ('-')")
+        if as_json and as_csv:
+            raise UsageError("--json and --csv do not go together; give one")
         outputs = _match_outputs(scene, annotate=annotate, heatmap=heatmap, force=force)
         scored = _match_scores(
             scene, probe, mask=mask, gray=gray, method=method, strategy=strategy,
@@ -997,6 +1087,8 @@ def match(
                     "elapsed_ms": round(elapsed_ms, 3),
                 }
             )
+        elif as_csv:
+            report.match_csv(found)
         else:
             report.match_table(found, method)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
+    from rich.box import Box
     from rich.console import Console
     from rich.table import Table
 
@@ -68,15 +69,31 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def lines(console: Console, drawn: Box) -> Box | None:
+    """A table's lines: ``drawn`` on a terminal, none when the output is piped or a file, so
+    that plain text (no box-drawing characters) reaches scripts and spreadsheets."""
+    return drawn if console.is_terminal else None
+
+
 def error(message: str) -> None:
     """Print a one-line error message on stderr (nowhere if stderr is closed)."""
     line = " ".join(str(message).split())
     _to_stderr(f"convfilt: error: {line}")
 
 
+_QUIET: list[bool] = [False]
+
+
+def set_quiet(quiet: bool) -> None:
+    """``--quiet``: from now on no chatter (messages, progress bars); results and errors stay."""
+    _QUIET[0] = quiet
+
+
 def message(text: str) -> None:
-    """Print a plain line of chatter ("wrote out.png") on stderr, without loading Rich."""
-    _to_stderr(text)
+    """Print a plain line of chatter ("wrote out.png") on stderr, without loading Rich (none
+    under ``--quiet``)."""
+    if not _QUIET[0]:
+        _to_stderr(text)
 
 
 def _to_stderr(line: str) -> None:
@@ -108,7 +125,7 @@ def explain(plan: Plan) -> None:
     table = Table(
         title=f"plan: {image} {plan.dtype}, kernel {kernel}, {plan.mode}",
         title_justify="left",
-        box=box.SIMPLE_HEAD,
+        box=lines(stderr(), box.SIMPLE_HEAD),
     )
     table.add_column("strategy")
     table.add_column("estimate", justify="right")
@@ -198,11 +215,11 @@ def kernel_table(spec: str, facts: KernelFacts) -> None:
 def progress_bar(description: str) -> Iterator[Callable[[str, float], None]]:
     """A transient Rich progress bar on stderr; yields ``update(message, fraction)``.
 
-    When stderr is not a terminal (a log file, a pipe) nothing is drawn.
+    When stderr is not a terminal (a log file, a pipe), or under ``--quiet``, nothing is drawn.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    if not stderr().is_terminal:
+    if _QUIET[0] or not stderr().is_terminal:
         yield lambda message, fraction: None
         return
     bar = Progress(
@@ -289,7 +306,7 @@ def _size_table(result: BenchResult, size: int, shown: list[str]) -> Table:
     table = Table(
         title=f"image {size}x{size} {config.dtype}, mode {config.mode}: time in ms, max abs error",
         title_justify="left",
-        box=box.SIMPLE_HEAD,
+        box=lines(stdout(), box.SIMPLE_HEAD),
         pad_edge=False,
         collapse_padding=True,
     )
@@ -314,7 +331,7 @@ def _summary_table(result: BenchResult) -> Table:
     from .bench import summarize
 
     config = result.config
-    summary = Table(title="summary", title_justify="left", box=box.SIMPLE_HEAD)
+    summary = Table(title="summary", title_justify="left", box=lines(stdout(), box.SIMPLE_HEAD))
     for heading in ("image", "crossover kernel", "planner picked fastest", "mean regret"):
         summary.add_column(heading, justify="right")
     for size in config.sizes:
@@ -488,7 +505,7 @@ def calibration_table(constants: object, defaults: object, *, title: str) -> Non
     values: dict[str, object] = asdict(constants)  # type: ignore[call-overload]
     default_values: dict[str, object] = asdict(defaults)  # type: ignore[call-overload]
     notes = [f"{name}: {value}" for name, value in values.items() if isinstance(value, str)]
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=title, title_justify="left", box=lines(stdout(), box.SIMPLE_HEAD))
     for heading in ("constant (seconds)", "value", "default", "value / default"):
         table.add_column(heading, justify="left" if heading.startswith("constant") else "right")
     for name, value in values.items():
@@ -504,9 +521,11 @@ def calibration_table(constants: object, defaults: object, *, title: str) -> Non
 
 def match_table(found: Sequence[Match], method: str) -> None:
     """The matches as a Rich table on stdout, best first."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"matches ({method})", title_justify="left")
+    framed = lines(stdout(), box.HEAVY_HEAD)
+    table = Table(title=f"matches ({method})", title_justify="left", box=framed)
     for column in ("#", "x", "y", "width", "height", "score", "x_subpixel", "y_subpixel"):
         table.add_column(column, justify="right")
     for rank, found_match in enumerate(found, start=1):
@@ -521,3 +540,23 @@ def match_table(found: Sequence[Match], method: str) -> None:
             f"{found_match.y_subpixel:.3f}",
         )
     stdout().print(table)
+
+
+MATCH_COLUMNS = ("x", "y", "width", "height", "score", "x_subpixel", "y_subpixel")
+
+
+def match_csv(found: Sequence[Match]) -> None:
+    """The matches as CSV on stdout (``match --csv``): a header, then one row per match,
+    best first, with full precision."""
+    import csv
+    import io
+
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(("rank", *MATCH_COLUMNS))
+    for rank, found_match in enumerate(found, start=1):
+        writer.writerow((rank, *(getattr(found_match, name) for name in MATCH_COLUMNS)))
+    sys.stdout.flush()
+    from .images import write_stdout
+
+    write_stdout(text.getvalue().encode())
