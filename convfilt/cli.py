@@ -72,8 +72,11 @@ class OneLineErrors(TyperGroup):
     def _plain_help_when_piped(self) -> None:
         """Help in Rich's panels on a terminal; Click's plain text when stdout is not one (no
         box drawing, and choice lists are never cut mid-word by a panel's width)."""
-        if sys.stdout.isatty():
-            return
+        try:
+            if sys.stdout.isatty():
+                return
+        except (AttributeError, ValueError):  # no stdout, or a closed one: not a terminal
+            pass
         self.rich_markup_mode = None
         for command in self.commands.values():
             command.rich_markup_mode = None  # type: ignore[attr-defined]
