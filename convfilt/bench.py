@@ -175,6 +175,9 @@ class CellRecord:
     predicted_ms: the planner's estimate for every strategy that applies.
     error: largest absolute difference from the float64 ``reference``
         (``"ndimage-float64"`` or, for large cells, ``"fft-float64"``).
+    relative_error: ``error / max|image|``, the measure the planner's bounds use.
+    error_bound: the planner's bound on ``relative_error`` for every strategy that applies
+        (``Plan.error_bounds``, :func:`convfilt.cost.error_bound`).
     skipped: strategy -> why it was not run ("not applicable", "estimate … > cap", …).
     """
 
@@ -190,6 +193,8 @@ class CellRecord:
     error: dict[str, float]
     reference: str
     skipped: dict[str, str] = field(default_factory=dict)
+    relative_error: dict[str, float] = field(default_factory=dict)
+    error_bound: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready data (milliseconds; null for anything not finite)."""
@@ -204,6 +209,8 @@ class CellRecord:
             "regret": _finite_or_none(self.regret),
             "predicted": {k: _finite_or_none(v) for k, v in self.predicted_ms.items()},
             "error": {k: _finite_or_none(v) for k, v in self.error.items()},
+            "relative_error": {k: _finite_or_none(v) for k, v in self.relative_error.items()},
+            "error_bound": {k: _finite_or_none(v) for k, v in self.error_bound.items()},
             "reference": self.reference,
             "skipped": sorted(self.skipped),
             "skip_reasons": dict(self.skipped),
@@ -292,6 +299,8 @@ class BenchResult:
                         "repeats": r.repeats.get(name, ""),
                         "predicted_ms": _csv_number(predicted),
                         "error": _csv_number(r.error.get(name)),
+                        "relative_error": _csv_number(r.relative_error.get(name)),
+                        "error_bound": _csv_number(r.error_bound.get(name)),
                         "reference": r.reference,
                         "chosen": name == r.chosen,
                         "fastest": name == r.fastest,
@@ -418,6 +427,11 @@ def time_call(run: Callable[[], NDArray[Any]], repeat: int, budget_s: float) -> 
     return Timing(statistics.median(samples), runs, output)
 
 
+def _largest(image: NDArray[Any]) -> float:
+    """max|image| (1 for an all-zero image, whose errors are then absolute)."""
+    return float(np.abs(image).max()) or 1.0
+
+
 def _max_abs_error(output: NDArray[Any], ref: NDArray[np.float64]) -> float:
     return float(np.max(np.abs(output.astype(np.float64) - ref)))
 
@@ -498,6 +512,8 @@ def measure_cell(
         error=error,
         reference=ref_name,
         skipped=skipped,
+        relative_error={name: value / _largest(image) for name, value in error.items()},
+        error_bound=dict(decision.error_bounds),
     )
     record.fastest, record.regret = _fastest_and_regret(record, config.methods)
     return record

@@ -341,3 +341,81 @@ ESTIMATORS: dict[str, Estimator] = {
     names.SEPARABLE: Estimator(separable_work, separable_passes, "pass", "separable_fixed"),
     names.FFT: Estimator(fft_work, fft_serial, "serial", "fft_fixed"),
 }
+
+
+# --- error bounds ------------------------------------------------------------------------------
+#
+# A bound on max|result - exact| / M per strategy, M = max|image| (and |cval| in constant
+# mode), "exact" being the correlation in exact arithmetic of the image with the float64
+# kernel. u is the working dtype's unit roundoff, gamma_n = n·u / (1 - n·u) (Higham,
+# Accuracy and Stability of Numerical Algorithms, 2nd ed., §3.1):
+#
+# - every road first rounds the kernel to the working dtype: u·Σ|k|;
+# - direct: each output is a dot product whose terms pass through at most kh (a column of the
+#   banded Toeplitz product; its zero entries add nothing) plus kw (the columns' sum)
+#   roundings: gamma_(kh+kw)·Σ|k| (Higham §3.1, any summation order);
+# - separable: the column pass then the row pass, (gamma_kh + gamma_kw + gamma_kh·gamma_kw)
+#   ·Σ|c|·Σ|r| for the factors (c, r), plus the factorization's residual Σ|k - c·rᵀ|;
+# - fft: Higham's Theorem 24.2 bounds a radix-2 FFT's error by log2(P)·eta·‖y‖ with
+#   eta = mu + gamma_4·(sqrt(2) + mu) ≈ 6.7·u (mu: the twiddles' error, ~u), per transform;
+#   the convolution takes three (image, kernel, inverse), and |kernel spectrum| <= Σ|k|, so
+#   FFT_ERROR_CONSTANT = 20 in 20·u·log2(P)·Σ|k|. That analysis is in the 2-norm, i.e. per
+#   point on average; a strict max-norm bound carries another sqrt(P) (2048² images: 2000x),
+#   which no input comes near (the DC term of a constant image, the worst case for the
+#   transforms' sums, reaches ~u·log2 P), so the per-point form is the one reported, and the
+#   tests hold it against adversarial inputs (constants, spikes, ±max checkerboards);
+# - overlap-add: the same with the tile's transform size; this engine's tiles read their
+#   halo (overlap-save), so no sums of overlapping pieces add a term.
+
+UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
+FFT_ERROR_CONSTANT = 20.0
+
+
+@dataclass(frozen=True)
+class KernelNorms:
+    """What the error bounds need of a kernel: ``l1`` = Σ|k|; for a separable kernel,
+    ``factored`` = Σ|c|·Σ|r| of its factors and ``residual`` = Σ|k - c·rᵀ| (0 otherwise)."""
+
+    l1: float
+    factored: float = 0.0
+    residual: float = 0.0
+
+
+def unit_roundoff(dtype: np.dtype | type | str) -> float:
+    """u of the working dtype (float32's for float32 and narrower, float64's otherwise)."""
+    return UNIT_ROUNDOFF.get(np.dtype(dtype).name, UNIT_ROUNDOFF["float64"])
+
+
+def gamma(n: int, u: float) -> float:
+    """Higham's gamma_n = n·u / (1 - n·u): the relative error of n roundings in a row."""
+    return n * u / (1.0 - n * u) if n * u < 1.0 else math.inf
+
+
+def error_bound(
+    strategy: str, s: Shape, dtype: np.dtype | type | str, norms: KernelNorms, c: Constants
+) -> float:
+    """Bound on ``max|result - exact| / max|image|`` for ``strategy`` (see the notes above).
+
+    Examples
+    --------
+    >>> norms = KernelNorms(l1=1.0, factored=1.0)
+    >>> s = Shape(512, 512, 1, 1, 9, 9)
+    >>> c = Constants(*([1e-9] * 16))
+    >>> f"{error_bound('direct', s, 'float32', norms, c):.2g}"
+    '1.1e-06'
+    >>> f"{error_bound('fft', s, 'float32', norms, c):.2g}"
+    '2.2e-05'
+    """
+    u = unit_roundoff(dtype)
+    stored = u * norms.l1  # the kernel rounded to the working dtype
+    if strategy == names.DIRECT:
+        return gamma(s.kh + s.kw, u) * norms.l1 + stored
+    if strategy == names.SEPARABLE:
+        g_col, g_row = gamma(s.kh, u), gamma(s.kw, u)
+        return (g_col + g_row + g_col * g_row + 2 * u) * norms.factored + norms.residual
+    if strategy == names.FFT:
+        rows, cols = fft_size(s)
+    else:
+        th, tw, _ = overlap_tile(s, c, dtype)
+        rows, cols = fast_len(th + s.kh - 1), fast_len(tw + s.kw - 1, real=True)
+    return FFT_ERROR_CONSTANT * u * math.log2(max(rows * cols, 2)) * norms.l1 + stored

@@ -81,8 +81,10 @@ class Plan:
     """The planner's decision for one image shape and kernel.
 
     ``estimates`` maps every strategy that can apply to its predicted time in seconds;
-    ``reason`` is one human-readable line. ``dtype`` is the *working* dtype the strategy
-    computes (and returns) in: float32 for float32/float16 images, else float64.
+    ``error_bounds`` each one's bound on ``max|result - exact| / max|image|``
+    (:func:`convfilt.cost.error_bound`); ``reason`` is one human-readable line. ``dtype`` is
+    the *working* dtype the strategy computes (and returns) in: float32 for float32/float16
+    images, else float64.
     """
 
     strategy: str
@@ -93,6 +95,7 @@ class Plan:
     dtype: str
     mode: str
     notes: tuple[str, ...] = field(default=())
+    error_bounds: dict[str, float] = field(default_factory=dict)
 
 
 # --- boundary extension: tiles.EXTENSIONS, extension_indices and Band ---------------------
@@ -184,6 +187,17 @@ class Problem:
     @cached_property
     def kw(self) -> int:
         return int(self.kernels[0].shape[1])
+
+    @cached_property
+    def norms(self) -> cost.KernelNorms:
+        """The kernels' norms the error bounds need (the largest over the kernels)."""
+        l1 = max(float(np.abs(k).sum()) for k in self.kernels)
+        if self.factors is None:
+            return cost.KernelNorms(l1)
+        pairs = list(zip(self.kernels, self.factors, strict=True))
+        factored = max(float(np.abs(c).sum() * np.abs(r).sum()) for _, (c, r) in pairs)
+        residual = max(float(np.abs(k - np.outer(c, r)).sum()) for k, (c, r) in pairs)
+        return cost.KernelNorms(l1, factored, residual)
 
     @cached_property
     def shape(self) -> cost.Shape:
@@ -524,6 +538,21 @@ def strategy_keyword(strategy: str, method: str | None) -> str:
     return method
 
 
+def check_tolerance(tolerance: float | None) -> float | None:
+    """``tolerance`` (None, or a bound on ``max|result - exact| / max|image|`` > 0); a
+    UsageError for 0, negatives and NaN, TypeError for what is not a number."""
+    if tolerance is None:
+        return None
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float | np.floating):
+        raise TypeError(f"tolerance must be a number or None, got {type(tolerance).__name__}")
+    if not tolerance > 0:  # NaN too
+        raise UsageError(
+            f"tolerance must be > 0 (a fraction of max|image|), got {tolerance}",
+            parameters=["tolerance"],
+        )
+    return float(tolerance)
+
+
 def _check_mode_strategy(mode: str, strategy: str) -> None:
     if mode not in MODES:
         raise UsageError(
@@ -569,20 +598,52 @@ def _problem(
 
 def _estimates(
     problem: Problem, forced: str, constants: cost.Constants
-) -> tuple[dict[str, float], list[str]]:
-    """Each applicable strategy's estimate, and a note for each that does not apply (an
-    error if it is the forced one)."""
+) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    """Each applicable strategy's estimate and error bound, and a note for each that does
+    not apply (an error if it is the forced one)."""
     estimates: dict[str, float] = {}
+    bounds: dict[str, float] = {}
     notes: list[str] = []
     for name, strategy in STRATEGY_TABLE.items():
         why_not = strategy.applies(problem)
         if why_not is None:
             estimates[name] = cost.estimate(name, problem.shape, problem.dtype, constants)
+            bounds[name] = cost.error_bound(
+                name, problem.shape, problem.dtype, problem.norms, constants
+            )
             continue
         notes.append(f"{name} does not apply: {why_not}")
         if forced == name:
             raise UsageError(f"strategy {name!r} cannot apply: {why_not}", parameters=["strategy"])
-    return estimates, notes
+    return estimates, bounds, notes
+
+
+def _within_tolerance(
+    candidates: dict[str, float], bounds: dict[str, float], forced: str, tolerance: float | None
+) -> list[str]:
+    """Drop from ``candidates`` the roads whose error bound exceeds ``tolerance``; the notes
+    saying so. A forced road, or none left, is a UsageError naming the tightest bound."""
+    if tolerance is None:
+        return []
+    over = {name: bound for name, bound in bounds.items() if bound > tolerance}
+    if forced in over:
+        raise UsageError(
+            f"strategy {forced!r} cannot meet tolerance {tolerance:.3g}: its error bound is "
+            f"{over[forced]:.3g} of max|image|",
+            parameters=["strategy", "tolerance"],
+        )
+    if over and len(over) == len(candidates):
+        tightest = min(bounds, key=bounds.__getitem__)
+        raise UsageError(
+            f"no strategy meets tolerance {tolerance:.3g}: the tightest error bound is "
+            f"{tightest}'s, {bounds[tightest]:.3g} of max|image|",
+            parameters=["tolerance"],
+        )
+    for name in over:
+        candidates.pop(name, None)
+    return [
+        f"auto skips {n}: error bound {b:.2g} > tolerance {tolerance:.2g}" for n, b in over.items()
+    ]
 
 
 def _policy_notes(problem: Problem) -> list[str]:
@@ -618,12 +679,18 @@ def _cheapest(candidates: dict[str, float], estimates: dict[str, float]) -> tupl
 
 
 def _decide(
-    problem: Problem, forced: str, image_shape: tuple[int, ...], mode: str
+    problem: Problem,
+    forced: str,
+    image_shape: tuple[int, ...],
+    mode: str,
+    tolerance: float | None = None,
 ) -> tuple[Plan, Strategy, cost.Constants]:
-    """Estimate every applicable strategy and pick (or check the forced) one."""
+    """Estimate every applicable strategy and pick (or check the forced) one, among those
+    whose error bound is within ``tolerance``."""
     constants = calibration.load_constants()
-    estimates, notes = _estimates(problem, forced, constants)
+    estimates, bounds, notes = _estimates(problem, forced, constants)
     candidates = dict(estimates)
+    notes += _within_tolerance(candidates, bounds, forced, tolerance)
     rows, cols = cost.fft_size(problem.shape)
     fft_bytes = 3 * rows * cols * problem.dtype.itemsize
     fft, overlap_add = names.TRANSFORMS
@@ -644,6 +711,7 @@ def _decide(
         dtype=problem.dtype.name,
         mode=mode,
         notes=tuple(notes),
+        error_bounds=bounds,
     )
     return plan, STRATEGY_TABLE[chosen], constants
 
@@ -655,6 +723,7 @@ def plan(
     dtype: np.dtype | type | str = np.float32,
     mode: str = names.REFLECT,
     strategy: str = names.AUTO,
+    tolerance: float | None = None,
     method: str | None = None,
 ) -> Plan:
     """Choose a strategy for correlating an image of ``image_shape`` with ``kernel``.
@@ -671,14 +740,16 @@ def plan(
         Boundary mode, as in ``scipy.ndimage`` (``names.MODES``).
     strategy : str, optional
         ``"auto"`` lets the planner choose; a strategy's name (``names.STRATEGIES``) forces it.
+    tolerance : float, optional
+        Skip the roads whose error bound exceeds this fraction of max|image|.
     method : str, optional
         Deprecated spelling of ``strategy``.
 
     Returns
     -------
     Plan
-        The chosen strategy, every applicable strategy's estimated seconds, the reason and
-        notes (strategies that do not apply, and why).
+        The chosen strategy, every applicable strategy's estimated seconds and error bound,
+        the reason and notes (strategies that do not apply, and why).
 
     Raises
     ------
@@ -713,7 +784,7 @@ def plan(
     channels = shape[2] if len(shape) == 3 else 1
     size = (shape[0], shape[1])
     problem = _problem(size, channels, [k], np.dtype(dtype))
-    return _decide(problem, strategy, shape, mode)[0]
+    return _decide(problem, strategy, shape, mode, check_tolerance(tolerance))[0]
 
 
 def _all_finite(x: NDArray[np.generic]) -> bool:
@@ -790,19 +861,23 @@ def _filter(
     nan_policy: str,
     on_plan: Callable[[Plan], None] | None,
     band: Band | None = None,
+    tolerance: float | None = None,
 ) -> NDArray[np.floating]:
     """Correlate with ``kernel`` (or, ``flip``, with it flipped and centred as scipy convolves),
     non-finite values handled by ``nan_policy`` (:mod:`convfilt.weighted`); with ``band``,
     only that band's rows (the strategy chosen for the whole image)."""
     _check_mode_strategy(mode, strategy)
     policy = weighted.check_policy(nan_policy)
+    tolerance = check_tolerance(tolerance)
     if not np.isfinite(cval):
         raise UsageError(f"cval must be a finite number, got {cval}", parameters=["cval"])
     x = as_image(image)
     k = _check_kernel(kernel)
     if policy == names.OMIT and x.dtype.kind == "f":
         weighted.check_renormalizable(k)
-    road = _road(flip=flip, mode=mode, strategy=strategy, on_plan=on_plan, band=band)
+    road = _road(
+        flip=flip, mode=mode, strategy=strategy, on_plan=on_plan, band=band, tolerance=tolerance
+    )
     if _all_finite(x):
         return road(x, k, cval, True)
     if policy == names.RAISE:
@@ -826,6 +901,7 @@ def _road(
     strategy: str,
     on_plan: Callable[[Plan], None] | None,
     band: Band | None,
+    tolerance: float | None = None,
 ) -> weighted.Correlate:
     """The engine as :mod:`convfilt.weighted` calls it on finite planes (of ``band``'s rows):
     the image's own correlations take ``strategy`` (the first reports its plan), 0/1 masks
@@ -847,6 +923,7 @@ def _road(
             strategy=strategy if main else names.AUTO,
             on_plan=report,
             band=band,
+            tolerance=tolerance if main else None,
         )
 
     return correlate_plane
@@ -862,8 +939,10 @@ def _filter_finite(
     strategy: str,
     on_plan: Callable[[Plan], None] | None,
     band: Band | None,
+    tolerance: float | None,
 ) -> NDArray[np.floating]:
-    """``_filter`` of a finite image on the road the planner picks (or ``strategy``)."""
+    """``_filter`` of a finite image on the road the planner picks (or ``strategy``), among
+    those whose error bound is within ``tolerance``."""
     kh, kw = k.shape
     if flip:
         k = np.ascontiguousarray(k[::-1, ::-1])
@@ -875,7 +954,7 @@ def _filter_finite(
     outside = float(cval) if mode == "constant" else None
     facts = partial(_problem, cval=outside, largest=_largest(x))
     problem = facts((height, x.shape[1]), channels, [k], x.dtype)
-    chosen, road, constants = _decide(problem, strategy, (height, *x.shape[1:]), mode)
+    chosen, road, constants = _decide(problem, strategy, (height, *x.shape[1:]), mode, tolerance)
     if on_plan is not None:
         on_plan(chosen)
     if band is None:
@@ -928,6 +1007,10 @@ _FILTER_DOC = """{summary}
         convolution, as ``astropy.convolution.convolve`` with ``nan_treatment='interpolate'``,
         ``normalize_kernel=False``): NaN only where no valid pixel is in reach; ``raise``
         refuses them. Every road gives the same answer. A no-op on integer images.
+    tolerance : float, optional
+        The largest error accepted, as a fraction of max|image|: the planner skips the roads
+        whose error bound (``plan(...).error_bounds``, :func:`convfilt.cost.error_bound`)
+        exceeds it. None (default): every road, each within the float tolerance.
     on_plan : callable, optional
         Called once with the :class:`Plan` carried out (the command line can print it).
     band : Band, optional
@@ -949,7 +1032,8 @@ _FILTER_DOC = """{summary}
     TypeError
         ``image`` or ``output`` is not made of real numbers (None, strings, objects).
     UsageError
-        A bad shape, kernel, mode, strategy, ``nan_policy`` or ``cval``; NaN or inf under
+        A bad shape, kernel, mode, strategy, ``nan_policy``, ``tolerance`` or ``cval``; no
+        road (or the forced one) within ``tolerance``; NaN or inf under
         ``nan_policy='raise'``; a kernel summing to ~0 under ``'omit'`` (a ``ValueError``).
 
     Notes
@@ -983,6 +1067,7 @@ def correlate(
     cval: float = 0.0,
     strategy: str = names.AUTO,
     nan_policy: str = names.PROPAGATE,
+    tolerance: float | None = None,
     output: Output = None,
     on_plan: Callable[[Plan], None] | None = None,
     band: Band | None = None,
@@ -991,7 +1076,7 @@ def correlate(
     strategy = strategy_keyword(strategy, method)
     result = _filter(
         image, kernel, flip=False, mode=mode, cval=cval, strategy=strategy,
-        nan_policy=nan_policy, on_plan=on_plan, band=band,
+        nan_policy=nan_policy, on_plan=on_plan, band=band, tolerance=tolerance,
     )  # fmt: skip
     return to_output(result, output)
 
@@ -1005,6 +1090,7 @@ def convolve(
     cval: float = 0.0,
     strategy: str = names.AUTO,
     nan_policy: str = names.PROPAGATE,
+    tolerance: float | None = None,
     output: Output = None,
     on_plan: Callable[[Plan], None] | None = None,
     band: Band | None = None,
@@ -1013,7 +1099,7 @@ def convolve(
     strategy = strategy_keyword(strategy, method)
     result = _filter(
         image, kernel, flip=True, mode=mode, cval=cval, strategy=strategy,
-        nan_policy=nan_policy, on_plan=on_plan, band=band,
+        nan_policy=nan_policy, on_plan=on_plan, band=band, tolerance=tolerance,
     )  # fmt: skip
     return to_output(result, output)
 

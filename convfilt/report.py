@@ -115,7 +115,8 @@ def explain(plan: Plan) -> None:
     """Print the planner's estimates and its choice on stderr (``--explain``).
 
     One row per strategy that applies, cheapest first, with its estimate relative to the
-    pick's; then the reason and the plan's notes (strategies that do not apply and why).
+    pick's and its error bound (max|result - exact| / max|image|); then the reason and the
+    plan's notes (strategies that do not apply and why).
     """
     from rich import box
     from rich.table import Table
@@ -130,12 +131,17 @@ def explain(plan: Plan) -> None:
     table.add_column("strategy")
     table.add_column("estimate", justify="right")
     table.add_column("vs chosen", justify="right")
+    table.add_column("error bound", justify="right")
     chosen = plan.estimates.get(plan.strategy)
     for name, seconds in sorted(plan.estimates.items(), key=lambda kv: kv[1]):
         picked = name == plan.strategy
         ratio = f"{seconds / chosen:.2f}x" if chosen else ""
+        bound = plan.error_bounds.get(name)
         table.add_row(
-            f"[bold]{name} (chosen)[/]" if picked else name, f"{seconds * 1e3:.3g} ms", ratio
+            f"[bold]{name} (chosen)[/]" if picked else name,
+            f"{seconds * 1e3:.3g} ms",
+            ratio,
+            "" if bound is None else f"{bound:.1e}",
         )
     stderr().print(table)
     for line in (plan.reason, *plan.notes):
@@ -283,7 +289,8 @@ def bench_tables(result: BenchResult) -> None:
     console.print(
         "[dim]bold green: fastest strategy · *: the planner's pick · skipped: estimated or "
         f"measured over {config.cap_s:g} s · error: max abs difference from "
-        f"{' / '.join(references)} · predicted times: --json or --csv"
+        f"{' / '.join(references)} · predicted times, relative errors and the planner's "
+        "error bounds: --json or --csv"
         + (f" · not applicable to these kernels: {', '.join(hidden)}" if hidden else "")
         + "[/]"
     )

@@ -193,6 +193,27 @@ def test_cell_errors_are_small_and_measured_against_float64() -> None:
     assert record.predicted_ms == pytest.approx({k: v * 1e3 for k, v in plan.estimates.items()})
 
 
+def test_cell_reports_measured_error_against_the_bound() -> None:
+    config = bench.BenchConfig(sizes=(64,), kernels=(9,), repeat=1)
+    record = bench.measure_cell(64, 9, config)
+    image = bench.make_image(64, "float32", 0)
+    assert (
+        record.error_bound
+        == engine.plan(image.shape, bench.make_kernel(9, "float32", 0)).error_bounds
+    )
+    for name in record.error:
+        assert record.relative_error[name] == pytest.approx(
+            record.error[name] / float(np.abs(image).max())
+        )
+        assert 0 <= record.relative_error[name] <= record.error_bound[name]
+    document = record.to_json()
+    assert set(document["relative_error"]) == set(record.error)
+    assert set(document["error_bound"]) == set(record.error_bound)
+    result = bench.BenchResult({}, config, [record], bench.summarize([record]))
+    row = result.csv_rows()[0]
+    assert {"relative_error", "error_bound"} <= set(row)
+
+
 def test_strategies_over_the_cap_or_not_applicable_are_skipped_not_run() -> None:
     config = bench.BenchConfig(sizes=(64,), kernels=(5,), repeat=1, cap_s=0.0)
     record = bench.measure_cell(64, 5, config)

@@ -234,7 +234,8 @@ def test_explain_lists_estimates_cheapest_first_with_the_notes(capsys) -> None:
     named = [row[0] for row in rows if row and row[0] in plan.estimates]
     assert named == sorted(plan.estimates, key=plan.estimates.__getitem__)
     chosen_row = next(row for row in rows if row and row[0] == plan.strategy)
-    assert chosen_row[1] == "(chosen)" and chosen_row[-1] == "1.00x"
+    assert chosen_row[1] == "(chosen)" and chosen_row[-2] == "1.00x"
+    assert float(chosen_row[-1]) == pytest.approx(plan.error_bounds[plan.strategy], rel=0.1)
     assert plan.reason in " ".join(captured.err.split())
     assert any("separable" in note for note in plan.notes)
     assert all(" ".join(note.split()) in " ".join(captured.err.split()) for note in plan.notes)
