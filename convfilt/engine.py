@@ -881,7 +881,7 @@ def _filter(
     if _all_finite(x):
         return road(x, k, cval, True)
     if policy == names.RAISE:
-        weighted.raise_if_not_finite(x)
+        weighted.raise_if_not_finite(x, None if band is None else band.held)
     planes = x[..., np.newaxis] if x.ndim == 2 else x
     rows = planes.shape[0] if band is None else band.rows
     out = np.empty((rows, *planes.shape[1:]), dtype=working_dtype(x.dtype))
@@ -1149,7 +1149,7 @@ def weighted_filter(
         )
     k = _check_kernel(kernel)
     if policy == names.RAISE:
-        weighted.raise_if_not_finite(x)
+        weighted.raise_if_not_finite(x, None if band is None else band.held)
         policy = names.PROPAGATE
     road = _road(flip=flip, mode=mode, strategy=strategy, on_plan=on_plan, band=band)
     plane = np.asarray(x, dtype=working_dtype(x.dtype))

@@ -64,16 +64,16 @@ def check_renormalizable(kernel: NDArray[np.float64]) -> None:
         )
 
 
-def raise_if_not_finite(image: NDArray) -> None:
-    """UsageError naming how many values of ``image`` are NaN or inf, and where the first is."""
+def raise_if_not_finite(image: NDArray, rows: NDArray[np.intp] | None = None) -> None:
+    """UsageError naming how many values of ``image`` are NaN or inf, and where the first is
+    (``rows``: the image row of each row given, for a band of a larger image)."""
     bad = ~np.isfinite(image)
     count = int(bad.sum())
     if count == 0:
         return
     first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), image.shape))
-    where = f"row {first[0]}, column {first[1]}" + (
-        f", channel {first[2]}" if len(first) > 2 else ""
-    )
+    row = first[0] if rows is None else int(rows[first[0]])
+    where = f"row {row}, column {first[1]}" + (f", channel {first[2]}" if len(first) > 2 else "")
     raise UsageError(
         f"the image holds {count} non-finite value{'s' * (count != 1)} (NaN or inf), the first "
         f"at {where} ({image[first]}); nan_policy is 'raise'",

@@ -349,3 +349,15 @@ def test_bands_inherit_the_nan_policy(policy: str, road: str, mode: str) -> None
     finite = np.isfinite(whole)
     allowed = 2e-5 * float(np.nanmax(np.abs(image[np.isfinite(image)]))) / valid[finite]
     assert np.all(np.abs(banded[finite] - whole[finite]) <= allowed)
+
+
+def test_raise_in_a_band_names_the_whole_image_row() -> None:
+    from functools import partial
+
+    from convfilt import tiles
+
+    image = np.zeros((200, 10), np.float32)
+    image[150, 3] = np.nan
+    blur = partial(filters.gaussian_blur, sigma=1.0, nan_policy="raise")
+    with pytest.raises(ValueError, match="row 150, column 3"):
+        tiles.apply(image, blur, reach=4, mode="reflect", rows=64)
