@@ -1047,13 +1047,12 @@ def match(
     """Find where PROBE appears in SCENE: the best matches, best first."""
     with cli_errors():
         import time
-        from dataclasses import asdict
 
         from . import images, matching
         from .errors import ConvfiltError, UsageError
 
         started = time.perf_counter()
-        matching.check_peak_options(top=top, min_distance=min_distance)
+        matching.check_peak_options(top=top, min_distance=min_distance, min_score=min_score)
         if [scene, probe, mask].count(images.STDIO) > 1:
             raise UsageError("only one of SCENE, PROBE and --mask can read stdin ('-')")
         if as_json and as_csv:
@@ -1073,12 +1072,12 @@ def match(
         )
         elapsed_ms = (time.perf_counter() - started) * 1e3
         if not found:
-            best = matching.find_matches(
+            anywhere = matching.find_matches(
                 scored.scores, probe_shape=scored.probe_shape, method=method
             )
-            raise ConvfiltError(
-                f"no match reaches --min-score {min_score:g} (best {best[0].score:.6g})"
-            )
+            best = f" (best {anywhere[0].score:.6g})" if anywhere else " (no score is a number)"
+            reaches = "" if min_score is None else f" reaches --min-score {min_score:g}"
+            raise ConvfiltError(f"{scene}: no match{reaches}{best}")
         _save_match_pictures(scored, found, outputs, method=method, force=force)
         if as_json:
             report.print_json(
@@ -1086,7 +1085,7 @@ def match(
                     "scene": scene,
                     "probe": probe,
                     "method": method,
-                    "matches": [asdict(found_match) for found_match in found],
+                    "matches": [vars(found_match) for found_match in found],
                     "elapsed_ms": round(elapsed_ms, 3),
                 }
             )
@@ -1119,7 +1118,6 @@ def _match_scores(
 ) -> _Scored:
     """Load SCENE, PROBE and the mask, and score every window (errors name the files)."""
     from . import images, matching
-    from .errors import UsageError
 
     scene_picture = images.load(scene, max_pixels=max_pixels)
     probe_picture = images.load(probe, max_pixels=max_pixels)
@@ -1138,10 +1136,19 @@ def _match_scores(
             strategy=strategy,
             on_plan=report.explain if explain else None,
         )
-    except UsageError as exc:  # shapes that do not fit: name the files they came from
-        files = [scene, probe] + ([] if mask in ("auto", "none") else [f"--mask {mask}"])
-        raise UsageError(f"{', '.join(files)}: {exc}", parameters=exc.parameters) from None
+    except ConvfiltError as exc:  # shapes that do not fit, values out of range: name files
+        raise _naming_files(exc, scene=scene, probe=probe, mask=mask) from None
     return _Scored(scene_picture, scene_pixels.shape, probe_pixels.shape, scores)
+
+
+def _naming_files(exc: ConvfiltError, *, scene: str, probe: str, mask: str) -> ConvfiltError:
+    """``exc`` (same type) with the files it is about in front: the scene's or the probe's
+    when the message is about that one alone, else all of them."""
+    words = str(exc).split()
+    files = [scene, probe] + ([] if mask in ("auto", "none") else [f"--mask {mask}"])
+    if words[0] in ("scene", "probe") and sum(w in ("scene", "probe", "mask") for w in words) == 1:
+        files = [scene if words[0] == "scene" else probe]
+    return type(exc)(f"{', '.join(files)}: {exc}", parameters=exc.parameters)
 
 
 def _save_match_pictures(

@@ -115,6 +115,7 @@ class _Method:
     energy: Literal["none", "raw", "centred"]
     combine: Callable[[_Terms], FloatArray]
     higher_is_better: bool
+    scale_free: bool = False  # scores unchanged when either image is scaled (ncc)
 
 
 def _weighted_mean(probe_c: FloatArray, weights: FloatArray, _scene_mean: float) -> float:
@@ -152,7 +153,9 @@ def _ccorr_scores(terms: _Terms) -> FloatArray:
 
 _METHODS: dict[str, _Method] = {
     # Lewis [1]: the probe's own mean removed, so the window mean drops out of the numerator.
-    names.NCC: _Method(_weighted_mean, "centred", _ncc_scores, higher_is_better=True),
+    names.NCC: _Method(
+        _weighted_mean, "centred", _ncc_scores, higher_is_better=True, scale_free=True
+    ),
     # sum w (s - t)^2 with both shifted by the scene's mean: same value, smaller magnitudes.
     names.SQDIFF: _Method(_scene_mean, "raw", _sqdiff_scores, higher_is_better=False),
     names.CCORR: _Method(_no_offset, "none", _ccorr_scores, higher_is_better=True),
@@ -227,6 +230,7 @@ def match_template(
     scene_f = _as_channels(scene, "scene", work)
     probe_f = _as_channels(probe, "probe")
     _check_shapes(scene_f, probe_f)
+    scene_f, probe_f = _in_range(scene_f, probe_f, spec)
     weights = _as_weights(mask, probe_f.shape[:2])
     with np.errstate(over="ignore", invalid="ignore") if fast else nullcontext():
         # a float32 cross term that could overflow is thrown away below, warnings and all
@@ -267,6 +271,32 @@ def _as_channels(image: ArrayLike, name: str, dtype: np.dtype = np.dtype(np.floa
     if not np.isfinite(values.sum()) and not np.isfinite(values).all():
         raise ConvfiltError(f"{name} holds NaN or infinite values")
     return values[..., np.newaxis] if values.ndim == 2 else values
+
+
+def _in_range(scene: FloatArray, probe: FloatArray, spec: _Method) -> tuple[FloatArray, FloatArray]:
+    """Scene and probe with magnitudes whose window sums of squares fit in float64.
+
+    Beyond ~1e150 the squares overflow (every window then looks flat: a false exact match at
+    (0, 0)). ncc is unchanged by scaling either image, so each is scaled by a power of two
+    (exact) to magnitudes below 1; sqdiff and ccorr scores are in the data's own units, which
+    float64 cannot hold then, so they are refused in one line.
+    """
+    count = probe.shape[0] * probe.shape[1] * probe.shape[2]
+    high = np.sqrt(np.finfo(np.float64).max / count) / 64  # 2x for the mean shift, and margin
+    result = []
+    for name, image in (("scene", scene), ("probe", probe)):
+        largest = float(np.abs(image).max())
+        if largest <= high:
+            result.append(image)
+        elif spec.scale_free:
+            result.append(np.ldexp(image, -int(np.frexp(largest)[1])).astype(image.dtype))
+        else:
+            raise ConvfiltError(
+                f"{name} values reach {largest:.3g}: the window sums of squares overflow "
+                f"float64 beyond {high:.0e}; scale the images, or use method ncc (scale-free)",
+                parameters=["method"],
+            )
+    return result[0], result[1]
 
 
 def _check_shapes(scene: FloatArray, probe: FloatArray) -> None:
@@ -791,7 +821,7 @@ def find_matches(
     corner comes from a parabola through the peak and its two neighbours along each axis,
     clamped to half a pixel; at the map's border that axis keeps the integer position.
     """
-    check_peak_options(top=top, min_distance=min_distance)
+    check_peak_options(top=top, min_distance=min_distance, min_score=min_score)
     sign = 1.0 if _method(method).higher_is_better else -1.0
     values = np.asarray(scores, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
@@ -808,28 +838,70 @@ def find_matches(
     if min_score is not None:
         keep = candidates >= sign * min_score
         ys, xs, candidates = ys[keep], xs[keep], candidates[keep]
-    matches: list[Match] = []
-    while len(matches) < top and candidates.size:
-        best = int(np.argmax(candidates))
-        y, x = int(ys[best]), int(xs[best])
-        matches.append(
-            Match(
-                x=x,
-                y=y,
-                width=probe_w,
-                height=probe_h,
-                score=float(values[y, x]),
-                x_subpixel=x + _parabola_offset(oriented[y, :], x),
-                y_subpixel=y + _parabola_offset(oriented[:, x], y),
-            )
+    ys, xs = _suppress(ys, xs, candidates, top=top, reach=(reach_y, reach_x))
+    x_subpixel = xs + _parabola_offsets(oriented, ys, xs, axis=1)
+    y_subpixel = ys + _parabola_offsets(oriented, ys, xs, axis=0)
+    return [
+        Match(x=x, y=y, width=probe_w, height=probe_h, score=score, x_subpixel=sx, y_subpixel=sy)
+        for x, y, score, sx, sy in zip(
+            xs.tolist(),
+            ys.tolist(),
+            values[ys, xs].tolist(),
+            x_subpixel.tolist(),
+            y_subpixel.tolist(),
+            strict=True,
         )
-        alive = (np.abs(ys - y) >= reach_y) | (np.abs(xs - x) >= reach_x)
-        ys, xs, candidates = ys[alive], xs[alive], candidates[alive]
-    return matches
+    ]
 
 
-def check_peak_options(*, top: int, min_distance: int | None) -> None:
-    """UsageError unless ``top`` >= 1 and ``min_distance`` is None or >= 1."""
+def _suppress(
+    ys: NDArray[np.intp],
+    xs: NDArray[np.intp],
+    candidates: FloatArray,
+    *,
+    top: int,
+    reach: tuple[int, int],
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Greedy non-maximum suppression: the best candidate is kept, every candidate closer than
+    ``reach`` (in y and in x) to a kept one dropped, and so on, until ``top`` are kept; their
+    rows and columns, best first.
+
+    Candidates are visited best first (ties in row-major order), once each. A kept peak owns
+    its cell of a grid of reach-sized cells, and two kept peaks never share one (they would
+    be within reach), so a candidate is checked against the 3x3 cells around its own only:
+    O(n log n) for n candidates, not O(n x top). With reach 1 nothing is suppressed.
+    """
+    order = np.argsort(-candidates, kind="stable")
+    ys, xs = ys[order], xs[order]
+    reach_y, reach_x = reach
+    if reach == (1, 1):
+        return ys[:top], xs[:top]
+    owners: dict[tuple[int, int], tuple[int, int]] = {}
+    kept: list[int] = []
+    around = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    for index, (y, x) in enumerate(zip(ys.tolist(), xs.tolist(), strict=True)):
+        cell_y, cell_x = y // reach_y, x // reach_x
+        for dy, dx in around:
+            owner = owners.get((cell_y + dy, cell_x + dx))
+            if owner is not None and abs(owner[0] - y) < reach_y and abs(owner[1] - x) < reach_x:
+                break
+        else:
+            owners[(cell_y, cell_x)] = (y, x)
+            kept.append(index)
+            if len(kept) == top:
+                break
+    return ys[kept], xs[kept]
+
+
+def check_peak_options(
+    *, top: int, min_distance: int | None, min_score: float | None = None
+) -> None:
+    """UsageError unless ``top`` >= 1, ``min_distance`` is None or >= 1 and ``min_score`` is
+    None or a finite number (NaN would let no match through, and say so misleadingly)."""
+    if min_score is not None and not np.isfinite(min_score):
+        raise UsageError(
+            f"min_score must be a finite number, got {min_score}", parameters=["min_score"]
+        )
     if top < 1:
         raise UsageError(f"top must be at least 1, got {top}", parameters=["top"])
     if min_distance is not None and min_distance < 1:
@@ -850,15 +922,23 @@ def _local_maxima(values: FloatArray) -> NDArray[np.bool_]:
     return peaks
 
 
-def _parabola_offset(line: FloatArray, index: int) -> float:
-    """Vertex of the parabola through line[index-1 : index+2], relative to index, |.| <= 0.5."""
-    if index == 0 or index == line.size - 1:
-        return 0.0
-    before, here, after = line[index - 1], line[index], line[index + 1]
+def _parabola_offsets(
+    values: FloatArray, ys: NDArray[np.intp], xs: NDArray[np.intp], *, axis: int
+) -> FloatArray:
+    """For each peak (ys, xs): the vertex of the parabola through it and its two neighbours
+    along ``axis``, relative to the peak, |.| <= 0.5; 0 at the map's border along that axis
+    and where the three values do not curve down (flat, or a saddle)."""
+    index = (ys, xs)[axis]
+    inside = (index > 0) & (index < values.shape[axis] - 1)
+    dy, dx = (1, 0) if axis == 0 else (0, 1)
+    y, x = ys[inside], xs[inside]
+    before, here, after = values[y - dy, x - dx], values[y, x], values[y + dy, x + dx]
     curvature = before - 2.0 * here + after
-    if curvature >= 0.0:  # not a maximum along this axis (flat or a saddle): no fit
-        return 0.0
-    return float(np.clip(0.5 * (before - after) / curvature, -0.5, 0.5))
+    offsets = np.zeros(ys.shape, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fitted = np.where(curvature < 0.0, 0.5 * (before - after) / curvature, 0.0)
+    offsets[inside] = np.clip(fitted, -0.5, 0.5)
+    return offsets
 
 
 # ------------------------------------------------------------------------------------------

@@ -362,3 +362,71 @@ def test_exif_of_an_8bit_tiff_reaches_every_output_that_holds_exif(
         "Model 7",
         "(c) archivist",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching at the edges of float64, and the peak selection (items 12, 18, 24, the --top trap)
+
+
+def scene_and_probe() -> tuple[np.ndarray, np.ndarray]:
+    scene = RNG.random((40, 50))
+    return scene, scene[12:20, 30:41].copy()
+
+
+@pytest.mark.parametrize("magnitude", [1e154, 1e200, 1e300])
+def test_ncc_of_huge_values_is_the_ncc_of_the_same_values_scaled(magnitude: float) -> None:
+    from convfilt import matching
+
+    scene, probe = scene_and_probe()
+    want = matching.match_template(scene, probe)
+    got = matching.match_template(scene * magnitude, probe * magnitude)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    (best,) = matching.find_matches(got, probe_shape=probe.shape)
+    assert (best.x, best.y) == (30, 12)
+
+
+@pytest.mark.parametrize("method", ["sqdiff", "ccorr"])
+def test_sqdiff_and_ccorr_of_huge_values_are_refused_in_one_line(
+    tmp_path: Path, method: str
+) -> None:
+    scene, probe = scene_and_probe()
+    write_tiff(tmp_path / "scene.tif", scene * 1e200)
+    write_tiff(tmp_path / "probe.tif", probe * 1e200)
+    done = run("match", "scene.tif", "probe.tif", "--method", method, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, "scene.tif", "--method ncc")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_min_score_that_is_not_a_number_is_a_usage_error(tmp_path: Path, value: str) -> None:
+    noisy(tmp_path / "rgb.png", (32, 32, 3))
+    done = run("match", "rgb.png", "rgb.png", "--min-score", value, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    one_error_line(done, "--min-score")
+
+
+def greedy_by_definition(scores: np.ndarray, top: int, reach: int) -> list[tuple[int, int]]:
+    """The greedy non-maximum suppression as find_matches documents it, in the plainest way:
+    the best remaining local maximum (first in row-major order among equals), then drop every
+    candidate within ``reach`` in y and x of it, again and again."""
+    from convfilt.matching import _local_maxima
+
+    ys, xs = np.nonzero(_local_maxima(scores))
+    alive = list(zip(ys.tolist(), xs.tolist(), strict=True))
+    kept: list[tuple[int, int]] = []
+    while alive and len(kept) < top:
+        best = max(alive, key=lambda p: (scores[p], -alive.index(p)))
+        kept.append(best)
+        alive = [p for p in alive if abs(p[0] - best[0]) >= reach or abs(p[1] - best[1]) >= reach]
+    return kept
+
+
+@pytest.mark.parametrize("reach", [1, 2, 3, 7])
+@pytest.mark.parametrize("levels", [3, 1000])  # few levels: many ties and plateaus
+def test_peak_selection_is_the_greedy_definition(reach: int, levels: int) -> None:
+    from convfilt import matching
+
+    scores = RNG.integers(0, levels, (30, 40)).astype(np.float64)
+    for top in (1, 5, 10_000):
+        found = matching.find_matches(scores, probe_shape=(3, 3), top=top, min_distance=reach)
+        assert [(m.y, m.x) for m in found] == greedy_by_definition(scores, top, reach)
