@@ -18,13 +18,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(COMPILE)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# the dev tools at the versions constraints-dev.txt pins, so that a release cannot fail CI
+$(VENV)/.installed-dev: pyproject.toml constraints-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints-dev.txt
 	$(COMPILE)
 	touch $@ $(VENV)/.installed
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench,plot]'
+$(VENV)/.installed-bench: pyproject.toml constraints-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,plot]' -c constraints-dev.txt
 	$(COMPILE)
 	touch $@ $(VENV)/.installed-dev $(VENV)/.installed
 
@@ -63,4 +64,4 @@ docs: $(VENV)/.installed-bench
 	$(CF) bench --plot docs/bench.png --force > docs/bench.txt
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
