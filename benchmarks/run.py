@@ -6,6 +6,9 @@
   Gaussian blur vs scipy.ndimage, Pillow and OpenCV;
 - ``fft_model``: the cost model's FFT estimates against measured transforms, by size;
 - ``match``: template matching vs scikit-image and OpenCV;
+- ``streaming``: a 12288² RGB tiled TIFF blurred with ``--memory 256M`` (peak RSS, time) vs
+  ``vips gaussblur`` (said and skipped when vips is absent), and Dask on a 2-worker
+  LocalCluster vs in-process (``python -m benchmarks.streaming --huge`` adds 40000²);
 - ``convfilt bench``: the CLI's own crossover table on this machine.
 
 Each report is printed and kept in ``out/bench/<name>.txt``. ``--quick`` passes ``--quick``
@@ -33,6 +36,7 @@ def _commands(quick: bool) -> dict[str, list[str]]:
         "engine": [python, "-m", "benchmarks.engine", *flag],
         "fft_model": [python, "-m", "benchmarks.fft_model", *flag],
         "match": [python, "-m", "benchmarks.match", *flag],
+        "streaming": [python, "-m", "benchmarks.streaming", *flag],
         "convfilt-bench": [python, "-m", "convfilt", "bench", *bench_grid],
     }
 

@@ -289,6 +289,17 @@ MemoryOption = Annotated[
 ]
 
 
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Run on a Dask distributed scheduler (tcp://HOST:8786, started with "
+        "'dask scheduler' and 'dask worker'); the same bytes as the in-process run.",
+        show_default=False,
+    ),
+]
+
+
 @dataclass(frozen=True)
 class _Streaming:
     """What a filter command needs to run an image by bands: the filter for an image (with
@@ -300,6 +311,7 @@ class _Streaming:
     strategy: str
     memory: str | None
     explain: bool
+    scheduler: str | None = None
 
     def filter_for(self, has_alpha: bool) -> Any:
         """The band filter for one image, its plan reported once (not once per band)."""
@@ -401,15 +413,18 @@ def _run_pipeline(
 
     written: list[dict[str, str]] = []
     bar = report.progress_bar(command) if len(inputs) > 1 else nullcontext(None)
-    with bar as update:
+    cluster = _cluster(streaming)
+    with bar as update, cluster as client:
         for done, (source, target) in enumerate(zip(inputs, targets, strict=True)):
-            if streaming is not None and _streamed(source, str(target), streaming, dest):
+            if streaming is not None and _streamed(source, str(target), streaming, dest, client):
                 written.append({"input": source, "output": str(target)})
                 if not dest.as_json:
                     report.message(f"wrote {target}")
                 continue
             picture = images.load(source, max_pixels=dest.max_pixels)
             images.check_can_hold(picture.pixels, str(target), dest.format)  # before the work
+            if client is not None and streaming is not None:
+                transform = partial(_on_cluster, client, streaming)
             result = picture.with_pixels(transform(picture))
             del picture
             if dest.out_dir is not None:  # made only once there is something to put in it
@@ -425,7 +440,36 @@ def _run_pipeline(
         report.print_json({"outputs": written})
 
 
-def _streamed(source: str, target: str, streaming: _Streaming, dest: _Destination) -> bool:
+@contextmanager
+def _cluster(streaming: _Streaming | None) -> Iterator[Any]:
+    """The client of ``--scheduler`` (None without one), closed at the end."""
+    if streaming is None or streaming.scheduler is None:
+        yield None
+        return
+    from . import tiles
+
+    client = tiles.connect(streaming.scheduler)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _on_cluster(client: Any, streaming: _Streaming, picture: Picture) -> NDArray[Any]:
+    """The filter on ``client``'s workers, band by band (the in-process run's bytes)."""
+    from . import tiles
+
+    if streaming.explain:
+        report.message(
+            f"{picture.source}: on Dask at {streaming.scheduler} with "
+            f"{tiles.workers(client)} workers"
+        )
+    return tiles.on_cluster(client, streaming.make_filter(picture.has_alpha, None), picture.pixels)
+
+
+def _streamed(
+    source: str, target: str, streaming: _Streaming, dest: _Destination, client: Any = None
+) -> bool:
     """Run ``source`` by bands if it does not fit the memory budget; False: run it in memory."""
     from . import streams, tiles
 
@@ -438,16 +482,21 @@ def _streamed(source: str, target: str, streaming: _Streaming, dest: _Destinatio
         strategy=streaming.strategy,
         budget=budget,
     )
-    if streaming.explain:
-        report.message(f"{source}: {route.describe()}")
     if route.layout is None:
+        if streaming.explain and client is None:
+            report.message(f"{source}: {route.describe()}")
         return False
+    if streaming.explain:
+        where = f", each band on Dask at {streaming.scheduler}" if client is not None else ""
+        report.message(f"{source}: {route.describe()}{where}")
     assert route.reader is not None
     if dest.out_dir is not None:
         from . import images
 
         images.make_folder(dest.out_dir)
     func = streaming.filter_for(route.reader.has_alpha)
+    if client is not None:
+        func = tiles.remote(client, func)
     count = route.layout.count
     with report.progress_bar(Path(source).name) as update:
         streams.filter_file(
@@ -486,6 +535,7 @@ def blur(
     nan_policy: NanPolicyOption = names.PROPAGATE,
     explain: ExplainOption = False,
     memory: MemoryOption = None,
+    scheduler: SchedulerOption = None,
     linear: LinearOption = False,
     force: ForceOption = False,
     format: FormatOption = None,
@@ -551,7 +601,7 @@ def blur(
             return make(picture.has_alpha, on_plan)(picture.pixels)
 
         dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
-        streaming = _Streaming(make, kernel, mode, road, memory, explain)
+        streaming = _Streaming(make, kernel, mode, road, memory, explain, scheduler)
         _run_pipeline("blur", inputs, transform, dest, streaming)
 
 
@@ -575,6 +625,7 @@ def sharpen(
     nan_policy: NanPolicyOption = names.PROPAGATE,
     explain: ExplainOption = False,
     memory: MemoryOption = None,
+    scheduler: SchedulerOption = None,
     linear: LinearOption = False,
     force: ForceOption = False,
     format: FormatOption = None,
@@ -617,7 +668,7 @@ def sharpen(
             return make(picture.has_alpha, on_plan)(picture.pixels)
 
         dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
-        streaming = _Streaming(make, np.outer(along, along), mode, road, memory, explain)
+        streaming = _Streaming(make, np.outer(along, along), mode, road, memory, explain, scheduler)
         _run_pipeline("sharpen", inputs, transform, dest, streaming)
 
 
@@ -667,6 +718,7 @@ def convolve(
     nan_policy: NanPolicyOption = names.PROPAGATE,
     explain: ExplainOption = False,
     memory: MemoryOption = None,
+    scheduler: SchedulerOption = None,
     linear: LinearOption = False,
     force: ForceOption = False,
     format: FormatOption = None,
@@ -704,7 +756,7 @@ def convolve(
             return make(picture.has_alpha, on_plan)(picture.pixels)
 
         dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
-        streaming = _Streaming(make, weights, mode, road, memory, explain)
+        streaming = _Streaming(make, weights, mode, road, memory, explain, scheduler)
         _run_pipeline("convolve", inputs, transform, dest, streaming)
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import names
-from .errors import UsageError
+from .errors import ConvfiltError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 ALIGN = 64  # bands start at multiples of this: the engine's largest banded step (cost.py)
@@ -540,3 +541,104 @@ def _dask_call(
         dtype=out_dtype,
         opaque=opaque,
     )
+
+
+# --- a running Dask scheduler ------------------------------------------------------------------
+
+CONNECT_SECONDS = 5  # an unreachable scheduler is answered within this
+NO_WORKER_SECONDS = 10  # a run with no worker left for this long fails
+
+
+def connect(address: str) -> Any:
+    """A ``distributed.Client`` of the scheduler at ``address``.
+
+    Raises
+    ------
+    ConvfiltError
+        If the scheduler does not answer within :data:`CONNECT_SECONDS`, or has no worker,
+        or distributed is not installed.
+    """
+    try:
+        import distributed
+    except ImportError:
+        raise ConvfiltError(
+            "a scheduler needs distributed: pip install 'convfilt[dask]'", parameters=["scheduler"]
+        ) from None
+    try:
+        client = distributed.Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConvfiltError(
+            f"scheduler {address}: cannot connect within {CONNECT_SECONDS} s "
+            f"({type(exc).__name__})",
+            parameters=["scheduler"],
+        ) from None
+    try:
+        client.wait_for_workers(1, timeout=CONNECT_SECONDS)
+    except (OSError, TimeoutError):
+        client.close()
+        raise ConvfiltError(
+            f"scheduler {address}: no worker joined within {CONNECT_SECONDS} s",
+            parameters=["scheduler"],
+        ) from None
+    return client
+
+
+def workers(client: Any) -> int:
+    """Workers the scheduler has now."""
+    return len(client.scheduler_info().get("workers", {}))
+
+
+def compute(client: Any, lazy: Any) -> NDArray[Any]:
+    """``lazy`` computed on ``client``'s cluster, as a numpy array.
+
+    Raises
+    ------
+    ConvfiltError
+        If a worker dies mid-run (the scheduler gives up on a task, or no worker is left for
+        :data:`NO_WORKER_SECONDS`), or the connection is lost.
+    """
+    import distributed
+
+    future = client.compute(lazy)
+    alone_since: float | None = None
+    try:
+        while True:
+            try:
+                return np.asarray(future.result(timeout=1))
+            except (TimeoutError, distributed.TimeoutError):
+                pass
+            if workers(client):
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > NO_WORKER_SECONDS:
+                raise ConvfiltError("the scheduler's workers died mid-run; nothing was written")
+    except distributed.client.FutureCancelledError:
+        raise ConvfiltError("the computation was cancelled on the scheduler") from None
+    except distributed.KilledWorker as exc:
+        raise ConvfiltError(f"a worker died mid-run ({exc}); nothing was written") from None
+    except OSError as exc:
+        raise ConvfiltError(f"lost the scheduler mid-run ({type(exc).__name__})") from None
+    finally:
+        future.cancel()
+
+
+def on_cluster(client: Any, func: Callable[[Any], Any], pixels: NDArray[Any]) -> NDArray[Any]:
+    """``func(pixels)`` (a :func:`dask_aware` filter) computed band by band on ``client``'s
+    workers: bands of at least :data:`ALIGN` rows, two per worker."""
+    import dask.array as da
+
+    count = 2 * max(1, workers(client))
+    rows = max(ALIGN, -(-pixels.shape[0] // count // ALIGN) * ALIGN)
+    lazy = func(da.from_array(pixels, chunks=(rows, *pixels.shape[1:])))
+    return compute(client, lazy)
+
+
+def remote(client: Any, func: BandFilter) -> BandFilter:
+    """``func`` run on ``client``'s cluster, one band at a time (for :func:`run`)."""
+    import dask
+
+    def on_worker(pixels: NDArray[Any], *, band: Band | None = None) -> NDArray[Any]:
+        return compute(client, dask.delayed(func)(pixels, band=band))
+
+    return on_worker

@@ -4,13 +4,19 @@ smaller than the kernel's reach."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from PIL import Image
+from typer.testing import CliRunner
 
 from convfilt import engine, filters, names
 from convfilt.errors import UsageError
@@ -24,7 +30,7 @@ def client() -> Iterator[Any]:
     """One cluster for the module: two single-threaded worker processes."""
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as connected,
     ):
@@ -92,3 +98,66 @@ def test_output_dtype_and_refusals() -> None:
         filters.box_blur(image, 1, output=np.empty(FLOATS.shape))
     with pytest.raises(UsageError, match="channels on the last axis"):
         filters.box_blur(da.zeros((3, 50, 60), chunks=10), 1, channel_axis=0)
+
+
+# --- the command line on a scheduler ------------------------------------------------------------
+
+
+def test_cli_scheduler_writes_the_in_process_bytes(client: Any, tmp_path: Path) -> None:
+    from convfilt.cli import app
+
+    source = tmp_path / "in.png"
+    Image.fromarray(IMAGE).save(source)
+    address = client.scheduler.address
+    runner = CliRunner()
+    remote = runner.invoke(
+        app,
+        ["blur", str(source), "-o", str(tmp_path / "r.png"), "--scheduler", address, "--explain"],
+    )
+    assert remote.exit_code == 0, remote.output
+    assert "on Dask at" in remote.output and "2 workers" in remote.output
+    local = runner.invoke(app, ["blur", str(source), "-o", str(tmp_path / "l.png")])
+    assert local.exit_code == 0
+    assert (tmp_path / "r.png").read_bytes() == (tmp_path / "l.png").read_bytes()
+
+
+def test_cli_scheduler_streams_bands_remotely(client: Any, tmp_path: Path) -> None:
+    import tifffile
+
+    from convfilt.cli import app
+
+    pixels = (RNG.random((1500, 1200, 3)) * 255).astype(np.uint8)
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, pixels, tile=(128, 128), photometric="rgb")
+    target = tmp_path / "out.tif"
+    args = ["sharpen", str(source), "-o", str(target), "--memory", "60M", "--explain"]
+    result = CliRunner().invoke(app, [*args, "--scheduler", client.scheduler.address])
+    assert result.exit_code == 0, result.output
+    assert "each band on Dask" in result.output
+    np.testing.assert_array_equal(tifffile.imread(target), filters.unsharp_mask(pixels))
+
+
+def test_cli_unreachable_scheduler_one_line(tmp_path: Path) -> None:
+    source = tmp_path / "in.png"
+    Image.fromarray(IMAGE).save(source)
+    start = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "convfilt",
+            "blur",
+            str(source),
+            "-o",
+            str(tmp_path / "o.png"),
+            "--scheduler",
+            "tcp://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert time.perf_counter() - start < 30  # within a few seconds, plus Python's start-up
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "--scheduler tcp://127.0.0.1:9" in done.stderr
+    assert not (tmp_path / "o.png").exists()
