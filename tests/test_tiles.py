@@ -83,6 +83,12 @@ def test_bands_equal_the_whole_image(data: st.DataObject, picture, rows: int) ->
     assert banded.dtype == whole.dtype and banded.shape == whole.shape
     if strategy in BANDED:
         np.testing.assert_array_equal(banded, whole)
+    elif alpha and whole.dtype.kind == "f":
+        # straight colour is premultiplied colour / alpha: where a sharpened alpha nears 0
+        # the division magnifies any rounding, so compare what is seen, colour x alpha
+        seen = [x[..., :-1] * x[..., -1:] for x in (banded, whole)]
+        np.testing.assert_allclose(*seen, rtol=0, atol=tolerance(seen[1]))
+        np.testing.assert_allclose(banded[..., -1], whole[..., -1], atol=tolerance(whole))
     else:
         np.testing.assert_allclose(banded, whole, rtol=0, atol=tolerance(whole))
 
