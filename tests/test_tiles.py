@@ -87,7 +87,7 @@ def test_bands_equal_the_whole_image(data: st.DataObject, picture, rows: int) ->
         # straight colour is premultiplied colour / alpha: where a sharpened alpha nears 0
         # the division magnifies any rounding, so compare what is seen, colour x alpha
         seen = [x[..., :-1] * x[..., -1:] for x in (banded, whole)]
-        np.testing.assert_allclose(*seen, rtol=0, atol=tolerance(seen[1]))
+        np.testing.assert_allclose(seen[0], seen[1], rtol=0, atol=tolerance(seen[1]))
         np.testing.assert_allclose(banded[..., -1], whole[..., -1], atol=tolerance(whole))
     else:
         np.testing.assert_allclose(banded, whole, rtol=0, atol=tolerance(whole))
