@@ -364,23 +364,11 @@ def expand_patterns(inputs: list[str]) -> list[str]:
     return expanded
 
 
-def _run_pipeline(
-    command: str,
-    inputs: list[str],
-    transform: Callable[[Picture], NDArray[Any]],
-    dest: _Destination,
-    streaming: _Streaming | None = None,
-) -> None:
-    """Load, filter and save each input: the one pipeline behind blur, sharpen and convolve.
-
-    Every output is resolved (and every conflict reported) before the first image is read;
-    a failure stops the batch, leaving earlier outputs complete and no partial file. With
-    ``streaming``, an image too large for the memory budget runs by bands (streams.route).
-    """
+def _targets(command: str, inputs: list[str], dest: _Destination) -> list[str | Path]:
+    """Every input's output, resolved and checked (each conflict refused) before any work."""
     from . import images
     from .errors import UsageError
 
-    inputs = expand_patterns(inputs)
     if dest.out is not None and len(inputs) > 1:
         raise UsageError("-o names one output; with several inputs use --out-dir")
     if dest.out is not None and dest.out_dir is not None:
@@ -410,7 +398,26 @@ def _run_pipeline(
         for source in inputs:
             if source != images.STDIO and images.same_file(Path(source), Path(target)):
                 raise UsageError(f"{target}: would overwrite the input {source}; rename one")
+    return targets
 
+
+def _run_pipeline(
+    command: str,
+    inputs: list[str],
+    transform: Callable[[Picture], NDArray[Any]],
+    dest: _Destination,
+    streaming: _Streaming | None = None,
+) -> None:
+    """Load, filter and save each input: the one pipeline behind blur, sharpen and convolve.
+
+    Every output is resolved (and every conflict reported) before the first image is read;
+    a failure stops the batch, leaving earlier outputs complete and no partial file. With
+    ``streaming``, an image too large for the memory budget runs by bands (streams.route).
+    """
+    from . import images
+
+    inputs = expand_patterns(inputs)
+    targets = _targets(command, inputs, dest)
     written: list[dict[str, str]] = []
     bar = report.progress_bar(command) if len(inputs) > 1 else nullcontext(None)
     cluster = _cluster(streaming)
