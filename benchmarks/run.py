@@ -9,6 +9,7 @@
 - ``streaming``: a 12288² RGB tiled TIFF blurred with ``--memory 256M`` (peak RSS, time) vs
   ``vips gaussblur`` (said and skipped when vips is absent), and Dask on a 2-worker
   LocalCluster vs in-process (``python -m benchmarks.streaming --huge`` adds 40000²);
+- ``nan``: nan_policy omit vs astropy and propagate vs scipy.ndimage on an image with 1% NaN;
 - ``convfilt bench``: the CLI's own crossover table on this machine.
 
 Each report is printed and kept in ``out/bench/<name>.txt``. ``--quick`` passes ``--quick``
@@ -37,6 +38,7 @@ def _commands(quick: bool) -> dict[str, list[str]]:
         "fft_model": [python, "-m", "benchmarks.fft_model", *flag],
         "match": [python, "-m", "benchmarks.match", *flag],
         "streaming": [python, "-m", "benchmarks.streaming", *flag],
+        "nan": [python, "-m", "benchmarks.nan", *flag],
         "convfilt-bench": [python, "-m", "convfilt", "bench", *bench_grid],
     }
 

@@ -236,8 +236,10 @@ def _empty_footprints(
     """NaN where no valid pixel falls in the footprint. Such a filtered weight is 0 but for
     rounding, so only outputs below a noise floor (any road: far above float32 transforms'
     ~1e-6·Σ|k|) are checked, exactly, by counting valid pixels."""
-    dtype_floor = 1e-4 if denominator.dtype == np.float32 else 1e-10
-    candidates = np.abs(denominator) <= dtype_floor * float(np.abs(kernel).sum())
+    floor = (1e-4 if denominator.dtype == np.float32 else 1e-10) * float(np.abs(kernel).sum())
+    if float(denominator.min()) > floor or float(denominator.max()) < -floor:
+        return  # one pass each, instead of |d| <= floor over the whole plane
+    candidates = np.abs(denominator) <= floor
     if not candidates.any():
         return
     valid = _reach(~holes, support(kernel), correlate)
