@@ -63,6 +63,11 @@ PAD_MODES = {
 NDIMAGE_REFERENCE_MAX_MACS = 4e7
 
 
+# The largest image side and kernel side a benchmark accepts: a 32768x32768 float64 image is
+# 8 GiB already; beyond, a size is a typo, not a measurement.
+RANGE_LIMITS: dict[RangeKind, int] = {"sizes": 2**15, "kernels": 2**12 + 1}
+
+
 def _range_members(kind: RangeKind, low: int, high: int) -> tuple[int, ...]:
     """The members of ``low..high``: powers of two for sizes, ``2**k + 1`` (k ≥ 1) for kernels."""
     offset = 0 if kind == "sizes" else 1
@@ -102,12 +107,16 @@ def parse_range(text: str, kind: RangeKind) -> tuple[int, ...]:
     if ranged:
         if low < 1 or low > high:
             raise bad(f"'{text}' is not an increasing range of positive integers")
+        if high > RANGE_LIMITS[kind]:
+            raise bad(f"'{text}' goes above {RANGE_LIMITS[kind]}")
         values = _range_members(kind, low, high)
         if not values:
             raise bad(f"'{text}' holds no {'power of two' if kind == 'sizes' else '2^k+1'}")
         return values
     if values[0] < 1:
         raise bad(f"'{text}' has a value below 1")
+    if values[-1] > RANGE_LIMITS[kind]:
+        raise bad(f"'{text}' has a value above {RANGE_LIMITS[kind]}")
     return values
 
 

@@ -7,8 +7,10 @@ starts fast.
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
+import warnings
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -553,7 +555,6 @@ def blur(
 ) -> None:
     """Blur images: Gaussian (default) or box, alpha-aware, optionally in linear light."""
     with cli_errors():
-        import numpy as np
 
         from . import filters, kernels
 
@@ -569,8 +570,11 @@ def blur(
             if sigma_y is not None:
                 filters.check_positive(sigma_y, "sigma_y")
             filters.check_positive(truncate, "truncate")
-            along_y = kernels.gaussian_1d(sigma_x if sigma_y is None else sigma_y, truncate)
-            kernel = np.outer(along_y, kernels.gaussian_1d(sigma_x, truncate))
+            y_name = "sigma" if sigma_y is None else "sigma_y"
+            along_y = kernels.gaussian_1d(
+                sigma_x if sigma_y is None else sigma_y, truncate, name=y_name
+            )
+            kernel = kernels.outer(along_y, kernels.gaussian_1d(sigma_x, truncate))
 
             def make(has_alpha: bool, report_plan: Any) -> Any:
                 return partial(
@@ -590,7 +594,8 @@ def blur(
             if sigma is not None or sigma_y is not None:
                 raise UsageError("--sigma/--sigma-y are for --kind gaussian; a box takes --radius")
             box_radius = filters.check_radius(2 if radius is None else radius, "radius")
-            kernel = np.ones((2 * box_radius + 1, 2 * box_radius + 1))
+            box = kernels.box_1d(box_radius)
+            kernel = kernels.outer(box, box)
 
             def make(has_alpha: bool, report_plan: Any) -> Any:
                 return partial(
@@ -643,7 +648,6 @@ def sharpen(
 ) -> None:
     """Sharpen images by unsharp masking: img + amount * (img - blur(img))."""
     with cli_errors():
-        import numpy as np
 
         from . import filters, kernels
 
@@ -675,7 +679,8 @@ def sharpen(
             return make(picture.has_alpha, on_plan)(picture.pixels)
 
         dest = _Destination(out, out_dir, force, format, quality, max_pixels, as_json)
-        streaming = _Streaming(make, np.outer(along, along), mode, road, memory, explain, scheduler)
+        kernel = kernels.outer(along, along)
+        streaming = _Streaming(make, kernel, mode, road, memory, explain, scheduler)
         _run_pipeline("sharpen", inputs, transform, dest, streaming)
 
 
@@ -1239,9 +1244,14 @@ def _save_match_pictures(
 def _match_outputs(
     scene: str, *, annotate: Path | None, heatmap: Path | None, force: bool
 ) -> dict[str, Path]:
-    """Check the --annotate / --heatmap targets before any work; name them by option."""
+    """Check the --annotate / --heatmap targets before any work, their formats too (both
+    pictures are 8-bit RGB); name them by option."""
+    import numpy as np
+
     from . import images
     from .errors import UsageError
+
+    rgb = np.zeros((1, 1, 3), np.uint8)
 
     outputs: dict[str, Path] = {}
     for option, path in (("annotate", annotate), ("heatmap", heatmap)):
@@ -1252,6 +1262,10 @@ def _match_outputs(
             raise UsageError(f"--{option}: stdout carries the matches; name a file")
         if Path(target) in outputs.values():
             raise UsageError(f"--{option}: {target} is already the other output")
+        try:
+            images.check_can_hold(rgb, str(target))
+        except UsageError as exc:
+            raise UsageError(f"--{option} {exc}") from None
         outputs[option] = Path(target)
     return outputs
 
@@ -1290,6 +1304,33 @@ def _catch_termination() -> None:
             signal.signal(number, _terminate)
 
 
+class _OneLineLog(logging.Handler):
+    """A library's log records (tifffile's) as one-line warnings."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        report.warning(f"{record.name}: {record.getMessage()}")
+
+
+def _one_line_warnings(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    report.warning(f"{category.__name__}: {message}")
+
+
+def _route_library_chatter() -> None:
+    """Python warnings (Pillow's UserWarnings, numpy's) and tifffile's log lines as one-line
+    ``convfilt: warning:`` messages, without the source paths and code lines Python adds."""
+    warnings.showwarning = _one_line_warnings
+    tifffile_log = logging.getLogger("tifffile")
+    tifffile_log.addHandler(_OneLineLog(logging.WARNING))
+    tifffile_log.propagate = False
+
+
 def main() -> None:
     """Entry point for ``python -m convfilt`` and the console script.
 
@@ -1301,6 +1342,7 @@ def main() -> None:
     from .memory import retain_freed_blocks
 
     _catch_termination()
+    _route_library_chatter()
     try:
         retain_freed_blocks()
         app(prog_name="convfilt")

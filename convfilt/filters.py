@@ -579,8 +579,8 @@ def gaussian_kernel(sigma: Pair, truncate: float = 4.0) -> NDArray:
     rows, cols = per_axis(sigma, "sigma", check_positive)
     check_positive(truncate, "truncate")
     along_x = kernels.gaussian_1d(cols, truncate)
-    along_y = along_x if rows == cols else kernels.gaussian_1d(rows, truncate)
-    return np.outer(along_y, along_x)
+    along_y = along_x if rows == cols else kernels.gaussian_1d(rows, truncate, name="sigma_y")
+    return kernels.outer(along_y, along_x)
 
 
 def _gaussian_reach(
@@ -741,7 +741,7 @@ def box_blur(
     along_x = kernels.box_1d(int(cols))
     along_y = along_x if rows == cols else kernels.box_1d(int(rows))
     smooth = _correlator(
-        np.outer(along_y, along_x),
+        kernels.outer(along_y, along_x),
         flip=False,
         mode=mode,
         strategy=strategy,

@@ -109,7 +109,7 @@ def load(path: str | Path, *, max_pixels: int | None = None) -> Picture:
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     if limit is not None and limit <= 0:
         raise UsageError(f"max_pixels must be positive, got {limit}", parameters=["max_pixels"])
-    data = _read_bytes(name)
+    data = _read_bytes(name, limit)
     reader = _pick_reader(data, name)
     try:
         picture = reader(data, name, limit)
@@ -125,18 +125,25 @@ def load(path: str | Path, *, max_pixels: int | None = None) -> Picture:
     return picture
 
 
-def _read_bytes(name: str) -> bytes:
-    """The whole file (or stdin) as bytes, with a one-line error for each way it can fail."""
+def _read_bytes(name: str, limit: int | None = None) -> bytes:
+    """The whole file (or stdin) as bytes, with a one-line error for each way it can fail.
+
+    A stream (stdin, a pipe, a device such as /dev/zero) may never end: it is read up to
+    ``STREAM_BYTES_PER_PIXEL`` bytes per pixel of the ``limit`` (plus 1 MiB), and refused
+    beyond, instead of filling the memory.
+    """
+    cap = None if limit is None else limit * STREAM_BYTES_PER_PIXEL + 2**20
     if name == STDIO:
         if sys.stdin is None:
             raise ConvfiltError("-: stdin is closed, expected image bytes")
-        data = sys.stdin.buffer.read()
+        data = _read_capped(sys.stdin.buffer, name, cap)
         if not data:
             raise ConvfiltError("-: stdin is empty, expected image bytes")
         return data
     try:
         with open(name, "rb") as file:
-            data = file.read()
+            regular = stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+            data = file.read() if regular else _read_capped(file, name, cap)
     except FileNotFoundError:
         raise ConvfiltError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -147,6 +154,24 @@ def _read_bytes(name: str) -> bytes:
         raise ConvfiltError(f"{name}: cannot read ({exc.strerror or exc})") from None
     if not data:
         raise ConvfiltError(f"{name}: empty file")
+    return data
+
+
+# Bytes per pixel a stream may bring: 16-bit RGBA, uncompressed (deeper files come from disk).
+STREAM_BYTES_PER_PIXEL = 8
+
+
+def _read_capped(stream: BinaryIO, name: str, cap: int | None) -> bytes:
+    """All of ``stream``, or ConvfiltError once it brings more than ``cap`` bytes."""
+    if cap is None:
+        return stream.read()
+    data = stream.read(cap + 1)
+    if len(data) > cap:
+        raise ConvfiltError(
+            f"{name}: a stream of more than {cap} bytes without an image's end (a device "
+            "such as /dev/zero?); raise max_pixels if it is an image that large",
+            parameters=["max_pixels"],
+        )
     return data
 
 
@@ -354,7 +379,7 @@ def _read_png16(data: bytes, name: str, limit: int | None) -> Picture:
     for kind, payload in _png_chunks(data):
         if kind == b"iCCP":
             compressed = payload[payload.index(b"\x00") + 2 :]  # name, NUL, method byte
-            icc = zlib.decompress(compressed)
+            icc = _inflate_capped(compressed, name, "iCCP profile")
         elif kind == b"eXIf":
             exif_bytes = payload
     pixels = imagecodecs.png_decode(data)  # a tRNS colour key arrives as an alpha channel
@@ -362,6 +387,19 @@ def _read_png16(data: bytes, name: str, limit: int | None) -> Picture:
     pixels = _upright(pixels, orientation)
     has_alpha = pixels.ndim == 3 and pixels.shape[2] in (2, 4)
     return Picture(pixels, has_alpha, name, "PNG", icc, exif)
+
+
+def _inflate_capped(compressed: bytes, name: str, what: str) -> bytes:
+    """zlib data inflated up to Pillow's cap for PNG text and profiles (``MAX_TEXT_CHUNK``,
+    1 MiB), so that 8-bit and 16-bit PNG refuse the same bombs; ConvfiltError beyond it."""
+    from PIL import PngImagePlugin
+
+    limit = PngImagePlugin.MAX_TEXT_CHUNK
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(compressed, limit)
+    if inflater.unconsumed_tail:
+        raise ConvfiltError(f"{name}: its {what} inflates beyond {limit} bytes (a zip bomb?)")
+    return data
 
 
 # Sample types tifffile reads for us, each kept as it is (8-bit goes to Pillow unless it needs
@@ -1016,4 +1054,8 @@ def same_file(source: Path, target: Path) -> bool:
     try:
         return os.path.samefile(source, target)
     except OSError:
+        pass
+    try:
         return source.resolve() == target.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: its reading will fail with a message
+        return os.path.abspath(source) == os.path.abspath(target)

@@ -12,12 +12,43 @@ from numpy.typing import NDArray
 
 from .errors import UsageError
 
+# The largest kernel built or read, along one axis and in all (2 GiB of float64). Beyond them
+# a kernel cannot be held, and has no use on an image that fits in memory: the request is
+# refused by name before anything is allocated, not left to fail as "out of memory".
+MAX_TAPS = 2**20 + 1
+MAX_ELEMENTS = 2**28
 
-def gaussian_1d(sigma: float, truncate: float = 4.0) -> NDArray[np.float64]:
+
+def check_taps(taps: float, what: str, parameters: tuple[str, ...]) -> None:
+    """UsageError unless a kernel axis of ``taps`` taps can be built; ``what`` says which
+    parameters made it, e.g. ``"sigma 1e+09 with truncate 4"``."""
+    if not taps <= MAX_TAPS:  # also NaN and inf
+        raise UsageError(
+            f"{what} makes a kernel of {taps:.4g} taps along an axis; at most {MAX_TAPS} "
+            "are supported (a reach of 524288 pixels)",
+            parameters=parameters,
+        )
+
+
+def outer(along_y: NDArray[np.float64], along_x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The 2-D kernel ``along_y ⊗ along_x``, refused by size (UsageError) before allocation."""
+    if along_y.size * along_x.size > MAX_ELEMENTS:
+        raise UsageError(
+            f"a {along_y.size}x{along_x.size} kernel ({along_y.size * along_x.size:.4g} taps) "
+            f"is over the {MAX_ELEMENTS} supported; use a smaller radius or sigma",
+            parameters=("radius", "sigma"),
+        )
+    return np.outer(along_y, along_x)
+
+
+def gaussian_1d(sigma: float, truncate: float = 4.0, *, name: str = "sigma") -> NDArray[np.float64]:
     """Sampled Gaussian of radius ``round(truncate * sigma)``, normalised to sum 1.
 
-    The same taps as ``scipy.ndimage.gaussian_filter1d`` (order 0).
+    The same taps as ``scipy.ndimage.gaussian_filter1d`` (order 0). ``name`` is the parameter
+    that gave ``sigma``, for the message when the kernel would be too large.
     """
+    what = name if ":" in name else f"{name} {sigma:g}"  # a preset names its sigma itself
+    check_taps(2 * truncate * sigma + 1, f"{what} with truncate {truncate:g}", (name, "truncate"))
     radius = int(truncate * sigma + 0.5)  # half up, as scipy (Python's round() goes to even)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     w = np.exp(-0.5 * (x / sigma) ** 2)
@@ -27,6 +58,7 @@ def gaussian_1d(sigma: float, truncate: float = 4.0) -> NDArray[np.float64]:
 def box_1d(radius: int) -> NDArray[np.float64]:
     """A box of ``2 * radius + 1`` equal taps summing to 1."""
     n = 2 * radius + 1
+    check_taps(n, f"radius {radius}", ("radius",))
     return np.full(n, 1.0 / n)
 
 
@@ -140,8 +172,8 @@ def _box(arg: str | None, spec: str) -> NDArray[np.float64]:
 
 
 def _gaussian(arg: str | None, spec: str) -> NDArray[np.float64]:
-    taps = gaussian_1d(_preset_sigma(arg, 1.0, spec))
-    return np.outer(taps, taps)
+    taps = gaussian_1d(_preset_sigma(arg, 1.0, spec), name=spec)
+    return outer(taps, taps)
 
 
 def disk(radius: float) -> NDArray[np.float64]:
@@ -224,7 +256,7 @@ def preset(spec: str) -> NDArray[np.float64] | None:
 def _read_text(path: Path) -> NDArray[np.float64]:
     """Rows of numbers separated by whitespace and/or commas; ``#`` starts a comment."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not a number
     except UnicodeDecodeError:
         raise UsageError(f"kernel file {path}: not a text file (or use .npy)") from None
     rows: list[list[float]] = []
@@ -247,9 +279,23 @@ def _read_text(path: Path) -> NDArray[np.float64]:
 
 
 def _read_npy(path: Path) -> NDArray[np.float64]:
-    """A ``.npy`` array of real numbers (no pickles)."""
+    """A ``.npy`` array of real numbers (no pickles); its header's shape is checked first, so
+    a header claiming more than a kernel can hold is refused before anything is allocated."""
     try:
+        with path.open("rb") as file:
+            version = np.lib.format.read_magic(file)
+            header = np.lib.format.read_array_header_1_0
+            if version != (1, 0):
+                header = np.lib.format.read_array_header_2_0
+            shape = header(file)[0]
+        if math.prod(shape) > MAX_ELEMENTS or max(shape, default=0) > MAX_TAPS:
+            raise UsageError(
+                f"kernel file {path}: its header claims a {'x'.join(map(str, shape))} kernel, "
+                f"over the {MAX_ELEMENTS} taps supported"
+            )
         array = np.load(path, allow_pickle=False)
+    except UsageError:
+        raise
     except (ValueError, OSError, EOFError) as exc:
         raise UsageError(f"kernel file {path}: not a readable .npy array ({exc})") from None
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):

@@ -96,6 +96,12 @@ def message(text: str) -> None:
         _to_stderr(text)
 
 
+def warning(text: str) -> None:
+    """A library's warning as one line on stderr: ``convfilt: warning: ...``, no source path."""
+    line = " ".join(str(text).split())
+    _to_stderr(f"convfilt: warning: {line}")
+
+
 def _to_stderr(line: str) -> None:
     """One line on stderr. With stderr closed (``2>&-``) Python's ``print`` would fall back to
     stdout, which may carry an image or JSON, so the line is dropped instead."""

@@ -430,3 +430,114 @@ def test_peak_selection_is_the_greedy_definition(reach: int, levels: int) -> Non
     for top in (1, 5, 10_000):
         found = matching.find_matches(scores, probe_shape=(3, 3), top=top, min_distance=reach)
         assert [(m.y, m.x) for m in found] == greedy_by_definition(scores, top, reach)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracebacks, outputs checked first, bombs and streams, messages (items 15-25)
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("blur", "--sigma", "1e300"), "--sigma"),
+        (("blur", "--sigma", "1e9"), "--sigma"),
+        (("blur", "--sigma-y", "1e308"), "--sigma-y"),
+        (("blur", "--truncate", "1e300"), "--truncate"),
+        (("sharpen", "--sigma", "1e300"), "--sigma"),
+        (("blur", "--kind", "box", "--radius", "100000"), "--radius"),
+        (("convolve", "--kernel", "gaussian:1e300"), "gaussian:1e300"),
+    ],
+)
+def test_an_absurd_kernel_is_a_usage_error_naming_its_option(
+    tmp_path: Path, args: tuple[str, ...], flag: str
+) -> None:
+    noisy(tmp_path / "rgb.png", (32, 32, 3))
+    command, *options = args
+    done = run(command, "rgb.png", *options, "-o", "out.png", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    one_error_line(done, flag)
+    assert "memory" not in done.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_kernel_file_whose_header_claims_too_much_is_a_usage_error(tmp_path: Path) -> None:
+    noisy(tmp_path / "rgb.png", (32, 32, 3))
+    with open(tmp_path / "huge.npy", "wb") as file:  # a header only: 1e5 x 1e5 float64
+        header = {"descr": "<f8", "fortran_order": False, "shape": (100_000, 100_000)}
+        np.lib.format.write_array_header_1_0(file, header)
+    done = run("convolve", "rgb.png", "-k", "huge.npy", "-o", "out.png", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    one_error_line(done, "huge.npy", "100000x100000")
+
+
+def test_a_kernel_file_with_a_byte_order_mark_reads_as_without(tmp_path: Path) -> None:
+    noisy(tmp_path / "rgb.png", (32, 32, 3))
+    (tmp_path / "plain.txt").write_text("1 2 1\n2 4 2\n1 2 1\n", encoding="utf-8")
+    (tmp_path / "bom.txt").write_text("1 2 1\n2 4 2\n1 2 1\n", encoding="utf-8-sig")
+    for name in ("plain", "bom"):
+        done = run("convolve", "rgb.png", "-k", f"{name}.txt", "-o", f"{name}.png", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    plain, bom = (images.load(tmp_path / f"{n}.png").pixels for n in ("plain", "bom"))
+    np.testing.assert_array_equal(plain, bom)
+
+
+def test_a_symlink_loop_as_input_is_one_line_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "a.png").symlink_to("b.png")
+    (tmp_path / "b.png").symlink_to("a.png")
+    done = run("blur", "a.png", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, "a.png")
+
+
+@pytest.mark.parametrize("option", ["--sizes", "--kernels"])
+def test_bench_refuses_absurd_sizes_as_usage_errors(tmp_path: Path, option: str) -> None:
+    done = run("bench", option, "99999999999999999999", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    one_error_line(done, option)
+
+
+def test_match_checks_every_output_before_writing_any(tmp_path: Path) -> None:
+    noisy(tmp_path / "rgb.png", (32, 32, 3))
+    done = run(
+        "match", "rgb.png", "rgb.png", "--annotate", "a.png", "--heatmap", "h.gif", cwd=tmp_path
+    )
+    assert done.returncode == 2, done.stderr
+    one_error_line(done, "--heatmap", "h.gif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb.png"]
+
+
+def test_an_icc_profile_bomb_in_16bit_png_is_refused_as_at_8_bits(tmp_path: Path) -> None:
+    import zlib
+
+    import imagecodecs
+
+    for depth, dtype in ((8, np.uint8), (16, np.uint16)):
+        encoded = bytes(imagecodecs.png_encode(np.zeros((8, 8), dtype)))
+        bomb = b"icc\x00\x00" + zlib.compress(b"\x00" * 20_000_000, 9)
+        chunk = len(bomb).to_bytes(4, "big") + b"iCCP" + bomb
+        chunk += zlib.crc32(b"iCCP" + bomb).to_bytes(4, "big")
+        (tmp_path / f"bomb{depth}.png").write_bytes(encoded[:33] + chunk + encoded[33:])
+        done = run("blur", f"bomb{depth}.png", "-o", f"out{depth}.png", cwd=tmp_path)
+        assert done.returncode == 1, (depth, done.stderr)
+        one_error_line(done, f"bomb{depth}.png")
+        assert not (tmp_path / f"out{depth}.png").exists()
+
+
+def test_an_endless_stream_is_refused_not_read_into_memory(tmp_path: Path) -> None:
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    done = run("blur", "/dev/zero", "--max-pixels", "1000", "-o", "out.png", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, "/dev/zero", "--max-pixels")
+
+
+def test_library_warnings_are_one_line_each_without_source_paths(tmp_path: Path) -> None:
+    corrupt_exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00\x0f\x01\x02\x00\x40\x00\x00\x00"
+    Image.new("RGB", (8, 8)).save(tmp_path / "exif.jpg", exif=corrupt_exif)
+    done = run("blur", "exif.jpg", "-o", "out.png", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == "wrote out.png"
+    assert len(lines) > 1  # Pillow did complain about this EXIF
+    assert all(line.startswith("convfilt: warning: ") for line in lines[:-1]), done.stderr
+    assert ".py" not in done.stderr
