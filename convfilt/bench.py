@@ -63,9 +63,9 @@ PAD_MODES = {
 NDIMAGE_REFERENCE_MAX_MACS = 4e7
 
 
-# The largest image side and kernel side a benchmark accepts: a 32768x32768 float64 image is
-# 8 GiB already; beyond, a size is a typo, not a measurement.
-RANGE_LIMITS: dict[RangeKind, int] = {"sizes": 2**15, "kernels": 2**12 + 1}
+# The largest image side and kernel side a benchmark accepts: beyond, a size is a typo, not a
+# measurement (and numpy cannot even draw such an image).
+RANGE_LIMITS: dict[RangeKind, int] = {"sizes": 2**20, "kernels": 2**20 + 1}
 
 
 def _range_members(kind: RangeKind, low: int, high: int) -> tuple[int, ...]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import signal
-import warnings
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -555,7 +555,6 @@ def blur(
 ) -> None:
     """Blur images: Gaussian (default) or box, alpha-aware, optionally in linear light."""
     with cli_errors():
-
         from . import filters, kernels
 
         road = _strategy(strategy, method)
@@ -648,7 +647,6 @@ def sharpen(
 ) -> None:
     """Sharpen images by unsharp masking: img + amount * (img - blur(img))."""
     with cli_errors():
-
         from . import filters, kernels
 
         road = _strategy(strategy, method)
