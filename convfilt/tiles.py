@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,9 +46,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import names
+from .cost import transform_threads
 from .errors import ConvfiltError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
+LANES = 2  # bands filtered at once (the reference machine has 2 cores)
 ALIGN = 64  # bands start at multiples of this: the engine's largest banded step (cost.py)
 MIN_ROWS = ALIGN  # the smallest band
 FIXED_BYTES = 48 * 2**20  # interpreter, libraries and the engine's own buffers
@@ -207,18 +210,22 @@ def bands(height: int, rows: int, reach: int, mode: str) -> Iterator[Band]:
 def working_set(
     shape: tuple[int, ...], dtype: np.dtype, *, strategy: str = "direct", work_itemsize: int = 4
 ) -> int:
-    """Bytes one band row costs: input and output in flight, plus the filter's float copies."""
+    """Bytes one band row costs: the bands read ahead, filtered (:data:`LANES` at once) and
+    being written, plus each filter's float copies."""
     width = shape[1]
     channels = shape[2] if len(shape) == 3 else 1
     stored = width * channels * np.dtype(dtype).itemsize
-    return 4 * stored + WORK_COPIES.get(strategy, 10) * width * work_itemsize
+    work = WORK_COPIES.get(strategy, 10) * width * work_itemsize
+    return (2 * LANES + 2) * stored + LANES * work
 
 
 def whole_image_bytes(
     shape: tuple[int, ...], dtype: np.dtype, *, strategy: str = "direct", work_itemsize: int = 4
 ) -> int:
-    """Bytes a whole-image (in memory) run needs, by the same rule as :func:`working_set`."""
-    per_row = working_set(shape, dtype, strategy=strategy, work_itemsize=work_itemsize)
+    """Bytes a whole-image (in memory) run needs: input, output and one filter's copies."""
+    width = shape[1]
+    stored = width * (shape[2] if len(shape) == 3 else 1) * np.dtype(dtype).itemsize
+    per_row = 2 * stored + WORK_COPIES.get(strategy, 10) * width * work_itemsize
     return FIXED_BYTES + shape[0] * per_row
 
 
@@ -277,41 +284,79 @@ def run(
 ) -> None:
     """Filter ``source`` band by band, handing each band's output to ``write(start, rows)``.
 
-    Reading (one band ahead) and writing run in two threads while the caller's thread
-    filters, so that on two cores I/O overlaps computation. ``opaque`` (the whole image's
-    alpha is fully opaque) is passed to every band, so each band takes the whole image's
-    alpha path. ``progress(done)`` is called after each band. An exception anywhere (or
-    Ctrl-C) stops the pipeline and is raised here, after the threads are finished.
+    One thread reads ahead, :data:`LANES` threads filter bands side by side (each with one
+    BLAS thread and one transform thread, rather than BLAS's own threads, which spin on a
+    busy machine: docs/performance.md), one writes, in order, so that I/O overlaps
+    computation. ``opaque`` (the whole image's alpha is fully opaque) is passed to every
+    band, so each band takes the whole image's alpha path. ``progress(done)`` is called
+    after each band. An exception anywhere (or Ctrl-C) stops the pipeline and is raised
+    here, after the threads are finished.
     """
+    from threadpoolctl import threadpool_limits
+
     todo = [
         Band(b.held, b.height, b.start, b.stop, opaque)
         for b in bands(layout.height, layout.rows, layout.reach, mode)
     ]
+    lanes = min(LANES, len(todo))
     with (
         ThreadPoolExecutor(1, "convfilt-read") as reader,
+        ThreadPoolExecutor(lanes, "convfilt-filter") as filterer,
         ThreadPoolExecutor(1, "convfilt-write") as writer,
+        threadpool_limits(1, user_api="blas"),  # bands side by side, one BLAS thread each
     ):
-        pending: list[Future[None]] = []
         try:
-            ahead = reader.submit(gather, source, todo[0].held)
-            for index, band in enumerate(todo):
-                pixels = ahead.result()
-                if index + 1 < len(todo):
-                    ahead = reader.submit(gather, source, todo[index + 1].held)
-                out = func(pixels, band=band)
-                del pixels
-                for done in pending:
-                    done.result()
-                pending = [writer.submit(write, band.start, out)]
-                del out
-                if progress is not None:
-                    progress(index + 1)
-            for done in pending:
-                done.result()
+            _pipeline(source, func, todo, write, progress, (reader, filterer, writer), lanes)
         except BaseException:
-            reader.shutdown(cancel_futures=True)
-            writer.shutdown(cancel_futures=True)
+            for pool in (reader, filterer, writer):
+                pool.shutdown(cancel_futures=True)
             raise
+
+
+def _filter_band(pixels: Future[NDArray[Any]], func: BandFilter, band: Band) -> NDArray[Any]:
+    """One band, once read; its transforms on one thread (the other lanes have the rest)."""
+    with transform_threads(1):
+        return func(pixels.result(), band=band)
+
+
+def _pipeline(
+    source: RowSource,
+    func: BandFilter,
+    todo: list[Band],
+    write: Callable[[int, NDArray[Any]], None],
+    progress: Callable[[int], None] | None,
+    pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor, ThreadPoolExecutor],
+    lanes: int,
+) -> None:
+    """Read ahead, filter ``lanes`` bands at once, write in order (see :func:`run`)."""
+    reader, filterer, writer = pools
+    reads = [reader.submit(gather, source, band.held) for band in todo[: lanes + 1]]
+    filtering: deque[tuple[int, Future[NDArray[Any]]]] = deque()
+    written: Future[None] | None = None
+    done = 0
+
+    def write_oldest() -> None:
+        nonlocal written, done
+        start, result = filtering.popleft()
+        out = result.result()
+        if written is not None:
+            written.result()
+        written = writer.submit(write, start, out)
+        done += 1
+        if progress is not None:
+            progress(done)
+
+    for index, band in enumerate(todo):
+        filtering.append((band.start, filterer.submit(_filter_band, reads[index], func, band)))
+        reads[index] = None  # type: ignore[call-overload]
+        if index + lanes + 1 < len(todo):
+            reads.append(reader.submit(gather, source, todo[index + lanes + 1].held))
+        if len(filtering) == lanes:
+            write_oldest()
+    while filtering:
+        write_oldest()
+    if written is not None:
+        written.result()
 
 
 def apply(

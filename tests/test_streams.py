@@ -186,7 +186,7 @@ def test_cli_streams_and_matches_the_in_memory_run(tmp_path: Path, big_rgb) -> N
         app, ["blur", str(source), "-o", str(tmp_path / "s.tif"), "--memory", "60M", "--explain"]
     )
     assert streamed.exit_code == 0, streamed.output
-    assert "streamed: 3 bands of 704x600" in streamed.output
+    assert "streamed: 6 bands of 384x600" in streamed.output
     whole = runner.invoke(app, ["blur", str(source), "-o", str(tmp_path / "m.tif"), "--explain"])
     assert whole.exit_code == 0 and "in memory" in whole.output
     a, b = tifffile.imread(tmp_path / "s.tif"), tifffile.imread(tmp_path / "m.tif")
@@ -221,7 +221,7 @@ def test_cli_subprocess_sharpen_streams(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "streamed: 16 bands of 128x600" in done.stderr
+    assert "streamed: 32 bands of 64x600" in done.stderr
     expected = filters.unsharp_mask(pixels, 1.0, 2.0)
     np.testing.assert_array_equal(tifffile.imread(target), expected)
 
