@@ -59,7 +59,7 @@ def check_renormalizable(kernel: NDArray[np.float64]) -> None:
         raise UsageError(
             f"nan_policy 'omit' renormalizes the kernel over the valid pixels, but this kernel "
             f"sums to ~0 ({total:.3g}, an edge or difference kernel), so there is no sum to "
-            "renormalize to; use nan_policy 'propagate', or fill the NaN first",
+            "renormalize to; use 'propagate', or fill the NaN first",
             parameters=["nan_policy"],
         )
 

@@ -161,3 +161,16 @@ def test_cli_unreachable_scheduler_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "--scheduler tcp://127.0.0.1:9" in done.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("policy", ["propagate", "omit"])
+def test_nan_policy_on_the_cluster(client: Any, policy: str) -> None:
+    """Holes (one wider than the kernel, across chunks) give the in-memory answer."""
+    holey = FLOATS.copy()
+    holey[RNG.random(holey.shape) < 0.02] = np.nan
+    holey[100:130, 20:40] = np.nan
+    blur = partial(filters.gaussian_blur, sigma=2.0, nan_policy=policy, strategy=names.DIRECT)
+    lazy = blur(da.from_array(holey, chunks=(40, 70)))
+    got = client.compute(lazy).result()
+    np.testing.assert_array_equal(got, blur(holey))
+    assert np.isnan(got).any() and (policy == "propagate" or np.isnan(got).sum() < 100)
