@@ -6,6 +6,7 @@
   Gaussian blur vs scipy.ndimage, Pillow and OpenCV;
 - ``fft_model``: the cost model's FFT estimates against measured transforms, by size;
 - ``match``: template matching vs scikit-image and OpenCV;
+- ``traps``: issue 15's three performance traps (peak selection, 10^6 x 1 and 1 x 10^6 blurs);
 - ``streaming``: a 12288² RGB tiled TIFF blurred with ``--memory 256M`` (peak RSS, time) vs
   ``vips gaussblur`` (said and skipped when vips is absent), and Dask on a 2-worker
   LocalCluster vs in-process (``python -m benchmarks.streaming --huge`` adds 40000²);
@@ -37,6 +38,7 @@ def _commands(quick: bool) -> dict[str, list[str]]:
         "engine": [python, "-m", "benchmarks.engine", *flag],
         "fft_model": [python, "-m", "benchmarks.fft_model", *flag],
         "match": [python, "-m", "benchmarks.match", *flag],
+        "traps": [python, "-m", "benchmarks.traps", *flag],
         "streaming": [python, "-m", "benchmarks.streaming", *flag],
         "nan": [python, "-m", "benchmarks.nan", *flag],
         "convfilt-bench": [python, "-m", "convfilt", "bench", *bench_grid],

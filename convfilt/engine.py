@@ -951,6 +951,7 @@ def _filter_finite(
         pads = (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2)
     channels = x.shape[2] if x.ndim == 3 else 1
     height = x.shape[0] if band is None else band.height
+    k, pads = fold_to_image(k, pads, (height, x.shape[1]), mode, cval)
     outside = float(cval) if mode == "constant" else None
     facts = partial(_problem, cval=outside, largest=_largest(x))
     problem = facts((height, x.shape[1]), channels, [k], x.dtype)
@@ -977,6 +978,57 @@ def _filter_finite(
     if problem.exact:
         np.rint(out, out=out)
     return out
+
+
+# The period of each boundary mode's extension of an axis of n pixels: taps a period apart read
+# the same pixel for every output, so they can be summed into one.
+_PERIODS: dict[str, Callable[[int], int]] = {
+    "wrap": lambda n: n,
+    "reflect": lambda n: 2 * n,
+    "mirror": lambda n: max(2 * n - 2, 1),
+}
+
+
+def fold_to_image(
+    k: NDArray[np.float64],
+    pads: tuple[tuple[int, int], tuple[int, int]],
+    shape: tuple[int, int],
+    mode: str,
+    cval: float,
+) -> tuple[NDArray[np.float64], tuple[tuple[int, int], tuple[int, int]]]:
+    """The kernel (taps at offsets ``-before..after`` per axis) folded onto an image of
+    ``shape``, wherever it is longer than the image can use: the same result, exactly, for a
+    fraction of the work and memory (a sigma-50 blur of a 1-pixel-wide image reads one column).
+
+    wrap, reflect and mirror extend an axis periodically, so taps a period apart are summed;
+    nearest reads the edge pixel for every offset beyond n - 1, so those taps join the tap at
+    n - 1; constant (cval 0) never reads the image beyond n - 1, so those taps are dropped.
+    The folded kernel is centred again (zeros added), with its new ``pads``.
+    """
+    for axis in (0, 1):
+        n, (before, after) = shape[axis], pads[axis]
+        period = _PERIODS.get(mode, lambda n: 0)(n)
+        if period:
+            half = period // 2
+            reach = half
+        elif mode == "nearest" or float(cval) == 0.0:
+            half, reach = 0, n - 1
+        else:
+            continue  # constant with a cval: every tap counts
+        if before + after + 1 <= 2 * reach + 1 + 2:
+            continue  # already within what the image can use
+        offsets = np.arange(-before, after + 1)
+        if period:
+            offsets = (offsets + half) % period - half
+        inside = np.abs(offsets) <= reach
+        if mode == "nearest":
+            offsets, inside = np.clip(offsets, -reach, reach), np.ones_like(inside)
+        folded = np.zeros((2 * reach + 1, k.shape[1]) if axis == 0 else (k.shape[0], 2 * reach + 1))
+        taps = np.moveaxis(k, axis, 0)[inside]
+        np.add.at(np.moveaxis(folded, axis, 0), offsets[inside] + reach, taps)
+        k = folded
+        pads = ((reach, reach), pads[1]) if axis == 0 else (pads[0], (reach, reach))
+    return k, pads
 
 
 _FILTER_DOC = """{summary}

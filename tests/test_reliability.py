@@ -541,3 +541,54 @@ def test_library_warnings_are_one_line_each_without_source_paths(tmp_path: Path)
     assert len(lines) > 1  # Pillow did complain about this EXIF
     assert all(line.startswith("convfilt: warning: ") for line in lines[:-1]), done.stderr
     assert ".py" not in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels longer than the image (the 1e6 x 1 and 1 x 1e6 blur traps)
+
+
+def correlate_by_definition(x: np.ndarray, k: np.ndarray, mode: str, cval: float) -> np.ndarray:
+    """out[i, j] = sum k[a, b] * ext(x)[i + a - kh//2, j + b - kw//2], the extension being the
+    engine's own boundary rule (tiles.extension_indices), summed tap by tap."""
+    from convfilt import tiles
+
+    kh, kw = k.shape
+    rows = tiles.extension_indices(x.shape[0], kh // 2, (kh - 1) // 2, mode)
+    cols = tiles.extension_indices(x.shape[1], kw // 2, (kw - 1) // 2, mode)
+    padded = np.where(
+        (rows[:, None] < 0) | (cols[None, :] < 0), cval, x[rows[:, None], cols[None, :]]
+    )
+    out = np.zeros(x.shape)
+    for a in range(kh):
+        for b in range(kw):
+            out += k[a, b] * padded[a : a + x.shape[0], b : b + x.shape[1]]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "nearest", "wrap", "constant"])
+@pytest.mark.parametrize("image_shape", [(1, 1), (1, 6), (6, 1), (2, 3), (3, 2)])
+@pytest.mark.parametrize("kernel_shape", [(1, 13), (13, 1), (15, 17), (4, 12)])
+def test_a_kernel_longer_than_the_image_gives_the_definition(
+    mode: str, image_shape: tuple[int, int], kernel_shape: tuple[int, int]
+) -> None:
+    from convfilt import engine
+
+    x = RNG.random(image_shape)
+    k = RNG.random(kernel_shape)
+    for cval in (0.0, 2.5) if mode == "constant" else (0.0,):
+        for strategy in ("direct", "fft"):
+            got = engine.correlate(x, k, mode=mode, cval=cval, strategy=strategy)
+            want = correlate_by_definition(x, k, mode, cval)
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+            flipped = engine.convolve(x, k[::-1, ::-1], mode=mode, cval=cval, strategy=strategy)
+            if all(n % 2 for n in kernel_shape):  # convolve == correlate with the flip
+                np.testing.assert_allclose(flipped, want, rtol=1e-10, atol=1e-10)
+
+
+def test_a_line_image_blurs_through_a_folded_kernel() -> None:
+    from convfilt import engine, filters
+
+    seen: list[engine.Plan] = []
+    line = RNG.random((1, 5000)).astype(np.float32)
+    filters.gaussian_blur(line, 50.0, on_plan=seen.append)
+    assert seen and seen[0].kernel_shape[0] <= 3  # 401 rows folded onto one image row
