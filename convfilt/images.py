@@ -23,6 +23,7 @@ import stat
 import struct
 import sys
 import tempfile
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -189,6 +190,31 @@ def _pick_reader(data: bytes, name: str) -> Reader:
     return _read_pillow
 
 
+@contextlib.contextmanager
+def c_warnings(library: str) -> Iterator[None]:
+    """Turn what C code (libpng, libtiff, libjpeg) prints on file descriptor 2 meanwhile into
+    Python warnings, one per line, so that the command line shows them in its one-line form and
+    a program can filter them; nothing is lost. With fd 2 closed there is nothing to catch.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+    for line in text.splitlines():
+        if line.strip():
+            warnings.warn(f"{library}: {line.strip()}", RuntimeWarning, stacklevel=3)
+
+
 def _check_pixels(name: str, width: int, height: int, limit: int | None) -> None:
     """Refuse an image larger than the decompression-bomb limit, naming its size."""
     if limit is not None and width * height > limit:
@@ -241,7 +267,8 @@ def _read_pillow(data: bytes, name: str, limit: int | None) -> Picture:
     image = _open_unchecked(data)
     _check_pixels(name, *image.size, limit)  # from the header, before any pixel is decoded
     try:
-        image.load()
+        with c_warnings("Pillow"):
+            image.load()
     except Image.DecompressionBombError:  # a plugin's own check (GIF frames, TIFF tiles, ...)
         width, height = image.size
         raise ConvfiltError(
@@ -261,7 +288,7 @@ def _read_pillow(data: bytes, name: str, limit: int | None) -> Picture:
     pixels, has_alpha = _pillow_pixels(image)
     if source_format == "PPM" and pixels.dtype == np.int32:  # 16-bit PGM: maxval <= 65535
         pixels = pixels.astype(np.uint16)
-    return Picture(pixels, has_alpha, name, source_format, icc, exif)
+    return Picture(pixels, has_alpha, name, source_format, _usable_icc(icc, name), exif)
 
 
 # Formats whose frames are judged elsewhere: MPO's extra frames are the main picture's
@@ -382,11 +409,24 @@ def _read_png16(data: bytes, name: str, limit: int | None) -> Picture:
             icc = _inflate_capped(compressed, name, "iCCP profile")
         elif kind == b"eXIf":
             exif_bytes = payload
-    pixels = imagecodecs.png_decode(data)  # a tRNS colour key arrives as an alpha channel
+    with c_warnings("libpng"):
+        pixels = imagecodecs.png_decode(data)  # a tRNS colour key arrives as an alpha channel
     orientation, exif = _orientation_of(exif_bytes)
     pixels = _upright(pixels, orientation)
     has_alpha = pixels.ndim == 3 and pixels.shape[2] in (2, 4)
-    return Picture(pixels, has_alpha, name, "PNG", icc, exif)
+    return Picture(pixels, has_alpha, name, "PNG", _usable_icc(icc, name), exif)
+
+
+def _usable_icc(icc: bytes | None, name: str) -> bytes | None:
+    """``icc`` if it looks like an ICC profile (a 128-byte header with the 'acsp' signature
+    and its own length), else None with a warning: a garbage profile copied into the output
+    would make viewers show wrong colours."""
+    if icc is None:
+        return None
+    if len(icc) >= 128 and icc[36:40] == b"acsp" and int.from_bytes(icc[:4], "big") <= len(icc):
+        return icc
+    warnings.warn(f"{name}: its ICC profile is malformed; not copied", UserWarning, stacklevel=3)
+    return None
 
 
 def _inflate_capped(compressed: bytes, name: str, what: str) -> bytes:
@@ -486,7 +526,7 @@ def _read_tiff_deep(data: bytes, name: str, limit: int | None) -> Picture:
     if associated and has_alpha:
         pixels = _unpremultiply(pixels)
     pixels = _upright(pixels, orientation)
-    return Picture(pixels, has_alpha, name, "TIFF", icc, _tiff_exif(data))
+    return Picture(pixels, has_alpha, name, "TIFF", _usable_icc(icc, name), _tiff_exif(data))
 
 
 def _as_is(pixels: np.ndarray, _name: str) -> np.ndarray:
@@ -776,7 +816,8 @@ def _write_pillow(pixels: np.ndarray, file: BinaryIO, encoding: _Encoding) -> No
             options["quality"] = encoding.quality
     elif encoding.format == "TIFF":
         options["compression"] = "tiff_adobe_deflate"
-    image.save(file, format=encoding.format, **options)
+    with c_warnings("Pillow"):
+        image.save(file, format=encoding.format, **options)
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -787,9 +828,10 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 def _write_png(pixels: np.ndarray, file: BinaryIO, encoding: _Encoding) -> None:
     """PNG (8 or 16 bits) through libpng (imagecodecs); ICC (iCCP) and EXIF (eXIf) added."""
-    encoded = imagecodecs.png_encode(
-        np.ascontiguousarray(pixels), level=PNG_LEVEL, filter=imagecodecs.PNG.FILTER.PAETH
-    )
+    with c_warnings("libpng"):
+        encoded = imagecodecs.png_encode(
+            np.ascontiguousarray(pixels), level=PNG_LEVEL, filter=imagecodecs.PNG.FILTER.PAETH
+        )
     extra = b""
     if encoding.icc_profile:
         extra += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(encoding.icc_profile))

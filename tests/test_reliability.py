@@ -592,3 +592,31 @@ def test_a_line_image_blurs_through_a_folded_kernel() -> None:
     line = RNG.random((1, 5000)).astype(np.float32)
     filters.gaussian_blur(line, 50.0, on_plan=seen.append)
     assert seen and seen[0].kernel_shape[0] <= 3  # 401 rows folded onto one image row
+
+
+def png_with_chunk(kind: bytes, payload: bytes, dtype: type) -> bytes:
+    import zlib
+
+    import imagecodecs
+
+    encoded = bytes(imagecodecs.png_encode(np.zeros((8, 8), dtype)))
+    chunk = len(payload).to_bytes(4, "big") + kind + payload
+    chunk += zlib.crc32(kind + payload).to_bytes(4, "big")
+    return encoded[:33] + chunk + encoded[33:]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_malformed_icc_profile_is_not_copied_and_libpng_speaks_in_one_line(
+    tmp_path: Path, dtype: type
+) -> None:
+    import zlib
+
+    payload = b"icc\x00\x00" + zlib.compress(b"garbage profile" * 10)
+    (tmp_path / "icc.png").write_bytes(png_with_chunk(b"iCCP", payload, dtype))
+    done = run("blur", "icc.png", "-o", "out.png", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == "wrote out.png"
+    assert all(line.startswith("convfilt: warning: ") for line in lines[:-1]), done.stderr
+    assert any("ICC profile is malformed" in line for line in lines), done.stderr
+    assert images.load(tmp_path / "out.png").icc_profile is None
