@@ -620,3 +620,16 @@ def test_a_malformed_icc_profile_is_not_copied_and_libpng_speaks_in_one_line(
     assert all(line.startswith("convfilt: warning: ") for line in lines[:-1]), done.stderr
     assert any("ICC profile is malformed" in line for line in lines), done.stderr
     assert images.load(tmp_path / "out.png").icc_profile is None
+
+
+def test_a_full_disk_fails_the_streamed_tiff_road_too(tmp_path: Path) -> None:
+    import tifffile
+
+    pixels = RNG.integers(0, 65535, (2048, 512), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "big.tif", pixels, tile=(256, 256))
+    done = run(
+        "blur", "big.tif", "-o", "out.tif", "--memory", "60M", cwd=tmp_path, file_limit=200_000
+    )
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, "out.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]
