@@ -79,6 +79,7 @@ class Picture:
     format: the source format as Pillow names it ("PNG", "JPEG", "TIFF", ...), or None.
     icc_profile, exif: bytes to write back where the output format can hold them; the EXIF
         carries no orientation tag (or orientation 1).
+    dpi: the resolution (x, y) in dots per inch, if the file states one (pixels upright).
     """
 
     pixels: np.ndarray
@@ -87,6 +88,7 @@ class Picture:
     format: str | None = None
     icc_profile: bytes | None = None
     exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
 
     def with_pixels(self, pixels: np.ndarray) -> Picture:
         """The same picture (metadata, alpha flag) with new pixels, e.g. a filter's result."""
@@ -279,6 +281,8 @@ def _read_pillow(data: bytes, name: str, limit: int | None) -> Picture:
     _refuse_frames(image, name)
     icc = image.info.get("icc_profile") or None
     had_exif = bool(image.info.get("exif"))
+    turned = image.getexif().get(ORIENTATION_TAG, 1) in TURNS
+    dpi = _dpi(image.info.get("dpi"), turned)
     ImageOps.exif_transpose(image, in_place=True)
     exif = _exif_without_orientation(image.getexif()) if had_exif else None
     if source_format == "TIFF":
@@ -288,7 +292,8 @@ def _read_pillow(data: bytes, name: str, limit: int | None) -> Picture:
     pixels, has_alpha = _pillow_pixels(image)
     if source_format == "PPM" and pixels.dtype == np.int32:  # 16-bit PGM: maxval <= 65535
         pixels = pixels.astype(np.uint16)
-    return Picture(pixels, has_alpha, name, source_format, _usable_icc(icc, name), exif)
+    icc = _usable_icc(icc, name)
+    return Picture(pixels, has_alpha, name, source_format, icc, exif, dpi)
 
 
 # Formats whose frames are judged elsewhere: MPO's extra frames are the main picture's
@@ -403,7 +408,11 @@ def _read_png16(data: bytes, name: str, limit: int | None) -> Picture:
     width, height = struct.unpack(">II", data[16:24])
     _check_pixels(name, width, height, limit)
     icc = exif_bytes = None
+    dpi: tuple[float, float] | None = None
     for kind, payload in _png_chunks(data):
+        if kind == b"pHYs" and len(payload) == 9 and payload[8] == 1:  # pixels per metre
+            per_metre = struct.unpack(">II", payload[:8])
+            dpi = (per_metre[0] * INCH, per_metre[1] * INCH)
         if kind == b"iCCP":
             compressed = payload[payload.index(b"\x00") + 2 :]  # name, NUL, method byte
             icc = _inflate_capped(compressed, name, "iCCP profile")
@@ -414,7 +423,42 @@ def _read_png16(data: bytes, name: str, limit: int | None) -> Picture:
     orientation, exif = _orientation_of(exif_bytes)
     pixels = _upright(pixels, orientation)
     has_alpha = pixels.ndim == 3 and pixels.shape[2] in (2, 4)
-    return Picture(pixels, has_alpha, name, "PNG", _usable_icc(icc, name), exif)
+    dpi = _dpi(dpi, orientation in TURNS)
+    return Picture(pixels, has_alpha, name, "PNG", _usable_icc(icc, name), exif, dpi)
+
+
+INCH = 0.0254  # metres
+TURNS = frozenset({5, 6, 7, 8})  # orientations that swap the axes (and so the resolutions)
+
+
+def _dpi(value: object, turned: bool) -> tuple[float, float] | None:
+    """A stated (x, y) resolution as two positive floats, swapped if the picture was turned."""
+    try:
+        x, y = (float(v) for v in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return None
+    if not (x > 0 and y > 0 and np.isfinite(x) and np.isfinite(y)):
+        return None
+    return (y, x) if turned else (x, y)
+
+
+def _tiff_dpi(tags: Any, turned: bool) -> tuple[float, float] | None:
+    """A TIFF's XResolution/YResolution in dots per inch (unit inch, or cm converted)."""
+    x, y, unit = (tags.get(code) for code in (282, 283, 296))
+    if x is None or y is None:
+        return None
+    per_inch = {2: 1.0, 3: 2.54}.get(int(unit.value) if unit is not None else 2)
+    if per_inch is None:
+        return None  # no absolute unit: an aspect ratio only
+
+    def value(tag: Any) -> float:
+        number = tag.value
+        return number[0] / number[1] if isinstance(number, tuple) else float(number)
+
+    try:
+        return _dpi((value(x) * per_inch, value(y) * per_inch), turned)
+    except ZeroDivisionError:
+        return None
 
 
 def _usable_icc(icc: bytes | None, name: str) -> bytes | None:
@@ -519,6 +563,7 @@ def _read_tiff_deep(data: bytes, name: str, limit: int | None) -> Picture:
             pixels = np.moveaxis(pixels, 0, -1)
         photometric = _photometric(page)
         associated = tuple(page.extrasamples)[:1] == (ASSOCIATED_ALPHA,)
+        dpi = _tiff_dpi(tags, orientation in TURNS)
     pixels = TIFF_CONVERSIONS.get(photometric, _as_is)(pixels, name)
     if photometric == "SEPARATED":
         icc = None  # a CMYK profile does not describe the RGB pixels we hand out
@@ -526,7 +571,8 @@ def _read_tiff_deep(data: bytes, name: str, limit: int | None) -> Picture:
     if associated and has_alpha:
         pixels = _unpremultiply(pixels)
     pixels = _upright(pixels, orientation)
-    return Picture(pixels, has_alpha, name, "TIFF", _usable_icc(icc, name), _tiff_exif(data))
+    icc = _usable_icc(icc, name)
+    return Picture(pixels, has_alpha, name, "TIFF", icc, _tiff_exif(data), dpi)
 
 
 def _as_is(pixels: np.ndarray, _name: str) -> np.ndarray:
@@ -640,7 +686,10 @@ FORMAT_EXTENSIONS = {
     "GIF": ".gif",
     "PPM": ".ppm",
 }
-METADATA_FORMATS = frozenset({"JPEG", "TIFF", "WEBP"})  # Pillow writes ICC and EXIF into these
+METADATA_FORMATS = frozenset({"JPEG", "TIFF", "WEBP"})
+DPI_FORMATS = frozenset(
+    {"JPEG", "TIFF", "BMP"}
+)  # Pillow writes the resolution into these  # Pillow writes ICC and EXIF into these
 # PNG: zlib level 2 with the Paeth filter: much faster than Pillow's defaults (level 6, adaptive
 # filters) for somewhat larger files (docs/performance.md, §5).
 PNG_LEVEL = 2
@@ -666,6 +715,7 @@ class _Encoding:
     quality: int | None
     icc_profile: bytes | None
     exif: bytes | None
+    dpi: tuple[float, float] | None = None
 
 
 def save(
@@ -695,7 +745,7 @@ def save(
         )
     pixels = np.asarray(picture.pixels)
     writer = _pick_writer(pixels, fmt, name)
-    encoding = _Encoding(fmt, quality, picture.icc_profile, picture.exif)
+    encoding = _Encoding(fmt, quality, picture.icc_profile, picture.exif, picture.dpi)
     if name == STDIO:
         buffer = io.BytesIO()
         _encode(writer, pixels, buffer, encoding, name)
@@ -806,6 +856,8 @@ def _write_pillow(pixels: np.ndarray, file: BinaryIO, encoding: _Encoding) -> No
             options["icc_profile"] = encoding.icc_profile
         if encoding.exif:
             options["exif"] = encoding.exif
+    if encoding.dpi and encoding.format in DPI_FORMATS:
+        options["dpi"] = encoding.dpi
     if encoding.format == "JPEG":
         options["quality"] = encoding.quality or DEFAULT_QUALITY
     elif encoding.format == "WEBP":
@@ -837,6 +889,9 @@ def _write_png(pixels: np.ndarray, file: BinaryIO, encoding: _Encoding) -> None:
         extra += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(encoding.icc_profile))
     if encoding.exif:
         extra += _png_chunk(b"eXIf", encoding.exif.removeprefix(EXIF_PREFIX))
+    if encoding.dpi:
+        per_metre = (min(round(d / INCH), 2**31 - 1) for d in encoding.dpi)
+        extra += _png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1))
     ihdr_end = len(PNG_SIGNATURE) + 12 + 13  # the IHDR chunk always comes first, 13 bytes long
     file.write(encoded[:ihdr_end] + extra + encoded[ihdr_end:])
 
@@ -859,6 +914,8 @@ def _write_tiff_deep(pixels: np.ndarray, file: BinaryIO, encoding: _Encoding) ->
         extrasamples=("unassalpha",) if channels in (2, 4) else None,
         compression="zlib",
         extratags=extratags,
+        resolution=encoding.dpi,
+        resolutionunit="INCH" if encoding.dpi else None,
     )
     file.write(encoded.getbuffer())
 

@@ -633,3 +633,29 @@ def test_a_full_disk_fails_the_streamed_tiff_road_too(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     one_error_line(done, "out.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]
+
+
+@pytest.mark.parametrize("source", ["in.png", "in.jpg", "in.tif", "in16.png", "in16.tif"])
+@pytest.mark.parametrize("output", ["out.png", "out.tif", "out.jpg"])
+def test_the_resolution_is_kept_where_the_output_holds_one(
+    tmp_path: Path, source: str, output: str
+) -> None:
+    import tifffile
+
+    deep = "16" in source
+    if deep and output == "out.jpg":
+        pytest.skip("JPEG cannot hold 16 bits")
+    pixels = RNG.integers(0, 65535 if deep else 255, (16, 20)).astype(
+        np.uint16 if deep else np.uint8
+    )
+    if source == "in16.tif":
+        tifffile.imwrite(tmp_path / source, pixels, resolution=(300, 150), resolutionunit="INCH")
+    elif source == "in16.png":
+        images.save(images.Picture(pixels, False, source, dpi=(300.0, 150.0)), tmp_path / source)
+    else:
+        Image.fromarray(pixels).save(tmp_path / source, dpi=(300, 150))
+    done = run("blur", source, "-o", output, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    dpi = images.load(tmp_path / output).dpi
+    assert dpi is not None
+    np.testing.assert_allclose(dpi, (300, 150), atol=0.02)  # PNG stores pixels per metre
