@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import cost, engine, names
+from . import cost, engine, names, tiles
 from .errors import ConvfiltError, UsageError
 
 FloatArray = NDArray[np.float64]
@@ -823,6 +823,9 @@ def find_matches(
     """
     check_peak_options(top=top, min_distance=min_distance, min_score=min_score)
     sign = 1.0 if _method(method).higher_is_better else -1.0
+    if tiles.is_dask(scores):
+        spec = (top, min_score, min_distance)
+        return _matches_on_dask(scores, tuple(probe_shape), sign, *spec)
     values = np.asarray(scores, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
         raise UsageError(f"scores must be a non-empty 2-D map, got shape {values.shape}")
@@ -852,6 +855,82 @@ def find_matches(
             strict=True,
         )
     ]
+
+
+def _matches_on_dask(
+    scores: Any,
+    probe_shape: tuple[int, ...],
+    sign: float,
+    top: int,
+    min_score: float | None,
+    min_distance: int | None,
+) -> list[Match]:
+    """:func:`find_matches` on a dask score map: one global suppression across chunk seams.
+
+    Each chunk (with a one-score halo, so local maxima see their neighbours across seams)
+    hands in its best ``top x (2·reach_y - 1) x (2·reach_x - 1) + 1`` peaks (and ties): a peak
+    the whole map's greedy suppression keeps has fewer better peaks than that, since each of
+    them is kept or within reach of one of the < ``top`` kept ones. So the result is the
+    whole map's, computed chunk by chunk. Only the kept peaks' 3x3 neighbourhoods are read
+    again, for their subpixel parabolas.
+    """
+    import dask
+    import dask.array as da
+
+    if scores.ndim != 2 or 0 in scores.shape:
+        raise UsageError(f"scores must be a non-empty 2-D map, got shape {scores.shape}")
+    probe_h, probe_w = (int(n) for n in probe_shape[:2])
+    reach = (
+        (max(1, (probe_h + 1) // 2), max(1, (probe_w + 1) // 2))
+        if min_distance is None
+        else (min_distance, min_distance)
+    )
+    oriented = sign * scores.astype(np.float64)
+    haloed = da.overlap.overlap(oriented, depth=1, boundary=-np.inf)
+    keep = top * (2 * reach[0] - 1) * (2 * reach[1] - 1) + 1
+    floor = -np.inf if min_score is None else sign * min_score
+    starts = [np.cumsum((0, *sizes[:-1])) for sizes in oriented.chunks]
+    parts = [
+        dask.delayed(_chunk_peaks)(block, starts[0][i], starts[1][j], keep, floor)
+        for (i, j), block in np.ndenumerate(haloed.to_delayed())
+    ]
+    found = dask.compute(*parts)
+    ys, xs, candidates = (np.concatenate([part[k] for part in found]) for k in range(3))
+    order = np.lexsort((xs, ys))  # row-major, as the whole map's candidates (ties)
+    ys, xs = _suppress(ys[order], xs[order], candidates[order], top=top, reach=reach)
+    return [
+        _dask_match(oriented, sign, y, x, probe_h, probe_w) for y, x in zip(ys, xs, strict=True)
+    ]
+
+
+def _chunk_peaks(
+    haloed: FloatArray, y0: int, x0: int, keep: int, floor: float
+) -> tuple[NDArray[np.intp], NDArray[np.intp], FloatArray]:
+    """One chunk's best ``keep`` local maxima at or above ``floor`` (and ties), in map
+    coordinates."""
+    ys, xs = np.nonzero(_peaks_inside(haloed))
+    values = haloed[ys + 1, xs + 1]
+    chosen = values >= floor
+    if np.count_nonzero(chosen) > keep:
+        chosen &= values >= np.partition(values[chosen], -keep)[-keep]
+    return ys[chosen] + y0, xs[chosen] + x0, values[chosen]
+
+
+def _dask_match(oriented: Any, sign: float, y: int, x: int, height: int, width: int) -> Match:
+    """The match at (y, x) of an oriented dask map, its subpixel corner from its 3x3
+    neighbourhood (clipped at the map's border, where the parabola keeps the integer)."""
+    top, left = max(0, y - 1), max(0, x - 1)
+    patch = np.asarray(oriented[top : y + 2, left : x + 2].compute())
+    py, px = np.array([y - top]), np.array([x - left])
+    return Match(
+        x=int(x),
+        y=int(y),
+        width=width,
+        height=height,
+        score=float(sign * patch[py[0], px[0]]),
+        x_subpixel=float(x + _parabola_offsets(patch, py, px, axis=1)[0]),
+        y_subpixel=float(y + _parabola_offsets(patch, py, px, axis=0)[0]),
+    )
 
 
 def _suppress(
@@ -912,8 +991,13 @@ def check_peak_options(
 
 def _local_maxima(values: FloatArray) -> NDArray[np.bool_]:
     """Pixels at least as large as their 8 neighbours (the border counts as -inf)."""
-    padded = np.pad(values, 1, constant_values=-np.inf)
-    height, width = values.shape
+    return _peaks_inside(np.pad(values, 1, constant_values=-np.inf))
+
+
+def _peaks_inside(padded: FloatArray) -> NDArray[np.bool_]:
+    """Which pixels of ``padded[1:-1, 1:-1]`` are at least as large as their 8 neighbours."""
+    height, width = padded.shape[0] - 2, padded.shape[1] - 2
+    values = padded[1:-1, 1:-1]
     peaks = np.ones(values.shape, dtype=bool)
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):

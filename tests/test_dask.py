@@ -174,3 +174,23 @@ def test_nan_policy_on_the_cluster(client: Any, policy: str) -> None:
     got = client.compute(lazy).result()
     np.testing.assert_array_equal(got, blur(holey))
     assert np.isnan(got).any() and (policy == "propagate" or np.isnan(got).sum() < 100)
+
+
+@pytest.mark.parametrize(
+    ("top", "min_distance", "method"),
+    [(1, None, "ncc"), (7, None, "ncc"), (25, 3, "sqdiff"), (40, 1, "ncc")],
+)
+def test_find_matches_on_a_dask_map_suppresses_across_seams(top, min_distance, method) -> None:
+    from convfilt import matching
+
+    rng = np.random.default_rng(top)
+    field = ndi.gaussian_filter(rng.random((150, 170)), 2.0)  # peaks that straddle seams
+    field[:3] = field.max()  # a plateau along the border
+    expected = matching.find_matches(
+        field, probe_shape=(9, 11), method=method, top=top, min_distance=min_distance
+    )
+    lazy = da.from_array(field, chunks=(23, 31))
+    found = matching.find_matches(
+        lazy, probe_shape=(9, 11), method=method, top=top, min_distance=min_distance
+    )
+    assert found == expected and len(found) == top
