@@ -204,6 +204,16 @@ def match_template(
     scores : ndarray of float64, shape (H - h + 1, W - w + 1)
         ``scores[y, x]`` scores the window whose top-left corner is ``(x, y)``.
 
+    Raises
+    ------
+    TypeError
+        An image that is not made of real numbers.
+    UsageError
+        Shapes that do not fit (a probe larger than the scene, different channel counts, a
+        mask not the probe's size), an unknown method or strategy.
+    ConvfiltError
+        An image holding NaN or infinity.
+
     Notes
     -----
     Both images are shifted by the scene's per-channel mean before anything is correlated,
@@ -222,6 +232,17 @@ def match_template(
     ----------
     .. [1] J. P. Lewis, "Fast Normalized Cross-Correlation", Vision Interface, 1995.
     .. [2] D. Padfield, "Masked object registration in the Fourier domain", IEEE TIP, 2012.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convfilt import match_template
+    >>> scene = np.random.default_rng(0).random((40, 50))
+    >>> scores = match_template(scene, scene[10:20, 30:45])
+    >>> scores.shape
+    (31, 36)
+    >>> [int(i) for i in np.unravel_index(np.argmax(scores), scores.shape)]
+    [10, 30]
     """
     spec = _method(method)
     single = all(np.asarray(a).dtype == np.float32 for a in (scene, probe))
@@ -814,12 +835,26 @@ def find_matches(
     list of Match
         Best first; empty when no score reaches ``min_score``.
 
+    Raises
+    ------
+    UsageError
+        ``top`` or ``min_distance`` below 1, an unknown method, a map that is not 2-D.
+
     Notes
     -----
     Candidates are the local maxima (3x3, plateaus included) of the oriented map; the best
     one is taken and its neighbours within the distance suppressed, greedily. The subpixel
     corner comes from a parabola through the peak and its two neighbours along each axis,
     clamped to half a pixel; at the map's border that axis keeps the integer position.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convfilt import find_matches, match_template
+    >>> scene = np.random.default_rng(0).random((40, 50))
+    >>> best = find_matches(match_template(scene, scene[10:20, 30:45]), probe_shape=(10, 15))
+    >>> best[0].x, best[0].y, best[0].width, best[0].height, round(best[0].score, 6)
+    (30, 10, 15, 10, 1.0)
     """
     check_peak_options(top=top, min_distance=min_distance, min_score=min_score)
     sign = 1.0 if _method(method).higher_is_better else -1.0

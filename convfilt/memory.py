@@ -29,7 +29,25 @@ _applied: list[bool] = []
 
 
 def retain_freed_blocks() -> bool:
-    """Set glibc's mmap and trim thresholds (once per process); True if they were set."""
+    """Set glibc's mmap and trim thresholds (once per process); True if they were set.
+
+    Returns
+    -------
+    bool
+        True if glibc took both thresholds; False with ``CONVFILT_MALLOC=system``, on other
+        C libraries, or if glibc refused. Later calls return the first call's answer.
+
+    Notes
+    -----
+    Process-wide: it changes the allocator for every library in the process, which is why
+    convfilt's library never calls it by itself (the command line does, at its start).
+
+    Examples
+    --------
+    >>> import convfilt
+    >>> convfilt.retain_freed_blocks() in (True, False)
+    True
+    """
     if _applied:
         return _applied[0]
     _applied.append(False)

@@ -143,3 +143,17 @@ def _long_functions(module: str) -> list[str]:
 @pytest.mark.parametrize("module", MODULES)
 def test_no_function_body_is_longer_than_a_screen(module: str) -> None:
     assert _long_functions(module) == []
+
+
+@pytest.mark.parametrize("name", [n for n in convfilt.__all__ if n[0].islower() and n[0] != "_"])
+def test_the_public_api_has_numpydoc_with_examples(name: str) -> None:
+    import inspect
+
+    function = getattr(convfilt, name)
+    doc = inspect.getdoc(function) or ""
+    sections = ["Returns", "Examples"]
+    if inspect.signature(function).parameters:
+        sections.append("Parameters")
+    for section in sections:
+        assert f"{section}\n{'-' * len(section)}" in doc, (name, section)
+    assert ">>> " in doc
