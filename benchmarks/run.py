@@ -11,6 +11,8 @@
   ``vips gaussblur`` (said and skipped when vips is absent), and Dask on a 2-worker
   LocalCluster vs in-process (``python -m benchmarks.streaming --huge`` adds 40000²);
 - ``nan``: nan_policy omit vs astropy and propagate vs scipy.ndimage on an image with 1% NaN;
+- ``deblur``: deconvolution's PSNR (default, no flags) vs scikit-image's best setting, and
+  Richardson-Lucy's speed vs scikit-image's;
 - ``convfilt bench``: the CLI's own crossover table on this machine.
 
 Each report is printed and kept in ``out/bench/<name>.txt``. ``--quick`` passes ``--quick``
@@ -41,6 +43,7 @@ def _commands(quick: bool) -> dict[str, list[str]]:
         "traps": [python, "-m", "benchmarks.traps", *flag],
         "streaming": [python, "-m", "benchmarks.streaming", *flag],
         "nan": [python, "-m", "benchmarks.nan", *flag],
+        "deblur": [python, "-m", "benchmarks.deblur", *flag],
         "convfilt-bench": [python, "-m", "convfilt", "bench", *bench_grid],
     }
 

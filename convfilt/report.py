@@ -16,6 +16,8 @@ from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from . import names
+
 if TYPE_CHECKING:
     from rich.box import Box
     from rich.console import Console
@@ -439,38 +441,42 @@ def _minor_label(axes: Any, value: float, _position: int) -> str:
     return f"{value:g}" if high / low < 100 and mantissa in (2, 5) else ""
 
 
-def write_bench_plot(result: BenchResult, path: Path, *, force: bool) -> None:
-    """Save a PNG of time against kernel size (log-log), one panel per image size, atomically.
-
-    Each panel has one line per strategy; a red vertical line marks the crossover, from where
-    an FFT road stays ahead of direct.
-    """
-    require_matplotlib()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
+def _log_axes(axes: Any, kernels: list[int]) -> None:
+    """Log-log axes with the kernel sizes as the x ticks and plain numbers on y."""
     from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
-    from .images import write_atomically
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xticks(kernels)
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(FuncFormatter(partial(_minor_label, axes)))
+    axes.grid(True, which="major", alpha=0.3)
 
+
+def _time_panels(figure: Any, result: BenchResult) -> list[Any]:
+    """One panel per image size: measured medians (markers, solid) and the cost model's
+    predictions (same colour, dotted), the planner's picks and the crossover."""
     config = result.config
     columns = [c for c in result.columns() if any(c in r.times_ms for r in result.records)]
     ncols = min(3, len(config.sizes))
     nrows = -(-len(config.sizes) // ncols)
-    figure = Figure(figsize=(4.4 * ncols, 3.4 * nrows + 0.9), dpi=100, layout="constrained")
     grid = figure.subplots(nrows, ncols, sharex=True, squeeze=False)
     for axes in grid.flat[len(config.sizes) :]:
         axes.set_visible(False)
     for axes, size in zip(grid.flat, config.sizes, strict=False):
         records = [r for r in result.records if r.size == size]
         for name in columns:
+            style = _PLOT_STYLES.get(name, {"marker": "."})
             points = [(r.kernel, r.times_ms[name]) for r in records if name in r.times_ms]
             if points:
-                kernels, times = zip(*points, strict=True)
-                axes.plot(kernels, times, label=name, linewidth=1.8, markersize=5,
-                          **_PLOT_STYLES.get(name, {"marker": "."}))  # fmt: skip
+                axes.plot(*zip(*points, strict=True), label=name, linewidth=1.6, markersize=5,
+                          **{**style, "linestyle": "-"})  # fmt: skip
+            guess = [(r.kernel, r.predicted_ms[name]) for r in records if name in r.predicted_ms]
+            if guess:
+                axes.plot(*zip(*guess, strict=True), color=style.get("color"), linestyle=":",
+                          linewidth=1.6, alpha=0.8)  # fmt: skip
         picks = [(r.kernel, r.times_ms[r.chosen]) for r in records if r.chosen in r.times_ms]
         if picks:
             axes.plot(*zip(*picks, strict=True), **_PICK_STYLE)
@@ -479,30 +485,85 @@ def write_bench_plot(result: BenchResult, path: Path, *, force: bool) -> None:
             axes.axvline(crossing, color="crimson", linewidth=1.2, linestyle=(0, (4, 3)))
         note = f"crossover at {crossing}" if crossing is not None else "no crossover"
         axes.set_title(f"{size}x{size}: {note}", fontsize=11)
-        axes.set_xscale("log", base=2)
-        axes.set_yscale("log")
-        axes.set_xticks(list(config.kernels))
-        axes.xaxis.set_major_formatter(ScalarFormatter())
-        axes.xaxis.set_minor_formatter(NullFormatter())
-        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        axes.yaxis.set_minor_formatter(FuncFormatter(partial(_minor_label, axes)))
-        axes.grid(True, which="major", alpha=0.3)
+        _log_axes(axes, list(config.kernels))
     for axes in grid[:, 0]:
         axes.set_ylabel("time (ms)")
     for axes in grid[-1, :]:
         axes.set_xlabel("kernel size n (n x n)")
-    handles, labels = grid.flat[0].get_legend_handles_labels()
+    return list(grid.flat)
+
+
+def _error_panels(figure: Any, result: BenchResult) -> None:
+    """One panel per road: its largest error against the float64 reference, by kernel size,
+    one line per image size. (Bounds per road are not drawn: the cost model has none yet.)"""
+    from matplotlib import colormaps
+
+    roads = [n for n in names.STRATEGIES if any(n in r.error for r in result.records)]
+    if not roads:
+        return
+    panels = figure.subplots(1, len(roads), sharey=True, squeeze=False)[0]
+    shades = colormaps["viridis"]
+    sizes = list(result.config.sizes)
+    for axes, road in zip(panels, roads, strict=True):
+        for index, size in enumerate(sizes):
+            points = [(r.kernel, r.error[road]) for r in result.records
+                      if r.size == size and r.error.get(road, 0.0) > 0.0]  # fmt: skip
+            if points:
+                colour = shades(index / max(1, len(sizes) - 1))
+                axes.plot(*zip(*points, strict=True), marker=_PLOT_STYLES[road]["marker"],
+                          color=colour, linewidth=1.2, markersize=4, label=f"{size}²")  # fmt: skip
+        axes.set_title(f"{road}: measured max |error|", fontsize=10)
+        _log_axes(axes, list(result.config.kernels))
+        axes.set_xlabel("kernel size n")
+    panels[0].set_ylabel("max |error| vs float64")
+    panels[-1].legend(fontsize=8, title="image", title_fontsize=8)
+
+
+def write_bench_plot(result: BenchResult, path: Path, *, force: bool) -> None:
+    """Save :func:`bench_figure` as a PNG, atomically."""
+    from .images import write_atomically
+
+    figure = bench_figure(result)
+    write_atomically(Path(path), lambda file: figure.savefig(file, format="png"), force)
+
+
+def bench_figure(result: BenchResult) -> Any:
+    """The benchmark as a matplotlib Figure: time against kernel size (log-log), one panel
+    per image size, measured beside predicted; below, a row with each road's measured error.
+
+    The time panels show where the n²N² estimate of direct meets the N² log N² of the FFT, and
+    the red vertical line where, measured, an FFT road stays ahead of direct.
+    """
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    config = result.config
+    ncols = min(3, len(config.sizes))
+    nrows = -(-len(config.sizes) // ncols)
+    width = max(4.4 * ncols, 3.2 * len(names.STRATEGIES))
+    figure = Figure(figsize=(width, 3.4 * nrows + 4.4), dpi=100, layout="constrained")
+    parts: Any = figure.subfigures(2, 1, height_ratios=[3.4 * nrows + 0.9, 3.5])
+    times, errors = parts
+    first = _time_panels(times, result)[0]
+    _error_panels(errors, result)
+    handles, labels = first.get_legend_handles_labels()
     handles += [
+        Line2D([], [], color="gray", linestyle=":"),
         Line2D([], [], **_PICK_STYLE),
         Line2D([], [], color="crimson", linestyle=(0, (4, 3))),
     ]
-    labels += ["planner's pick", "crossover: from here an FFT road beats direct"]
-    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
-    figure.suptitle(
-        f"convfilt bench: median time against kernel size, {config.dtype}, mode {config.mode}, "
-        f"{result.machine.get('cpus')} cpus"
+    labels += ["predicted (cost model)", "planner's pick", "crossover: FFT beats direct"]
+    times.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+    times.suptitle(
+        f"convfilt bench: median time (markers) and the cost model's estimate (dotted) against "
+        f"kernel size, {config.dtype}, mode {config.mode}, {result.machine.get('cpus')} cpus"
     )
-    write_atomically(Path(path), lambda file: figure.savefig(file, format="png"), force)
+    errors.suptitle("each road's largest error against a float64 reference (no bound drawn)")
+    return figure
 
 
 def calibration_table(constants: object, defaults: object, *, title: str) -> None:

@@ -132,6 +132,31 @@ def test_plot_is_a_png(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_plot_draws_predictions_beside_measurements_and_a_row_of_errors() -> None:
+    pytest.importorskip("matplotlib")
+    config = bench.BenchConfig(sizes=(32, 64), kernels=(3, 9), repeat=1, methods=("direct", "fft"))
+    result = bench.run(config)
+    figure = report.bench_figure(result)
+    times, errors = figure.subfigs
+    time_axes = [a for a in times.axes if a.get_visible()]
+    assert [a.get_title().split(":")[0] for a in time_axes] == ["32x32", "64x64"]
+    for axes, size in zip(time_axes, (32, 64), strict=True):
+        records = [r for r in result.records if r.size == size]
+        dotted = [line for line in axes.get_lines() if line.get_linestyle() == ":"]
+        drawn = sorted(tuple(line.get_ydata()) for line in dotted)
+        expected = sorted(
+            tuple(r.predicted_ms[name] for r in records) for name in ("direct", "fft")
+        )
+        assert drawn == expected  # the cost model's estimates, one dotted line per road
+    assert [a.get_title() for a in errors.axes] == [
+        "direct: measured max |error|",
+        "fft: measured max |error|",
+    ]
+    for axes, name in zip(errors.axes, ("direct", "fft"), strict=True):
+        plotted = sorted(y for line in axes.get_lines() for y in line.get_ydata())
+        assert plotted == sorted(r.error[name] for r in result.records if r.error[name] > 0)
+
+
 def test_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     target = tmp_path / "bench.png"
