@@ -494,11 +494,12 @@ def _time_panels(figure: Any, result: BenchResult) -> list[Any]:
 
 
 def _error_panels(figure: Any, result: BenchResult) -> None:
-    """One panel per road: its largest error against the float64 reference, by kernel size,
-    one line per image size. (Bounds per road are not drawn: the cost model has none yet.)"""
+    """One panel per road: its measured error relative to max|image| (markers, solid) and the
+    planner's bound on it (``Plan.error_bounds``, dashed), by kernel size, one colour per
+    image size: more operations, more rounding, and the bound above it."""
     from matplotlib import colormaps
 
-    roads = [n for n in names.STRATEGIES if any(n in r.error for r in result.records)]
+    roads = [n for n in names.STRATEGIES if any(n in r.relative_error for r in result.records)]
     if not roads:
         return
     panels = figure.subplots(1, len(roads), sharey=True, squeeze=False)[0]
@@ -506,16 +507,21 @@ def _error_panels(figure: Any, result: BenchResult) -> None:
     sizes = list(result.config.sizes)
     for axes, road in zip(panels, roads, strict=True):
         for index, size in enumerate(sizes):
-            points = [(r.kernel, r.error[road]) for r in result.records
-                      if r.size == size and r.error.get(road, 0.0) > 0.0]  # fmt: skip
-            if points:
-                colour = shades(index / max(1, len(sizes) - 1))
-                axes.plot(*zip(*points, strict=True), marker=_PLOT_STYLES[road]["marker"],
+            colour = shades(index / max(1, len(sizes) - 1))
+            records = [r for r in result.records if r.size == size]
+            measured = [(r.kernel, r.relative_error[road]) for r in records
+                        if r.relative_error.get(road, 0.0) > 0.0]  # fmt: skip
+            if measured:
+                axes.plot(*zip(*measured, strict=True), marker=_PLOT_STYLES[road]["marker"],
                           color=colour, linewidth=1.2, markersize=4, label=f"{size}²")  # fmt: skip
-        axes.set_title(f"{road}: measured max |error|", fontsize=10)
+            bound = [(r.kernel, r.error_bound[road]) for r in records if road in r.error_bound]
+            if bound:
+                axes.plot(*zip(*bound, strict=True), color=colour, linestyle="--",
+                          linewidth=1.0)  # fmt: skip
+        axes.set_title(f"{road}: error (markers), bound (dashed)", fontsize=10)
         _log_axes(axes, list(result.config.kernels))
         axes.set_xlabel("kernel size n")
-    panels[0].set_ylabel("max |error| vs float64")
+    panels[0].set_ylabel("max |error| / max |image|")
     panels[-1].legend(fontsize=8, title="image", title_fontsize=8)
 
 
@@ -529,7 +535,8 @@ def write_bench_plot(result: BenchResult, path: Path, *, force: bool) -> None:
 
 def bench_figure(result: BenchResult) -> Any:
     """The benchmark as a matplotlib Figure: time against kernel size (log-log), one panel
-    per image size, measured beside predicted; below, a row with each road's measured error.
+    per image size, measured beside predicted; below, a row with each road's measured error
+    against its bound.
 
     The time panels show where the n²N² estimate of direct meets the N² log N² of the FFT, and
     the red vertical line where, measured, an FFT road stays ahead of direct.
@@ -562,7 +569,10 @@ def bench_figure(result: BenchResult) -> Any:
         f"convfilt bench: median time (markers) and the cost model's estimate (dotted) against "
         f"kernel size, {config.dtype}, mode {config.mode}, {result.machine.get('cpus')} cpus"
     )
-    errors.suptitle("each road's largest error against a float64 reference (no bound drawn)")
+    errors.suptitle(
+        "each road's largest error against a float64 reference, relative to max|image|, "
+        "beside the planner's bound (Plan.error_bounds)"
+    )
     return figure
 
 

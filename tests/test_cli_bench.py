@@ -148,13 +148,18 @@ def test_plot_draws_predictions_beside_measurements_and_a_row_of_errors() -> Non
             tuple(r.predicted_ms[name] for r in records) for name in ("direct", "fft")
         )
         assert drawn == expected  # the cost model's estimates, one dotted line per road
-    assert [a.get_title() for a in errors.axes] == [
-        "direct: measured max |error|",
-        "fft: measured max |error|",
-    ]
+    assert [a.get_title().split(":")[0] for a in errors.axes] == ["direct", "fft"]
     for axes, name in zip(errors.axes, ("direct", "fft"), strict=True):
-        plotted = sorted(y for line in axes.get_lines() for y in line.get_ydata())
-        assert plotted == sorted(r.error[name] for r in result.records if r.error[name] > 0)
+        solid = [line for line in axes.get_lines() if line.get_linestyle() == "-"]
+        dashed = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
+        measured = sorted(y for line in solid for y in line.get_ydata())
+        bounds = sorted(y for line in dashed for y in line.get_ydata())
+        records = result.records
+        assert measured == sorted(
+            r.relative_error[name] for r in records if r.relative_error[name] > 0
+        )
+        assert bounds == sorted(r.error_bound[name] for r in records)
+        assert all(r.relative_error[name] <= r.error_bound[name] for r in records)
 
 
 def test_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path) -> None:
