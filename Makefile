@@ -61,6 +61,11 @@ docs: $(VENV)/.installed-bench
 	cmp -s docs/cells-gaussian3-convolve.png docs/cells-gaussian3-correlate.png
 	$(CF) match samples/face.png samples/patch-probe.png --annotate docs/face-match.png \
 	  --heatmap docs/face-heatmap.png --force
+	for k in sobel-x emboss motion:9:30 box:4; do \
+	  name=$$(echo $$k | tr -d :); \
+	  $(CF) kernel $$k --plot docs/kernel-$$name.png --size 32 --force > docs/kernel-$$name.txt; \
+	done
+	$(CF) deblur docs/face-blur.png --psf gaussian:4 -o docs/face-deblur.png --force
 	$(CF) bench --plot docs/bench.png --force > docs/bench.txt
 
 clean:

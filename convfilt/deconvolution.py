@@ -272,11 +272,13 @@ def _gradient_power(grid: Grid) -> NDArray[np.float64]:
     return 4 * np.sin(np.pi * fy) ** 2 + 4 * np.sin(np.pi * fx) ** 2
 
 
-def _noise_floor(channel: FloatArray, noise: float) -> float:
-    """``noise``, but at least √eps of the data's largest magnitude: a noiseless float image
-    still needs some regularisation where the PSF's spectrum has zeros."""
+def _noise_floor(channel: FloatArray, noise: float, quantum: float) -> float:
+    """``noise``, but at least ``quantum`` (the rounding noise of integer data, which a
+    strong blur hides from the estimate) and √eps of the data's largest magnitude: a
+    noiseless float image still needs some regularisation where the PSF's spectrum has
+    zeros."""
     eps = float(np.finfo(channel.dtype).eps)
-    return max(noise, math.sqrt(eps) * float(np.max(np.abs(channel), initial=0.0)))
+    return max(noise, quantum, math.sqrt(eps) * float(np.max(np.abs(channel), initial=0.0)))
 
 
 # --- Wiener --------------------------------------------------------------------------------------
@@ -318,7 +320,12 @@ def fit_signal_spectrum(
 
 
 def _wiener(
-    channel: FloatArray, psf: NDArray[np.float64], mode: str, cval: float, balance: float | None
+    channel: FloatArray,
+    psf: NDArray[np.float64],
+    mode: str,
+    cval: float,
+    balance: float | None,
+    quantum: float,
 ) -> tuple[FloatArray, Report]:
     """One regularised division in frequency (module notes); the image's window of it.
 
@@ -333,9 +340,12 @@ def _wiener(
     noise = estimate_noise(channel)
     if balance is None:
         amplitude, beta = fit_signal_spectrum(
-            np.abs(observed) ** 2 / data.size, passed, gradient, _noise_floor(channel, noise)
+            np.abs(observed) ** 2 / data.size,
+            passed,
+            gradient,
+            _noise_floor(channel, noise, quantum),
         )
-        weight = _noise_floor(channel, noise) ** 2 / amplitude
+        weight = _noise_floor(channel, noise, quantum) ** 2 / amplitude
         how = f"from the noise and a fitted signal spectrum ~|f|^-{beta:.2f}"
     else:
         weight, beta, how = balance, SKIMAGE_BETA, "given"
@@ -406,7 +416,12 @@ def _iteration_grid(channel: FloatArray, psf: NDArray[np.float64], mode: str) ->
 
 
 def _richardson_lucy(
-    channel: FloatArray, psf: NDArray[np.float64], mode: str, cval: float, iterations: int | None
+    channel: FloatArray,
+    psf: NDArray[np.float64],
+    mode: str,
+    cval: float,
+    iterations: int | None,
+    quantum: float,
 ) -> tuple[FloatArray, Report]:
     """The boundary-aware multiplicative iteration (module notes), from the extended image.
 
@@ -430,7 +445,7 @@ def _richardson_lucy(
     footprint = blur.adjoint(ratio)  # Aᵀ1: how much of each point the image sees
     scale = np.zeros_like(footprint)
     np.divide(1.0, footprint, out=scale, where=footprint > 1e-6)
-    target = _noise_floor(channel, noise) ** 2
+    target = _noise_floor(channel, noise, quantum) ** 2
     limit = MAX_ITERATIONS if iterations is None else iterations
     done, why, previous = 0, f"{limit} iterations, as asked", math.inf
     while done < limit:
@@ -477,11 +492,13 @@ def deconvolve_channel(
     balance: float | None = None,
     mode: str = "reflect",
     cval: float = 0.0,
+    quantum: float = 0.0,
 ) -> tuple[FloatArray, Report]:
     """Deconvolve one float (H, W) channel by a normalised PSF; returns it (same dtype) and
-    its :class:`Report`. The parameters are :func:`deconvolve`'s, already checked."""
+    its :class:`Report`. The parameters are :func:`deconvolve`'s, already checked;
+    ``quantum`` is the least noise to assume (the rounding of integer data)."""
     tuning = balance if method == names.WIENER else iterations
-    return METHOD_TABLE[method](np.asarray(channel), psf, mode, cval, tuning)
+    return METHOD_TABLE[method](np.asarray(channel), psf, mode, cval, tuning, quantum)
 
 
 def deconvolve(
@@ -570,6 +587,10 @@ def deconvolve(
     filters.check_finite(cval, "cval")
     pixels = np.asarray(image)
     kernel = check_psf(psf, pixels.shape)
+    # integers carry rounding noise of 1/√12 of a level (in [0, 1] units in linear light)
+    quantum = 0.0
+    if np.issubdtype(pixels.dtype, np.integer):
+        quantum = 1 / math.sqrt(12) / (float(np.iinfo(pixels.dtype).max) if linear else 1.0)
 
     def smooth(channel: FloatArray, outside: float) -> FloatArray:
         result, report = deconvolve_channel(
@@ -580,6 +601,7 @@ def deconvolve(
             balance=balance,
             mode=mode,
             cval=outside,
+            quantum=quantum,
         )
         if on_report is not None:
             on_report(report)
