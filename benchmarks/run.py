@@ -13,6 +13,7 @@
 - ``nan``: nan_policy omit vs astropy and propagate vs scipy.ndimage on an image with 1% NaN;
 - ``deblur``: deconvolution's PSNR (default, no flags) vs scikit-image's best setting, and
   Richardson-Lucy's speed vs scikit-image's;
+- ``search``: the scale x rotation search vs OpenCV brute force and one single-scale match;
 - ``convfilt bench``: the CLI's own crossover table on this machine.
 
 Each report is printed and kept in ``out/bench/<name>.txt``. ``--quick`` passes ``--quick``
@@ -44,6 +45,7 @@ def _commands(quick: bool) -> dict[str, list[str]]:
         "streaming": [python, "-m", "benchmarks.streaming", *flag],
         "nan": [python, "-m", "benchmarks.nan", *flag],
         "deblur": [python, "-m", "benchmarks.deblur", *flag],
+        "search": [python, "-m", "benchmarks.search", *flag],
         "convfilt-bench": [python, "-m", "convfilt", "bench", *bench_grid],
     }
 

@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the match command's helpers (numpy is imported only inside 
 
     from .images import Picture
     from .matching import Match
+    from .search import TurnedMatch
 
 
 class OneLineErrors(TyperGroup):
@@ -1078,6 +1079,34 @@ def match(
             "(grey, or its alpha; white counts, black is ignored)."
         ),
     ] = "auto",
+    scene_mask: Annotated[
+        str,
+        typer.Option(
+            help="Known scene pixels: auto: the scene's alpha, if it has one; none; or a mask "
+            "image FILE (white known, black unknown). NaN pixels of a float scene are unknown."
+        ),
+    ] = "auto",
+    min_overlap: Annotated[
+        float,
+        typer.Option(
+            help="With unknown scene pixels: the share of the probe's weight a window must "
+            "overlap known pixels with to be scored (0 < F <= 1)."
+        ),
+    ] = 0.5,
+    scales: Annotated[
+        str | None,
+        typer.Option(
+            help="Search the probe scaled: A..B (steps moving its edge ~1 px), A..B:N "
+            "(N geometric steps) or a list A,B,C."
+        ),
+    ] = None,
+    angles: Annotated[
+        str | None,
+        typer.Option(
+            help="Search the probe turned (degrees, counter-clockwise on screen): A..B "
+            "(steps moving its corner ~1 px), A..B:STEP or a list A,B,C."
+        ),
+    ] = None,
     gray: Annotated[
         bool, typer.Option("--gray", help="Match on luminance (Rec. 601 weights).")
     ] = False,
@@ -1115,15 +1144,27 @@ def match(
 
         started = time.perf_counter()
         matching.check_peak_options(top=top, min_distance=min_distance, min_score=min_score)
-        if [scene, probe, mask].count(images.STDIO) > 1:
-            raise UsageError("only one of SCENE, PROBE and --mask can read stdin ('-')")
+        if [scene, probe, mask, scene_mask].count(images.STDIO) > 1:
+            raise UsageError(
+                "only one of SCENE, PROBE, --mask and --scene-mask can read stdin ('-')"
+            )
         if as_json and as_csv:
             raise UsageError("--json and --csv do not go together; give one")
         outputs = _match_outputs(scene, annotate=annotate, heatmap=heatmap, force=force)
+        loaded = _match_inputs(
+            scene, probe, mask=mask, scene_mask=scene_mask, gray=gray, max_pixels=max_pixels
+        )
+        if scales is not None or angles is not None:
+            _match_search(
+                loaded, (scales or "1", angles or "0"), outputs, method=method,
+                options={"top": top, "min_distance": min_distance, "min_overlap": min_overlap},
+                min_score=min_score, output=_output_form(as_json, as_csv), force=force,
+                started=started,
+            )  # fmt: skip
+            return
         scored = _match_scores(
-            scene, probe, mask=mask, gray=gray, method=method, strategy=strategy,
-            explain=explain, max_pixels=max_pixels,
-        )  # fmt: skip
+            loaded, method=method, min_overlap=min_overlap, strategy=strategy, explain=explain
+        )
         found = matching.find_matches(
             scored.scores,
             probe_shape=scored.probe_shape,
@@ -1141,20 +1182,28 @@ def match(
             reaches = "" if min_score is None else f" reaches --min-score {min_score:g}"
             raise ConvfiltError(f"{scene}: no match{reaches}{best}")
         _save_match_pictures(scored, found, outputs, method=method, force=force)
-        if as_json:
-            report.print_json(
-                {
-                    "scene": scene,
-                    "probe": probe,
-                    "method": method,
-                    "matches": [vars(found_match) for found_match in found],
-                    "elapsed_ms": round(elapsed_ms, 3),
-                }
-            )
-        elif as_csv:
-            report.match_csv(found)
-        else:
-            report.match_table(found, method)
+        _print_match_results(
+            loaded,
+            found,
+            method=method,
+            output=_output_form(as_json, as_csv),
+            elapsed_ms=elapsed_ms,
+        )
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What ``match`` reads: the files' names, the scene picture, both images' pixels and
+    weights (the probe's mask; the scene's known pixels), as the library takes them."""
+
+    scene_name: str
+    probe_name: str
+    masks: tuple[str, str]  # --mask, --scene-mask as given
+    scene: Picture
+    scene_pixels: NDArray[Any]
+    scene_weights: NDArray[np.float64] | None
+    probe_pixels: NDArray[Any]
+    probe_weights: NDArray[np.float64] | None
 
 
 @dataclass(frozen=True)
@@ -1167,40 +1216,96 @@ class _Scored:
     scores: NDArray[np.float64]
 
 
-def _match_scores(
-    scene: str,
-    probe: str,
-    *,
-    mask: str,
-    gray: bool,
-    method: str,
-    strategy: str,
-    explain: bool,
-    max_pixels: int | None,
-) -> _Scored:
-    """Load SCENE, PROBE and the mask, and score every window (errors name the files)."""
+def _match_inputs(
+    scene: str, probe: str, *, mask: str, scene_mask: str, gray: bool, max_pixels: int | None
+) -> _Loaded:
+    """Load SCENE, PROBE and their masks (alpha, mask files), luminance if ``gray``."""
     from . import images, matching
 
     scene_picture = images.load(scene, max_pixels=max_pixels)
     probe_picture = images.load(probe, max_pixels=max_pixels)
-    scene_pixels, _ = matching.split_alpha(scene_picture.pixels, scene_picture.has_alpha)
+    scene_pixels, scene_alpha = matching.split_alpha(scene_picture.pixels, scene_picture.has_alpha)
     probe_pixels, alpha = matching.split_alpha(probe_picture.pixels, probe_picture.has_alpha)
     weights = _match_mask(mask, alpha, max_pixels=max_pixels)
+    scene_weights = _match_mask(scene_mask, scene_alpha, max_pixels=max_pixels)
     if gray:
         scene_pixels = matching.luminance(scene_pixels)
         probe_pixels = matching.luminance(probe_pixels)
+    return _Loaded(
+        scene, probe, (mask, scene_mask), scene_picture, scene_pixels, scene_weights,
+        probe_pixels, weights,
+    )  # fmt: skip
+
+
+@contextmanager
+def _files_named(loaded: _Loaded) -> Iterator[None]:
+    """Errors about the inputs (shapes that do not fit, values out of range) name the files
+    they came from (``_naming_files``)."""
+    from .errors import ConvfiltError
+
     try:
+        yield
+    except ConvfiltError as exc:
+        raise _naming_files(
+            exc, scene=loaded.scene_name, probe=loaded.probe_name, mask=loaded.masks[0]
+        ) from None
+
+
+def _match_scores(
+    loaded: _Loaded, *, method: str, min_overlap: float, strategy: str, explain: bool
+) -> _Scored:
+    """Score every window of the scene."""
+    from . import matching
+
+    with _files_named(loaded):
         scores = matching.match_template(
-            scene_pixels,
-            probe_pixels,
+            loaded.scene_pixels,
+            loaded.probe_pixels,
             method=method,
-            mask=weights,
+            mask=loaded.probe_weights,
+            scene_mask=loaded.scene_weights,
+            min_overlap=min_overlap,
             strategy=strategy,
             on_plan=report.explain if explain else None,
         )
-    except ConvfiltError as exc:  # shapes that do not fit, values out of range: name files
-        raise _naming_files(exc, scene=scene, probe=probe, mask=mask) from None
-    return _Scored(scene_picture, scene_pixels.shape, probe_pixels.shape, scores)
+    shapes = loaded.scene_pixels.shape, loaded.probe_pixels.shape
+    return _Scored(loaded.scene, *shapes, scores)
+
+
+def _match_turned(
+    loaded: _Loaded, grid: tuple[str, str], options: dict[str, Any], *, heat: bool
+) -> tuple[list[TurnedMatch], _Scored, list[list[tuple[float, float]]]]:
+    """``--scales/--angles``: the search's matches (best first, at least one), the score map
+    at the best match's scale and angle (only if ``heat``: for ``--heatmap``), and each
+    match's turned outline (for ``--annotate``)."""
+    import numpy as np
+
+    from . import search
+
+    with _files_named(loaded):
+        found = search.search_template(
+            loaded.scene_pixels,
+            loaded.probe_pixels,
+            scales=grid[0],
+            angles=grid[1],
+            mask=loaded.probe_weights,
+            scene_mask=loaded.scene_weights,
+            **options,
+        )
+    best = found[0]
+    scores, box = np.full((1, 1), np.nan), loaded.probe_pixels.shape[:2]
+    if heat:
+        scores, box = search.score_map(
+            loaded.scene_pixels,
+            loaded.probe_pixels,
+            scale=best.scale,
+            angle=best.angle,
+            mask=loaded.probe_weights,
+            scene_mask=loaded.scene_weights,
+            min_overlap=options["min_overlap"],
+        )
+    outlines = [search.corners(m, loaded.probe_pixels.shape) for m in found]
+    return found, _Scored(loaded.scene, loaded.scene_pixels.shape, box, scores), outlines
 
 
 def _naming_files(exc: ConvfiltError, *, scene: str, probe: str, mask: str) -> ConvfiltError:
@@ -1214,7 +1319,13 @@ def _naming_files(exc: ConvfiltError, *, scene: str, probe: str, mask: str) -> C
 
 
 def _save_match_pictures(
-    scored: _Scored, found: list[Match], outputs: dict[str, Path], *, method: str, force: bool
+    scored: _Scored,
+    found: Sequence[Match],
+    outputs: dict[str, Path],
+    *,
+    method: str,
+    force: bool,
+    outlines: list[list[tuple[float, float]]] | None = None,
 ) -> None:
     """Write the ``--annotate`` and ``--heatmap`` pictures that were asked for."""
     from dataclasses import replace
@@ -1224,8 +1335,10 @@ def _save_match_pictures(
     if "annotate" in outputs:
         scene = scored.scene
         rgb = render.display_rgb(scene.pixels, scene.has_alpha)
-        drawn = replace(scene, pixels=render.draw_matches(rgb, found), has_alpha=False)
-        images.save(drawn, outputs["annotate"], force=force)
+        pixels = render.draw_matches(rgb, found, outlines)
+        images.save(
+            replace(scene, pixels=pixels, has_alpha=False), outputs["annotate"], force=force
+        )
     if "heatmap" in outputs:
         colours = render.heatmap(
             scored.scores,
@@ -1237,6 +1350,61 @@ def _save_match_pictures(
         images.save(picture, outputs["heatmap"], force=force)
     for path in outputs.values():
         report.message(f"wrote {path}")
+
+
+def _match_search(
+    loaded: _Loaded,
+    grid: tuple[str, str],
+    outputs: dict[str, Path],
+    *,
+    method: str,
+    options: dict[str, Any],
+    min_score: float | None,
+    output: str,
+    force: bool,
+    started: float,
+) -> None:
+    """``match --scales/--angles``: search, keep what reaches ``min_score``, write, print."""
+    import time
+
+    from .errors import ConvfiltError, UsageError
+
+    if method != names.NCC:
+        raise UsageError("--scales and --angles search with --method ncc only")
+    turned, pictured, outlines = _match_turned(loaded, grid, options, heat="heatmap" in outputs)
+    kept = [m for m in turned if min_score is None or m.score >= min_score]
+    if not kept:
+        raise ConvfiltError(
+            f"{loaded.scene_name}: no match reaches --min-score {min_score:g} "
+            f"(best {turned[0].score:.6g})"
+        )
+    elapsed_ms = (time.perf_counter() - started) * 1e3
+    _save_match_pictures(pictured, kept, outputs, method=method, force=force, outlines=outlines)
+    _print_match_results(loaded, kept, method=method, output=output, elapsed_ms=elapsed_ms)
+
+
+def _output_form(as_json: bool, as_csv: bool) -> str:
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+def _print_match_results(
+    loaded: _Loaded, found: Sequence[Match], *, method: str, output: str, elapsed_ms: float
+) -> None:
+    """The matches on stdout: one JSON object (``output`` "json"), CSV, or a table."""
+    if output == "json":
+        report.print_json(
+            {
+                "scene": loaded.scene_name,
+                "probe": loaded.probe_name,
+                "method": method,
+                "matches": [vars(found_match) for found_match in found],
+                "elapsed_ms": round(elapsed_ms, 3),
+            }
+        )
+    elif output == "csv":
+        report.match_csv(found)
+    else:
+        report.match_table(found, method)
 
 
 def _match_outputs(

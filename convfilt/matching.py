@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -174,6 +174,8 @@ def match_template(
     *,
     method: str = names.NCC,
     mask: ArrayLike | None = None,
+    scene_mask: ArrayLike | None = None,
+    min_overlap: float = 0.5,
     strategy: str = names.AUTO,
     on_plan: Callable[[engine.Plan], None] | None = None,
 ) -> FloatArray:
@@ -194,6 +196,14 @@ def match_template(
         (h, w) weights (or booleans) over the probe's pixels, e.g. its alpha: only weighted
         pixels count, each as much as its weight (ncc becomes the weighted Pearson correlation;
         for a 0/1 mask, Padfield's masked NCC [2]).
+    scene_mask : array_like, optional
+        (H, W) weights over the scene's pixels (e.g. its alpha); 0 marks a pixel unknown.
+        NaN pixels of a float scene are unknown too (in any channel: the whole pixel). With
+        unknown pixels every window is scored over its known overlap with the probe (masked
+        NCC with both masks [2]; ``method`` must be ``ncc``).
+    min_overlap : float
+        With unknown scene pixels: the share of the probe's weight a window's known overlap
+        must reach (default half); windows below it score NaN (no score, never a match).
     strategy : str
         The engine's strategy for the correlations ("auto" lets its planner choose).
     on_plan : callable, optional
@@ -202,7 +212,15 @@ def match_template(
     Returns
     -------
     scores : ndarray of float64, shape (H - h + 1, W - w + 1)
-        ``scores[y, x]`` scores the window whose top-left corner is ``(x, y)``.
+        ``scores[y, x]`` scores the window whose top-left corner is ``(x, y)``; NaN only
+        where a scene with unknown pixels leaves too little overlap.
+
+    Raises
+    ------
+    UsageError
+        Shapes, channels, methods or weights that do not fit.
+    ConvfiltError
+        Infinite values, or every probe or scene pixel masked.
 
     Raises
     ------
@@ -245,10 +263,40 @@ def match_template(
     [10, 30]
     """
     spec = _method(method)
+    if not 0.0 < min_overlap <= 1.0:
+        raise UsageError(
+            f"min_overlap must be in (0, 1], got {min_overlap}", parameters=["min_overlap"]
+        )
+    scene_f, scene_weights = _scene_and_weights(scene, scene_mask)
+    if scene_weights is not None:
+        probe_f = _as_channels(probe, "probe")
+        _check_shapes(scene_f, probe_f)
+        if method != "ncc":
+            raise UsageError(
+                f"a scene with unknown pixels is scored by method ncc only, not {method!r}",
+                parameters=["method"],
+            )
+        scene_f, probe_f = _in_range(scene_f, probe_f, spec)
+        probe_w = _as_weights(mask, probe_f.shape[:2])
+        probe_w = np.ones(probe_f.shape[:2]) if probe_w is None else probe_w
+        scores = masked_ncc(
+            scene_f,
+            scene_weights,
+            [(probe_f, probe_w)],
+            min_overlap=min_overlap,
+            strategy=strategy,
+            on_plan=on_plan,
+        )[0]
+        if np.isnan(scores).all():
+            raise ConvfiltError(
+                f"no window overlaps the known scene by min_overlap {min_overlap:g} of the probe",
+                parameters=["min_overlap"],
+            )
+        return scores
     single = all(np.asarray(a).dtype == np.float32 for a in (scene, probe))
     fast = single and mask is None and method == names.NCC
     work = np.dtype(np.float32 if fast else np.float64)
-    scene_f = _as_channels(scene, "scene", work)
+    scene_f = _as_channels(scene_f, "scene", work)
     probe_f = _as_channels(probe, "probe")
     _check_shapes(scene_f, probe_f)
     scene_f, probe_f = _in_range(scene_f, probe_f, spec)
@@ -320,6 +368,204 @@ def _in_range(scene: FloatArray, probe: FloatArray, spec: _Method) -> tuple[Floa
     return result[0], result[1]
 
 
+def _scene_and_weights(
+    scene: ArrayLike, scene_mask: ArrayLike | None
+) -> tuple[np.ndarray, FloatArray | None]:
+    """The scene and the weights of its known pixels (None when every pixel is fully known).
+
+    NaN in any channel of a float scene makes the pixel unknown (weight 0, value 0 here);
+    ``scene_mask`` multiplies in. Infinite values stay an error (``_as_channels``).
+    """
+    array = np.asarray(scene)
+    floating = np.issubdtype(array.dtype, np.floating)
+    unknown = None
+    if floating and array.ndim in (2, 3) and not np.isfinite(array.sum()):
+        unknown = np.isnan(array)
+        if array.ndim == 3:
+            unknown = unknown.any(axis=2)
+        if not unknown.any():
+            unknown = None
+    if unknown is None and scene_mask is None:
+        return array, None
+    weights = np.ones(array.shape[:2]) if scene_mask is None else _unit_mask(scene_mask, array)
+    if unknown is not None:
+        weights[unknown] = 0.0
+        array = np.where(unknown[..., np.newaxis] if array.ndim == 3 else unknown, 0.0, array)
+    values = _as_channels(array, "scene")
+    if not weights.any():
+        raise ConvfiltError("scene: every pixel is unknown (NaN or masked)")
+    return values, None if (weights == 1.0).all() else weights
+
+
+def _unit_mask(scene_mask: ArrayLike, scene: np.ndarray) -> FloatArray:
+    """``scene_mask`` as float64 weights the scene's (H, W) size (a copy)."""
+    weights = np.array(scene_mask, dtype=np.float64)
+    if weights.shape != scene.shape[:2]:
+        shape = "x".join(map(str, weights.shape[::-1]))
+        raise UsageError(
+            f"scene_mask of size {shape} does not fit the scene "
+            f"({scene.shape[1]}x{scene.shape[0]})",
+            parameters=["scene_mask"],
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise UsageError(
+            "scene_mask weights must be finite and not negative", parameters=["scene_mask"]
+        )
+    return weights
+
+
+def masked_ncc(
+    scene: FloatArray,
+    scene_weights: FloatArray | None,
+    probes: Sequence[tuple[FloatArray, FloatArray]],
+    *,
+    min_overlap: float = 0.5,
+    strategy: str = "auto",
+    on_plan: Callable[[engine.Plan], None] | None = None,
+    dtype: np.dtype | type = np.float64,
+) -> list[FloatArray]:
+    """Masked NCC maps of several probes of one shape over one scene, weights on both sides.
+
+    ``scene`` is (H, W, C) with finite values, ``scene_weights`` (H, W) or None (all 1);
+    each probe is ((h, w, C) values, (h, w) weights). A window's score is the weighted
+    Pearson correlation over all channels with weights ``scene_weights · probe weights``
+    (Padfield [2]): up to six correlations per channel, all through
+    ``engine.correlate_valid`` (each scene image's transform shared by every probe). Flat
+    windows (and a flat overlap of the probe) score 0; windows whose known overlap is below
+    ``min_overlap`` of the probe's weight score NaN. ``dtype`` float32 halves the
+    transforms' cost (coarse searches).
+    """
+    if not 0.0 < min_overlap <= 1.0:
+        raise UsageError(
+            f"min_overlap must be in (0, 1], got {min_overlap}", parameters=["min_overlap"]
+        )
+    centred = [(values - _weighted_channel_means(values, w), w) for values, w in probes]
+    weights = [w for _, w in centred]
+    roads: list[str] = []
+
+    def correlate(image: FloatArray, kernels: list[FloatArray]) -> list[FloatArray]:
+        def seen(plan: engine.Plan) -> None:
+            roads.append(plan.strategy)
+            if on_plan is not None:
+                on_plan(plan)
+
+        # float32 (coarse searches) stays float32 through the sums too
+        out = engine.correlate_valid(image, kernels, strategy=strategy, on_plan=seen, dtype=dtype)
+        return cast(list[FloatArray], out)
+
+    sums = _MaskedSums(
+        [float(w.sum()) for w in weights],
+        None if scene_weights is None else correlate(scene_weights, weights),
+        float(np.finfo(dtype).eps),
+    )
+    for c in range(scene.shape[2]):
+        deviation, first = _masked_plane(scene[..., c], scene_weights)
+        kernels = [values[..., c] * w for values, w in centred]
+        seconds = [k * values[..., c] for k, (values, _) in zip(kernels, centred, strict=True)]
+        cross_and_sum = correlate(first, kernels + weights)
+        if scene_weights is None:
+            probe_sums = [np.array(float(k.sum())) for k in kernels]
+            probe_squares = [np.array(float(k.sum())) for k in seconds]
+        else:
+            both = correlate(scene_weights, kernels + seconds)
+            probe_sums, probe_squares = both[: len(probes)], both[len(probes) :]
+        sums.add(
+            cross_and_sum,
+            correlate(first * deviation, weights),
+            probe_sums,
+            probe_squares,
+            full_squares=[float(k.sum()) for k in seconds],
+            largest=float(np.max(np.abs(deviation))) ** 2,
+        )
+    return sums.scores(min_overlap, probes[0][1].size, any(r in _TRANSFORMS for r in roads))
+
+
+def _masked_plane(
+    plane: FloatArray, scene_weights: FloatArray | None
+) -> tuple[FloatArray, FloatArray]:
+    """``plane`` less its (weighted) mean, unknown pixels 0; and that times the weights."""
+    if scene_weights is None:
+        deviation = plane - float(plane.mean())
+        return deviation, deviation
+    deviation = plane - float(np.sum(plane * scene_weights) / scene_weights.sum())
+    deviation *= scene_weights > 0
+    return deviation, deviation * scene_weights
+
+
+class _MaskedSums:
+    """The masked NCC's window sums of each probe, accumulated over channels: covariance,
+    both variances, and what their rounding is relative to (see ``_FLAT_ULPS``)."""
+
+    def __init__(self, totals: list[float], overlap: list[FloatArray] | None, eps: float):
+        self.totals, self.overlap, self.eps = totals, overlap, eps
+        count = len(totals)
+        self.cov: list[FloatArray] = [np.zeros(())] * count
+        self.var_scene: list[FloatArray] = [np.zeros(())] * count
+        self.var_probe: list[FloatArray] = [np.zeros(())] * count
+        self.raw_scene: list[FloatArray] = [np.zeros(())] * count
+        self.raw_probe: list[FloatArray] = [np.zeros(())] * count
+        self.full_probe = [0.0] * count
+        self.largest = 0.0
+
+    def add(
+        self,
+        cross_and_sum: list[FloatArray],
+        squares: list[FloatArray],
+        probe_sums: list[FloatArray],
+        probe_squares: list[FloatArray],
+        *,
+        full_squares: list[float],
+        largest: float,
+    ) -> None:
+        """One channel's sums: sum w·t·f, sum w·f, sum w·f² per probe, then sum w·t and
+        sum w·t² over each window's known pixels (arrays) or the whole probe (0-d)."""
+        count = len(squares)
+        self.largest += largest
+        with np.errstate(divide="ignore", invalid="ignore"):  # no overlap: NaN, dropped later
+            for i in range(count):
+                weight = self.totals[i] if self.overlap is None else self.overlap[i]
+                cross, scene_sum = cross_and_sum[i], cross_and_sum[count + i]
+                scene_mean = scene_sum / weight
+                probe_sum = probe_sums[i]
+                self.cov[i] = self.cov[i] + (cross - scene_mean * probe_sum)
+                self.var_scene[i] = self.var_scene[i] + (squares[i] - scene_sum * scene_mean)
+                self.var_probe[i] = self.var_probe[i] + (
+                    probe_squares[i] - probe_sum * probe_sum / weight
+                )
+                self.raw_scene[i] = self.raw_scene[i] + squares[i]
+                self.raw_probe[i] = self.raw_probe[i] + probe_squares[i]
+                self.full_probe[i] += full_squares[i]
+
+    def scores(self, min_overlap: float, terms: int, transforms: bool) -> list[FloatArray]:
+        """Each probe's map: cov / sqrt(var·var), flat 0, in [-1, 1], NaN below the overlap."""
+        out = []
+        bound = _FLAT_ULPS * terms * self.eps
+        for i, total in enumerate(self.totals):
+            var_scene, var_probe = self.var_scene[i], self.var_probe[i]
+            raw_scene, raw_probe = self.raw_scene[i], self.raw_probe[i]
+            if transforms:  # a transform rounds relative to its whole input
+                raw_scene = np.maximum(raw_scene, total * self.largest)
+                raw_probe = np.maximum(raw_probe, self.full_probe[i])
+            flat = (var_scene <= bound * raw_scene) | (var_probe <= bound * raw_probe)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                score = self.cov[i] / (np.sqrt(np.abs(var_scene)) * np.sqrt(np.abs(var_probe)))
+            score = np.where(flat, 0.0, score)
+            np.clip(score, -1.0, 1.0, out=score)
+            if self.overlap is not None:
+                # the overlap is summed through the engine: allow its rounding
+                low = self.overlap[i] < min_overlap * total - 64 * self.eps * total
+                score[low | (self.overlap[i] <= 0.0)] = np.nan
+            out.append(np.broadcast_to(score, self.cov[i].shape).copy())
+        return out
+
+
+def _weighted_channel_means(values: FloatArray, weights: FloatArray) -> FloatArray:
+    total = float(weights.sum())
+    if total <= 0.0:
+        raise ConvfiltError("mask excludes every probe pixel")
+    return np.einsum("ij,ijc->c", weights, values) / total
+
+
 def _check_shapes(scene: FloatArray, probe: FloatArray) -> None:
     if scene.shape[2] != probe.shape[2]:
         raise UsageError(
@@ -346,7 +592,7 @@ def _as_weights(mask: ArrayLike | None, probe_hw: tuple[int, ...]) -> FloatArray
     if not np.isfinite(weights).all() or (weights < 0).any():
         raise UsageError("mask weights must be finite and not negative")
     if not weights.any():
-        raise UsageError("mask excludes every probe pixel")
+        raise ConvfiltError("mask excludes every probe pixel")
     return None if (weights == 1.0).all() else weights
 
 
@@ -871,7 +1117,9 @@ def find_matches(
         else (min_distance, min_distance)
     )
     oriented = sign * values
-    ys, xs = np.nonzero(_local_maxima(oriented))
+    if not np.isfinite(oriented).all():  # NaN: windows without a score, never a match
+        oriented = np.where(np.isnan(oriented), -np.inf, oriented)
+    ys, xs = np.nonzero(_local_maxima(oriented) & np.isfinite(oriented))
     candidates = oriented[ys, xs]
     if min_score is not None:
         keep = candidates >= sign * min_score
@@ -1055,9 +1303,17 @@ def _parabola_offsets(
     curvature = before - 2.0 * here + after
     offsets = np.zeros(ys.shape, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fitted = np.where(curvature < 0.0, 0.5 * (before - after) / curvature, 0.0)
+        # a neighbour without a score (-inf) makes no parabola either
+        down = np.isfinite(curvature) & (curvature < 0.0)
+        fitted = np.where(down, 0.5 * (before - after) / curvature, 0.0)
     offsets[inside] = np.clip(fitted, -0.5, 0.5)
     return offsets
+
+
+def _parabola_offset(line: FloatArray, index: int) -> float:
+    """``_parabola_offsets`` of one entry of a line (the searches' and tiles' peaks)."""
+    one = np.array([index])
+    return float(_parabola_offsets(line[np.newaxis, :], one * 0, one, axis=1)[0])
 
 
 # ------------------------------------------------------------------------------------------

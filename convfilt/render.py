@@ -24,6 +24,8 @@ from .matching import FloatArray, Match
 if TYPE_CHECKING:
     from .kernels import KernelFacts
 
+NO_SCORE_GREY = 128  # heatmap pixels of windows without a score
+
 
 def heatmap(
     scores: FloatArray, *, scene_shape: Sequence[int], probe_shape: Sequence[int], method: str
@@ -32,15 +34,20 @@ def heatmap(
 
     Score (y, x) is drawn at its window's centre (y + h // 2, x + w // 2); pixels no window
     is centred on stay black. Colours run from dark blue through teal and green to yellow
-    (a viridis-like ramp interpolated in numpy) over the map's own range.
+    (a viridis-like ramp interpolated in numpy) over the map's own range; windows without a
+    score (NaN: too little known overlap in a masked scene) are mid grey.
     """
     sign = 1.0 if matching.higher_is_better(method) else -1.0
     oriented = sign * np.asarray(scores, dtype=np.float64)
-    low, high = float(oriented.min()), float(oriented.max())
+    scored = ~np.isnan(oriented)
+    low, high = (
+        (float(oriented[scored].min()), float(oriented[scored].max())) if scored.any() else (0, 0)
+    )
     level = (oriented - low) / (high - low) if high > low else np.full_like(oriented, 0.5)
     ramp = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]])
     stops = np.linspace(0.0, 1.0, len(ramp))
     colours = np.stack([np.interp(level, stops, ramp[:, c]) for c in range(3)], axis=-1)
+    colours[~scored] = NO_SCORE_GREY
     image = np.zeros((*scene_shape[:2], 3), dtype=np.uint8)
     top, left = probe_shape[0] // 2, probe_shape[1] // 2
     image[top : top + level.shape[0], left : left + level.shape[1]] = np.rint(colours)
@@ -65,14 +72,23 @@ def display_rgb(pixels: np.ndarray, has_alpha: bool) -> NDArray[np.uint8]:
     return np.repeat(eight[..., np.newaxis], 3, axis=2) if eight.ndim == 2 else eight
 
 
-def draw_matches(rgb: NDArray[np.uint8], matches: Sequence[Match]) -> NDArray[np.uint8]:
-    """A copy of ``rgb`` with a box and the score drawn for each match (best in red)."""
+def draw_matches(
+    rgb: NDArray[np.uint8],
+    matches: Sequence[Match],
+    outlines: Sequence[Sequence[tuple[float, float]]] | None = None,
+) -> NDArray[np.uint8]:
+    """A copy of ``rgb`` with a box and the score drawn for each match (best in red); a
+    match's ``outlines`` entry, if given, is drawn instead of its box: the (x, y) corners of
+    a turned probe."""
     canvas = Image.fromarray(np.ascontiguousarray(rgb))
     draw = ImageDraw.Draw(canvas)
     for rank, match in enumerate(matches):
         colour = (255, 0, 0) if rank == 0 else (255, 200, 0)
-        box = (match.x, match.y, match.x + match.width - 1, match.y + match.height - 1)
-        draw.rectangle(box, outline=colour, width=2)
+        if outlines is None:
+            box = (match.x, match.y, match.x + match.width - 1, match.y + match.height - 1)
+            draw.rectangle(box, outline=colour, width=2)
+        else:
+            draw.polygon(list(outlines[rank]), outline=colour, width=2)
         label = f"{match.score:.3f}"
         text_y = match.y - 12 if match.y >= 12 else match.y + match.height + 2
         draw.rectangle(draw.textbbox((match.x, text_y), label), fill=(0, 0, 0))

@@ -610,7 +610,8 @@ def match_table(found: Sequence[Match], method: str) -> None:
 
     framed = lines(stdout(), box.HEAVY_HEAD)
     table = Table(title=f"matches ({method})", title_justify="left", box=framed)
-    for column in ("#", "x", "y", "width", "height", "score", "x_subpixel", "y_subpixel"):
+    extra = TURNED_COLUMNS if found and hasattr(found[0], "angle") else ()
+    for column in ("#", "x", "y", "width", "height", "score", "x_subpixel", "y_subpixel", *extra):
         table.add_column(column, justify="right")
     for rank, found_match in enumerate(found, start=1):
         table.add_row(
@@ -622,11 +623,13 @@ def match_table(found: Sequence[Match], method: str) -> None:
             f"{found_match.score:.6g}",
             f"{found_match.x_subpixel:.3f}",
             f"{found_match.y_subpixel:.3f}",
+            *(f"{getattr(found_match, name):.4g}" for name in extra),
         )
     stdout().print(table)
 
 
 MATCH_COLUMNS = ("x", "y", "width", "height", "score", "x_subpixel", "y_subpixel")
+TURNED_COLUMNS = ("scale", "angle", "center_x", "center_y")  # a scale x rotation search's
 
 
 def match_csv(found: Sequence[Match]) -> None:
@@ -637,9 +640,10 @@ def match_csv(found: Sequence[Match]) -> None:
 
     text = io.StringIO(newline="")
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(("rank", *MATCH_COLUMNS))
+    columns = MATCH_COLUMNS + (TURNED_COLUMNS if found and hasattr(found[0], "angle") else ())
+    writer.writerow(("rank", *columns))
     for rank, found_match in enumerate(found, start=1):
-        writer.writerow((rank, *(getattr(found_match, name) for name in MATCH_COLUMNS)))
+        writer.writerow((rank, *(getattr(found_match, name) for name in columns)))
     sys.stdout.flush()
     from .images import write_stdout
 

@@ -648,11 +648,11 @@ def test_find_matches_rejects_bad_options() -> None:
         (np.zeros(5), np.zeros(2), {}, UsageError, "scene must be"),
         (np.zeros((5, 5)), np.zeros((0, 2)), {}, UsageError, "probe must be"),
         (np.zeros((5, 5), complex), np.zeros((2, 2)), {}, UsageError, "real numbers"),
-        (np.full((5, 5), np.nan), np.zeros((2, 2)), {}, ConvfiltError, "NaN"),
+        (np.full((5, 5), np.nan), np.zeros((2, 2)), {}, ConvfiltError, "NaN or masked"),
         (np.zeros((5, 5)), np.full((2, 2), np.inf), {}, ConvfiltError, "NaN"),
         (np.zeros((5, 5)), np.zeros((2, 2)), {"method": "bogus"}, UsageError, "unknown"),
         (np.zeros((5, 5)), np.zeros((2, 2)), {"mask": np.ones((3, 2))}, UsageError, "fit"),
-        (np.zeros((5, 5)), np.zeros((2, 2)), {"mask": np.zeros((2, 2))}, UsageError, "every"),
+        (np.zeros((5, 5)), np.zeros((2, 2)), {"mask": np.zeros((2, 2))}, ConvfiltError, "every"),
         (np.zeros((5, 5)), np.zeros((2, 2)), {"mask": -np.ones((2, 2))}, UsageError, "negative"),
         (
             np.zeros((5, 5)),
