@@ -14,6 +14,7 @@
 - ``deblur``: deconvolution's PSNR (default, no flags) vs scikit-image's best setting, and
   Richardson-Lucy's speed vs scikit-image's;
 - ``search``: the scale x rotation search vs OpenCV brute force and one single-scale match;
+- ``stream_match``: ``match`` on a 12288² RGB tiled TIFF with ``--memory 256M`` (peak RSS);
 - ``convfilt bench``: the CLI's own crossover table on this machine.
 
 Each report is printed and kept in ``out/bench/<name>.txt``. ``--quick`` passes ``--quick``
@@ -46,6 +47,7 @@ def _commands(quick: bool) -> dict[str, list[str]]:
         "nan": [python, "-m", "benchmarks.nan", *flag],
         "deblur": [python, "-m", "benchmarks.deblur", *flag],
         "search": [python, "-m", "benchmarks.search", *flag],
+        "stream_match": [python, "-m", "benchmarks.stream_match", *flag],
         "convfilt-bench": [python, "-m", "convfilt", "bench", *bench_grid],
     }
 

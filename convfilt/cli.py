@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -1134,23 +1134,35 @@ def match(
     force: ForceOption = False,
     max_pixels: MaxPixelsOption = None,
     quiet: QuietOption = False,
+    memory: MemoryOption = None,
 ) -> None:
-    """Find where PROBE appears in SCENE: the best matches, best first."""
+    """Find where PROBE appears in SCENE: the best matches, best first.
+
+    A TIFF or Zarr scene whose working set exceeds --memory is matched by tiles (the same
+    matches as in memory), without --annotate, --heatmap, --gray, --scales or --angles.
+    """
     with cli_errors():
         import time
 
-        from . import images, matching
-        from .errors import ConvfiltError, UsageError
+        from . import matching
+        from .errors import ConvfiltError
 
         started = time.perf_counter()
         matching.check_peak_options(top=top, min_distance=min_distance, min_score=min_score)
-        if [scene, probe, mask, scene_mask].count(images.STDIO) > 1:
-            raise UsageError(
-                "only one of SCENE, PROBE, --mask and --scene-mask can read stdin ('-')"
-            )
-        if as_json and as_csv:
-            raise UsageError("--json and --csv do not go together; give one")
+        _check_match_inputs([scene, probe, mask, scene_mask], as_json=as_json, as_csv=as_csv)
         outputs = _match_outputs(scene, annotate=annotate, heatmap=heatmap, force=force)
+        streamed = _match_stream_route(scene, memory)
+        if streamed is not None:
+            in_memory = {"--annotate": annotate, "--heatmap": heatmap, "--gray": gray,
+                         "--scales": scales, "--angles": angles,
+                         "--scene-mask FILE": scene_mask not in ("auto", "none")}  # fmt: skip
+            _match_streamed(
+                streamed, (scene, probe, mask), in_memory,
+                method=method, max_pixels=max_pixels, min_score=min_score,
+                options={"top": top, "min_distance": min_distance, "min_overlap": min_overlap},
+                output=_output_form(as_json, as_csv), started=started,
+            )  # fmt: skip
+            return
         loaded = _match_inputs(
             scene, probe, mask=mask, scene_mask=scene_mask, gray=gray, max_pixels=max_pixels
         )
@@ -1166,13 +1178,9 @@ def match(
             loaded, method=method, min_overlap=min_overlap, strategy=strategy, explain=explain
         )
         found = matching.find_matches(
-            scored.scores,
-            probe_shape=scored.probe_shape,
-            method=method,
-            top=top,
-            min_score=min_score,
-            min_distance=min_distance,
-        )
+            scored.scores, probe_shape=scored.probe_shape, method=method, top=top,
+            min_score=min_score, min_distance=min_distance,
+        )  # fmt: skip
         elapsed_ms = (time.perf_counter() - started) * 1e3
         if not found:
             anywhere = matching.find_matches(
@@ -1183,12 +1191,83 @@ def match(
             raise ConvfiltError(f"{scene}: no match{reaches}{best}")
         _save_match_pictures(scored, found, outputs, method=method, force=force)
         _print_match_results(
-            loaded,
+            (loaded.scene_name, loaded.probe_name),
             found,
             method=method,
             output=_output_form(as_json, as_csv),
             elapsed_ms=elapsed_ms,
         )
+
+
+def _check_match_inputs(inputs: list[str], *, as_json: bool, as_csv: bool) -> None:
+    """At most one of SCENE, PROBE, --mask, --scene-mask reads stdin; --json or --csv."""
+    from . import images
+    from .errors import UsageError
+
+    if inputs.count(images.STDIO) > 1:
+        raise UsageError("only one of SCENE, PROBE, --mask and --scene-mask can read stdin ('-')")
+    if as_json and as_csv:
+        raise UsageError("--json and --csv do not go together; give one")
+
+
+def _match_stream_route(scene: str, memory: str | None) -> tuple[Any, int] | None:
+    """A row reader and the budget when SCENE is a TIFF/Zarr whose matching working set
+    exceeds the memory budget; None: match it in memory as before."""
+    from . import scan, streams, tiles
+
+    if not streams.is_stream_path(scene):
+        return None
+    budget = tiles.parse_size(memory) if memory else tiles.default_budget()
+    shape, _ = streams._header(scene)
+    if scan.whole_scene_bytes(shape) <= budget:
+        return None
+    return streams.open_rows(scene), budget
+
+
+def _match_streamed(
+    streamed: tuple[Any, int],
+    files: tuple[str, str, str],
+    in_memory: Mapping[str, object],
+    *,
+    method: str,
+    max_pixels: int | None,
+    min_score: float | None,
+    options: dict[str, Any],
+    output: str,
+    started: float,
+) -> None:
+    """Match a streamed scene by tiles (convfilt.scan) and print the matches."""
+    import time
+
+    from . import images, matching, scan
+    from .errors import ConvfiltError, UsageError
+
+    reader, budget = streamed
+    scene, probe, mask = files
+    refused = [flag for flag, value in in_memory.items() if value]
+    try:
+        if refused:
+            raise UsageError(
+                f"{scene} streams (over the --memory budget): {', '.join(refused)} need the "
+                "scene in memory; raise --memory or leave them out"
+            )
+        picture = images.load(probe, max_pixels=max_pixels)
+        pixels, alpha = matching.split_alpha(picture.pixels, picture.has_alpha)
+        weights = _match_mask(mask, alpha, max_pixels=max_pixels)
+        found = scan.scan_matches(
+            reader, pixels, budget=budget, method=method, mask=weights,
+            scene_has_alpha=reader.has_alpha, **options,
+        )  # fmt: skip
+    finally:
+        reader.close()
+    sign = 1.0 if matching.higher_is_better(method) else -1.0
+    kept = [m for m in found if min_score is None or sign * m.score >= sign * min_score]
+    if not kept:
+        raise ConvfiltError(
+            f"{scene}: no match reaches --min-score {min_score:g} (best {found[0].score:.6g})"
+        )
+    elapsed_ms = (time.perf_counter() - started) * 1e3
+    _print_match_results((scene, probe), kept, method=method, output=output, elapsed_ms=elapsed_ms)
 
 
 @dataclass(frozen=True)
@@ -1380,7 +1459,13 @@ def _match_search(
         )
     elapsed_ms = (time.perf_counter() - started) * 1e3
     _save_match_pictures(pictured, kept, outputs, method=method, force=force, outlines=outlines)
-    _print_match_results(loaded, kept, method=method, output=output, elapsed_ms=elapsed_ms)
+    _print_match_results(
+        (loaded.scene_name, loaded.probe_name),
+        kept,
+        method=method,
+        output=output,
+        elapsed_ms=elapsed_ms,
+    )
 
 
 def _output_form(as_json: bool, as_csv: bool) -> str:
@@ -1388,14 +1473,14 @@ def _output_form(as_json: bool, as_csv: bool) -> str:
 
 
 def _print_match_results(
-    loaded: _Loaded, found: Sequence[Match], *, method: str, output: str, elapsed_ms: float
+    files: tuple[str, str], found: Sequence[Match], *, method: str, output: str, elapsed_ms: float
 ) -> None:
     """The matches on stdout: one JSON object (``output`` "json"), CSV, or a table."""
     if output == "json":
         report.print_json(
             {
-                "scene": loaded.scene_name,
-                "probe": loaded.probe_name,
+                "scene": files[0],
+                "probe": files[1],
                 "method": method,
                 "matches": [vars(found_match) for found_match in found],
                 "elapsed_ms": round(elapsed_ms, 3),

@@ -66,6 +66,11 @@ _FLOAT32_CROSS_LIMIT = float(np.finfo(np.float32).eps * np.finfo(np.float32).max
 REC601 = (0.299, 0.587, 0.114)
 
 
+class UnscoredError(ConvfiltError):
+    """No window of the scene has a score: every pixel unknown, or none overlapping known
+    pixels by ``min_overlap`` of the probe (exit 1)."""
+
+
 @dataclass(frozen=True)
 class Match:
     """One match: the window's top-left corner (x, y), its size, its score, a subpixel corner."""
@@ -288,7 +293,7 @@ def match_template(
             on_plan=on_plan,
         )[0]
         if np.isnan(scores).all():
-            raise ConvfiltError(
+            raise UnscoredError(
                 f"no window overlaps the known scene by min_overlap {min_overlap:g} of the probe",
                 parameters=["min_overlap"],
             )
@@ -393,7 +398,7 @@ def _scene_and_weights(
         array = np.where(unknown[..., np.newaxis] if array.ndim == 3 else unknown, 0.0, array)
     values = _as_channels(array, "scene")
     if not weights.any():
-        raise ConvfiltError("scene: every pixel is unknown (NaN or masked)")
+        raise UnscoredError("scene: every pixel is unknown (NaN or masked)")
     return values, None if (weights == 1.0).all() else weights
 
 
