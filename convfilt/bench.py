@@ -652,6 +652,16 @@ _GRID_POINTS: dict[str, tuple[tuple[int, int], ...]] = {
         (3072, 9),
     ),
     names.OVERLAP_ADD: ((512, 17), (1024, 33), (2048, 17), (2048, 65)),
+    names.COMPILED: (
+        (32, 3),
+        (128, 5),
+        (256, 9),
+        (512, 3),
+        (1024, 5),
+        (1024, 9),
+        (2048, 3),
+        (2048, 7),
+    ),
 }
 GRID: tuple[tuple[str, int, int], ...] = tuple(
     (strategy, side, n) for strategy, points in _GRID_POINTS.items() for side, n in points

@@ -166,6 +166,14 @@ class Constants:
     separable_fixed: float
     fft_fixed: float
     block_fixed: float
+    compiled_float32: float
+    compiled_float64: float
+    compiled_pass_float32: float
+    compiled_pass_float64: float
+    compiled_fixed: float
+    compiled_import: float  # one-time costs of the compiled road (``compiled_one_time``)
+    compiled_load: float
+    compiled_jit: float
     source: str = "default"
 
     def rate(self, strategy: str, dtype: np.dtype | type | str) -> float:
@@ -216,6 +224,7 @@ class Shape:
     kernels: int
     kh: int
     kw: int
+    rank_one: bool = False
 
 
 def direct_work(s: Shape) -> float:
@@ -319,6 +328,36 @@ def direct_passes(s: Shape) -> float:
     return s.channels * s.kernels * s.height * s.width * s.kw
 
 
+def compiled_form(s: Shape, rank_one: bool) -> str:
+    """The compiled road's form: two 1-D passes for a rank-one kernel where they take fewer
+    taps than the whole kernel, else every tap ("direct")."""
+    return names.SEPARABLE if rank_one and s.kh + s.kw < s.kh * s.kw else names.DIRECT
+
+
+def compiled_work(s: Shape) -> float:
+    """Multiply-adds of the compiled road: every tap per output, or for the separable form
+    a column pass over the extended width and a row pass."""
+    if compiled_form(s, s.rank_one) == names.SEPARABLE:
+        per_row = s.kh * (s.width + s.kw - 1) + s.kw * s.width
+    else:
+        per_row = s.kh * s.kw * s.width
+    return s.channels * s.kernels * s.height * per_row
+
+
+def compiled_passes(s: Shape) -> float:
+    """Values the compiled road moves besides its sums: each extended row filled (converted)
+    once and each output stored."""
+    return s.channels * s.kernels * s.height * (2 * s.width + s.kw - 1)
+
+
+def compiled_one_time(c: Constants, *, imported: bool, cached: bool) -> float:
+    """Seconds the compiled road's first call in a process pays before its work: numba's
+    import (unless ``imported``), then loading its cached machine code, or compiling it
+    when the cache is cold."""
+    code = c.compiled_load if cached else c.compiled_jit
+    return code + (0.0 if imported else c.compiled_import)
+
+
 def separable_passes(s: Shape) -> float:
     """Output pixels written by the two 1-D passes (the first on the widened rows)."""
     return s.channels * s.kernels * s.height * (2 * s.width + s.kw - 1)
@@ -340,6 +379,7 @@ ESTIMATORS: dict[str, Estimator] = {
     names.DIRECT: Estimator(direct_work, direct_passes, "pass", "direct_fixed"),
     names.SEPARABLE: Estimator(separable_work, separable_passes, "pass", "separable_fixed"),
     names.FFT: Estimator(fft_work, fft_serial, "serial", "fft_fixed"),
+    names.COMPILED: Estimator(compiled_work, compiled_passes, "pass", "compiled_fixed"),
 }
 
 
@@ -400,7 +440,7 @@ def error_bound(
     --------
     >>> norms = KernelNorms(l1=1.0, factored=1.0)
     >>> s = Shape(512, 512, 1, 1, 9, 9)
-    >>> c = Constants(*([1e-9] * 16))
+    >>> c = Constants(*([1e-9] * 24))
     >>> f"{error_bound('direct', s, 'float32', norms, c):.2g}"
     '1.1e-06'
     >>> f"{error_bound('fft', s, 'float32', norms, c):.2g}"
@@ -408,9 +448,11 @@ def error_bound(
     """
     u = unit_roundoff(dtype)
     stored = u * norms.l1  # the kernel rounded to the working dtype
+    if strategy == names.COMPILED and compiled_form(s, s.rank_one) == names.DIRECT:
+        return gamma(s.kh * s.kw, u) * norms.l1 + stored  # every tap summed in one chain
     if strategy == names.DIRECT:
         return gamma(s.kh + s.kw, u) * norms.l1 + stored
-    if strategy == names.SEPARABLE:
+    if strategy in (names.SEPARABLE, names.COMPILED):  # compiled: its separable form
         g_col, g_row = gamma(s.kh, u), gamma(s.kw, u)
         return (g_col + g_row + g_col * g_row + 2 * u) * norms.factored + norms.residual
     if strategy == names.FFT:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from itertools import pairwise
 from typing import Any
@@ -179,6 +179,8 @@ class Problem:
     factors: tuple[tuple[NDArray[np.float64], NDArray[np.float64]], ...] | None
     exact: bool  # integer image, kernels and cval: round the result
     bound: float  # max|x| · Σ|k| (from the dtype's range for integer images), inf if unknown
+    source: str = "float64"  # the image's dtype
+    output: str = "float64"  # the result's: ``dtype``, or an integer image's own (``stored``)
 
     @cached_property
     def kh(self) -> int:
@@ -203,7 +205,13 @@ class Problem:
     def shape(self) -> cost.Shape:
         """The cost model's view (built once: the planner asks for it per strategy)."""
         return cost.Shape(
-            self.height, self.width, self.channels, len(self.kernels), self.kh, self.kw
+            self.height,
+            self.width,
+            self.channels,
+            len(self.kernels),
+            self.kh,
+            self.kw,
+            rank_one=self.factors is not None,
         )
 
 
@@ -456,17 +464,70 @@ def _prepare_overlap_add(problem: Problem, constants: cost.Constants) -> Runner:
     return run
 
 
+# --- compiled ----------------------------------------------------------------------------------
+
+# image dtypes the compiled road reads as they are (each is compiled on its first use)
+COMPILED_INPUTS = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+def _compiled_applies(problem: Problem) -> str | None:
+    if problem.source not in COMPILED_INPUTS:
+        return f"it reads {', '.join(COMPILED_INPUTS)} images, not {problem.source}"
+    return None
+
+
+def _prepare_compiled(problem: Problem, constants: cost.Constants) -> Runner:
+    """``compiled.correlate`` (numba, imported on the first call): the separable form for a
+    rank-one kernel where it is cheaper, else every tap; an (H, W, C) image in one pass."""
+    from . import compiled
+
+    dt = problem.dtype
+    forms: list[NDArray[np.floating] | tuple[NDArray[np.floating], NDArray[np.floating]]]
+    if cost.compiled_form(problem.shape, problem.factors is not None) == names.SEPARABLE:
+        assert problem.factors is not None
+        forms = [(column.astype(dt), row.astype(dt)) for column, row in problem.factors]
+    else:
+        forms = [k.astype(dt) for k in problem.kernels]
+
+    def run(source: Source, outs: Sequence[NDArray[np.floating]]) -> None:
+        plane = source.plane if source.plane.ndim == 3 else source.plane[..., np.newaxis]
+        plane = np.ascontiguousarray(plane)
+        for form, out in zip(forms, outs, strict=True):
+            target = out if out.ndim == 3 else out[..., np.newaxis]
+            compiled.correlate(
+                plane, source.rows, source.cols, source.left, source.cval, form, target
+            )
+
+    return run
+
+
+def _compiled_one_time(problem: Problem, constants: cost.Constants) -> float:
+    """What the compiled road's first call would still pay in this process: numba's import,
+    and loading (cache warm) or compiling (cache cold) this specialisation."""
+    from . import compiled
+
+    form = cost.compiled_form(problem.shape, problem.factors is not None)
+    if compiled.loaded(problem.source, problem.output, form):
+        return 0.0
+    return cost.compiled_one_time(
+        constants, imported=compiled.imported(), cached=compiled.code_cached(form)
+    )
+
+
 # --- the strategy table ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Strategy:
     """One road: whether it applies (None, or why not), how to run it (``name`` is also its
-    cost-model key)."""
+    cost-model key). An ``interleaved`` road takes an (H, W, C) image whole, as one Source,
+    and writes integer outputs itself (rounded, clipped); the others get one contiguous
+    float plane per channel."""
 
     name: str
     applies: Callable[[Problem], str | None]
     prepare: Callable[[Problem, cost.Constants], Runner]
+    interleaved: bool = False
 
 
 STRATEGY_TABLE: dict[str, Strategy] = {
@@ -476,6 +537,7 @@ STRATEGY_TABLE: dict[str, Strategy] = {
         Strategy(names.SEPARABLE, _separable_applies, _prepare_separable),
         Strategy(names.FFT, _fft_applies, _prepare_fft),
         Strategy(names.OVERLAP_ADD, _fft_applies, _prepare_overlap_add),
+        Strategy(names.COMPILED, _compiled_applies, _prepare_compiled, interleaved=True),
     )
 }
 
@@ -573,10 +635,13 @@ def _problem(
     *,
     cval: float | None = None,
     largest: float | None = None,
+    work: np.dtype | None = None,
+    stored: bool = False,
 ) -> Problem:
     """The job; ``cval`` only where it is read (constant mode), ``largest`` the measured
-    max|x| of a float image (else the dtype's range, infinite for floats)."""
-    dt = working_dtype(image_dtype)
+    max|x| of a float image (else the dtype's range, infinite for floats); ``work``
+    overrides the working dtype; ``stored``: an integer image's result in its own dtype."""
+    dt = working_dtype(image_dtype) if work is None else work
     separated = [separate(k, dt) for k in kernels]
     factors = [f for f in separated if f is not None]
     integer_kernels = all(bool(np.all(k == np.round(k))) for k in kernels)
@@ -593,6 +658,8 @@ def _problem(
         factors=tuple(factors) if len(factors) == len(kernels) else None,
         exact=image_dtype.kind in "biu" and integer_kernels and integer_cval,
         bound=bound,
+        source=image_dtype.name,
+        output=(image_dtype if stored and image_dtype.kind in "iu" else dt).name,
     )
 
 
@@ -678,17 +745,60 @@ def _cheapest(candidates: dict[str, float], estimates: dict[str, float]) -> tupl
     return chosen, reason
 
 
+# Seconds the compiled road would have saved the calls that did not take it because its
+# one-time cost was unpaid (``_amortise``).
+_forgone = [0.0]
+
+
+def _amortise(
+    chosen: str, reason: str, candidates: dict[str, float], one_time: float, commit: bool
+) -> tuple[str, str]:
+    """The compiled road's one-time cost (import, machine code) paid as a ski rental.
+
+    A call takes the road once the time it would save, added to what earlier calls of this
+    process would have saved, reaches that cost: one large image pays it at once, a run of
+    medium ones after a few calls, a single small image never (at most twice the best choice
+    in hindsight). ``commit``: a call that runs its plan (not ``plan``) counts its saving.
+    """
+    if one_time <= 0 or chosen == names.COMPILED or names.COMPILED not in candidates:
+        return chosen, reason
+    steady = candidates[names.COMPILED] - one_time
+    saving = candidates[chosen] - steady
+    if saving <= 0:
+        return chosen, reason
+    if _forgone[0] + saving >= one_time:
+        if commit:
+            _forgone[0] = 0.0
+        return names.COMPILED, (
+            f"compiled: {steady * 1e3:.3g} ms a call against {chosen}'s "
+            f"{candidates[chosen] * 1e3:.3g} ms; its one-time {one_time:.2g} s (import, "
+            "machine code) is paid now, as this call's and earlier calls' savings reach it"
+        )
+    if commit:
+        _forgone[0] += saving
+    return chosen, (
+        f"{reason}; compiled would take {steady * 1e3:.3g} ms once its one-time "
+        f"{one_time:.2g} s is paid (savings so far {_forgone[0]:.2g} s)"
+    )
+
+
 def _decide(
     problem: Problem,
     forced: str,
     image_shape: tuple[int, ...],
     mode: str,
     tolerance: float | None = None,
+    commit: bool = False,
 ) -> tuple[Plan, Strategy, cost.Constants]:
     """Estimate every applicable strategy and pick (or check the forced) one, among those
-    whose error bound is within ``tolerance``."""
+    whose error bound is within ``tolerance``; ``commit`` for a call that runs the plan
+    (``_amortise``)."""
     constants = calibration.load_constants()
     estimates, bounds, notes = _estimates(problem, forced, constants)
+    one_time = 0.0
+    if names.COMPILED in estimates:
+        one_time = _compiled_one_time(problem, constants)
+        estimates[names.COMPILED] += one_time
     candidates = dict(estimates)
     notes += _within_tolerance(candidates, bounds, forced, tolerance)
     rows, cols = cost.fft_size(problem.shape)
@@ -700,6 +810,7 @@ def _decide(
     notes += _policy_notes(problem)
     if forced == names.AUTO:
         chosen, reason = _cheapest(candidates, estimates)
+        chosen, reason = _amortise(chosen, reason, candidates, one_time, commit)
     else:
         chosen, reason = forced, f"{forced}: forced by strategy={forced!r}"
     plan = Plan(
@@ -769,7 +880,7 @@ def plan(
     >>> from convfilt import plan
     >>> chosen = plan((512, 512), np.ones((3, 3)) / 9)
     >>> sorted(chosen.estimates)
-    ['direct', 'fft', 'overlap-add', 'separable']
+    ['compiled', 'direct', 'fft', 'overlap-add', 'separable']
     >>> chosen.strategy in chosen.estimates
     True
     >>> plan((512, 512), np.ones((3, 3)), strategy="fft").reason
@@ -862,10 +973,13 @@ def _filter(
     on_plan: Callable[[Plan], None] | None,
     band: Band | None = None,
     tolerance: float | None = None,
-) -> NDArray[np.floating]:
+    work: np.dtype | None = None,
+    stored: bool = False,
+) -> NDArray[Any]:
     """Correlate with ``kernel`` (or, ``flip``, with it flipped and centred as scipy convolves),
     non-finite values handled by ``nan_policy`` (:mod:`convfilt.weighted`); with ``band``,
-    only that band's rows (the strategy chosen for the whole image)."""
+    only that band's rows (the strategy chosen for the whole image). ``work`` and ``stored``
+    as in :func:`filter_stored`."""
     _check_mode_strategy(mode, strategy)
     policy = weighted.check_policy(nan_policy)
     tolerance = check_tolerance(tolerance)
@@ -876,8 +990,9 @@ def _filter(
     if policy == names.OMIT and x.dtype.kind == "f":
         weighted.check_renormalizable(k)
     road = _road(
-        flip=flip, mode=mode, strategy=strategy, on_plan=on_plan, band=band, tolerance=tolerance
-    )
+        flip=flip, mode=mode, strategy=strategy, on_plan=on_plan, band=band, tolerance=tolerance,
+        work=work, stored=stored,
+    )  # fmt: skip
     if _all_finite(x):
         return road(x, k, cval, True)
     if policy == names.RAISE:
@@ -902,10 +1017,12 @@ def _road(
     on_plan: Callable[[Plan], None] | None,
     band: Band | None,
     tolerance: float | None = None,
+    work: np.dtype | None = None,
+    stored: bool = False,
 ) -> weighted.Correlate:
     """The engine as :mod:`convfilt.weighted` calls it on finite planes (of ``band``'s rows):
     the image's own correlations take ``strategy`` (the first reports its plan), 0/1 masks
-    the planner's road."""
+    the planner's road; ``work`` and ``stored`` apply to the image's own."""
     reported: list[bool] = []
 
     def correlate_plane(
@@ -924,6 +1041,8 @@ def _road(
             on_plan=report,
             band=band,
             tolerance=tolerance if main else None,
+            work=work if main else None,
+            stored=stored and main,
         )
 
     return correlate_plane
@@ -940,7 +1059,9 @@ def _filter_finite(
     on_plan: Callable[[Plan], None] | None,
     band: Band | None,
     tolerance: float | None,
-) -> NDArray[np.floating]:
+    work: np.dtype | None = None,
+    stored: bool = False,
+) -> NDArray[Any]:
     """``_filter`` of a finite image on the road the planner picks (or ``strategy``), among
     those whose error bound is within ``tolerance``."""
     kh, kw = k.shape
@@ -953,9 +1074,11 @@ def _filter_finite(
     height = x.shape[0] if band is None else band.height
     k, pads = fold_to_image(k, pads, (height, x.shape[1]), mode, cval)
     outside = float(cval) if mode == "constant" else None
-    facts = partial(_problem, cval=outside, largest=_largest(x))
+    facts = partial(_problem, cval=outside, largest=_largest(x), work=work, stored=stored)
     problem = facts((height, x.shape[1]), channels, [k], x.dtype)
-    chosen, road, constants = _decide(problem, strategy, (height, *x.shape[1:]), mode, tolerance)
+    chosen, road, constants = _decide(
+        problem, strategy, (height, *x.shape[1:]), mode, tolerance, commit=True
+    )
     if on_plan is not None:
         on_plan(chosen)
     if band is None:
@@ -963,19 +1086,12 @@ def _filter_finite(
     else:  # the band's rows, run by the strategy chosen for the whole image
         problem = facts((band.rows, x.shape[1]), channels, [k], x.dtype)
         rows = band.extended(*pads[0], mode)
-    out = np.empty((problem.height, *x.shape[1:]), dtype=problem.dtype)
-    run = road.prepare(problem, constants)
     cols = extension_indices(x.shape[1], *pads[1], mode)
-    if x.ndim == 2:
-        run(Source(x, rows, cols, pads[1][0], float(cval)), [out])
-    else:
-        # the strategies write through BLAS, which needs unit-stride rows (docs/performance.md):
-        # each channel goes to a contiguous plane, then into the interleaved output
-        plane_out = np.empty(out.shape[:2], dtype=problem.dtype)
-        for c in range(channels):
-            run(Source(x[..., c], rows, cols, pads[1][0], float(cval)), [plane_out])
-            out[..., c] = plane_out
-    if problem.exact:
+    source = Source(x, rows, cols, pads[1][0], float(cval))
+    out = _run(road.prepare(problem, constants), road.interleaved, problem, source)
+    if problem.output != problem.dtype.name and not road.interleaved:
+        return to_output(out, np.dtype(problem.output))  # rounded and clipped
+    if problem.exact and out.dtype.kind == "f":
         np.rint(out, out=out)
     return out
 
@@ -1029,6 +1145,73 @@ def fold_to_image(
         k = folded
         pads = ((reach, reach), pads[1]) if axis == 0 else (pads[0], (reach, reach))
     return k, pads
+
+
+def _run(run: Runner, interleaved: bool, problem: Problem, source: Source) -> NDArray[Any]:
+    """Carry out a prepared road on ``source`` (an (H, W) or (H, W, C) image)."""
+    x = source.plane
+    if interleaved:  # the whole image at once, in its output dtype
+        out = np.empty((problem.height, *x.shape[1:]), dtype=problem.output)
+        run(source, [out])
+        return out
+    out = np.empty((problem.height, *x.shape[1:]), dtype=problem.dtype)
+    if x.ndim == 2:
+        run(source, [out])
+        return out
+    # the banded products write through BLAS, which needs unit-stride rows
+    # (docs/performance.md): each channel goes to a contiguous plane, then into the output
+    plane_out = np.empty(out.shape[:2], dtype=problem.dtype)
+    for c in range(x.shape[2]):
+        run(replace(source, plane=x[..., c]), [plane_out])
+        out[..., c] = plane_out
+    return out
+
+
+def filter_stored(
+    image: ArrayLike,
+    kernel: ArrayLike,
+    *,
+    flip: bool = False,
+    mode: str = names.REFLECT,
+    cval: float = 0.0,
+    strategy: str = names.AUTO,
+    on_plan: Callable[[Plan], None] | None = None,
+    band: Band | None = None,
+    nan_policy: str = names.PROPAGATE,
+    work: np.dtype | type | str = np.float64,
+) -> NDArray[Any]:
+    """Correlate (``flip``: convolve) an image and return it in its own dtype.
+
+    Parameters
+    ----------
+    image, kernel, mode, cval, strategy, on_plan, band, nan_policy
+        As in :func:`correlate`.
+    flip : bool, optional
+        Convolve (the kernel flipped) rather than correlate.
+    work : dtype, optional
+        The working dtype, float32 or float64.
+
+    Returns
+    -------
+    ndarray
+        Float images in ``work``; integer images in their own dtype, rounded half-to-even
+        and clipped: on the compiled road band by band in the same pass (no full-size
+        float copy), on the others after. For ``filters``, which filters 8- and 16-bit
+        images in float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> filter_stored(np.full((4, 4), 7, np.uint8), np.full((3, 3), 1 / 9)).dtype
+    dtype('uint8')
+    """
+    dt = np.dtype(work)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise UsageError(f"work must be float32 or float64, not {dt}", parameters=["work"])
+    return _filter(
+        image, kernel, flip=flip, mode=mode, cval=cval, strategy=strategy, on_plan=on_plan,
+        band=band, nan_policy=nan_policy, work=dt, stored=True,
+    )  # fmt: skip
 
 
 _FILTER_DOC = """{summary}
@@ -1260,7 +1443,7 @@ def correlate_valid(
     elif not np.isfinite(largest):
         raise UsageError(f"largest must be a finite max|image|, got {largest}")
     problem = _problem((h, w), 1, ks, work, largest=largest)
-    chosen, road, constants = _decide(problem, strategy, x.shape, "valid")
+    chosen, road, constants = _decide(problem, strategy, x.shape, "valid", commit=True)
     if on_plan is not None:
         on_plan(chosen)
     outs = [np.empty((h, w), dtype=work) for _ in ks]

@@ -30,7 +30,6 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -295,6 +294,12 @@ def filter_image(
     if pixels.ndim not in (2, 3):
         raise UsageError(f"image must be (H, W) or (H, W, C), got shape {pixels.shape}")
     work = _Work(_Depth.of(pixels.dtype, exact=exact), linear)
+    plain = not has_alpha and not linear and finish is _blurred
+    small = pixels.dtype.kind == "f" or pixels.dtype.itemsize <= 4  # int64: float64 bounds
+    if plain and isinstance(smooth, Correlator) and small:
+        # every channel through the engine at once, rounded back to the dtype there
+        result = smooth.whole(pixels, 0.0 if cval is None else cval, work.depth.work)
+        return result.astype(pixels.dtype, copy=False)
     planes = pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
     n_channels = planes.shape[2]
     if has_alpha and n_channels < 2:
@@ -387,6 +392,43 @@ def premultiplying(smooth: Callable[[FloatArray, float], FloatArray]) -> Smooth:
     return weighted_smooth
 
 
+@dataclass(frozen=True)
+class Correlator:
+    """A ``smooth`` step that runs the engine with ``kernel`` (``flip``: convolution) on one
+    float channel; ``whole`` runs it on every channel at once, in stored units and dtype."""
+
+    kernel: NDArray
+    flip: bool
+    mode: str
+    strategy: str
+    nan_policy: str
+    on_plan: PlanCallback
+    band: engine.Band | None
+
+    def __call__(self, channel: FloatArray, cval: float, weights: Weights | None) -> FloatArray:
+        options: dict[str, Any] = {
+            "mode": self.mode, "cval": cval, "strategy": self.strategy,
+            "nan_policy": self.nan_policy, "on_plan": self.on_plan, "band": self.band,
+        }  # fmt: skip
+        if weights is None:
+            run = engine.convolve if self.flip else engine.correlate
+            result = run(channel, self.kernel, **options)
+        else:
+            result = engine.weighted_filter(
+                channel, self.kernel, weights=weights, flip=self.flip, **options
+            )
+        return np.asarray(result, dtype=channel.dtype)
+
+    def whole(self, image: NDArray, cval: float, work: type[np.floating]) -> NDArray:
+        """The filtered image in its own dtype (``engine.filter_stored``): no float copy of
+        a channel outside the engine, whose compiled road converts band by band."""
+        return engine.filter_stored(
+            image, self.kernel, flip=self.flip, mode=self.mode, cval=cval,
+            strategy=self.strategy, on_plan=self.on_plan, band=self.band,
+            nan_policy=self.nan_policy, work=work,
+        )  # fmt: skip
+
+
 def _correlator(
     kernel: NDArray,
     *,
@@ -396,33 +438,11 @@ def _correlator(
     nan_policy: str,
     on_plan: PlanCallback,
     band: engine.Band | None = None,
-) -> Smooth:
-    """A ``smooth`` step that runs the engine with ``kernel`` (flipped: convolution)."""
+) -> Correlator:
+    """The ``smooth`` step that runs the engine with ``kernel`` (flipped: convolution)."""
     check_mode(mode)
     weighted.check_policy(nan_policy)
-    plain = partial(
-        engine.convolve if flip else engine.correlate, kernel=kernel, mode=mode, band=band
-    )
-    mean = partial(engine.weighted_filter, kernel=kernel, flip=flip, mode=mode, band=band)
-    report_once = _once(on_plan)
-
-    def smooth(channel: FloatArray, cval: float, weights: Weights | None) -> FloatArray:
-        if weights is None:
-            result = plain(
-                channel, cval=cval, strategy=strategy, nan_policy=nan_policy, on_plan=report_once
-            )
-        else:
-            result = mean(
-                channel,
-                weights=weights,
-                cval=cval,
-                strategy=strategy,
-                nan_policy=nan_policy,
-                on_plan=report_once,
-            )
-        return np.asarray(result, dtype=channel.dtype)
-
-    return smooth
+    return Correlator(kernel, flip, mode, strategy, nan_policy, _once(on_plan), band)
 
 
 def _policy(image: NDArray, nan_policy: str) -> str:

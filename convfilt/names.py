@@ -21,8 +21,9 @@ DIRECT = "direct"
 SEPARABLE = "separable"
 FFT = "fft"
 OVERLAP_ADD = "overlap-add"
-STRATEGIES = (DIRECT, SEPARABLE, FFT, OVERLAP_ADD)
-BANDED = (DIRECT, SEPARABLE)  # sum each output from its own window, by bands of rows
+COMPILED = "compiled"  # direct or separable in one compiled pass (numba): small kernels
+STRATEGIES = (DIRECT, SEPARABLE, FFT, OVERLAP_ADD, COMPILED)
+BANDED = (DIRECT, SEPARABLE, COMPILED)  # sum each output from its own window, by bands of rows
 TRANSFORMS = (FFT, OVERLAP_ADD)  # through the FFT
 STRATEGY_CHOICES = (AUTO, *STRATEGIES)
 

@@ -57,9 +57,9 @@ FIXED_BYTES = 48 * 2**20  # interpreter, libraries and the engine's own buffers
 # float copies of one band row that a filter holds at once, per road: the channel in its
 # working dtype, its premultiplied and filtered copies, the engine's output plane; a
 # transform holds its padded input and complex spectrum on top
-WORK_COPIES = {"direct": 4, "separable": 4, "overlap-add": 6, "fft": 10}
+WORK_COPIES = {"direct": 4, "separable": 4, "compiled": 4, "overlap-add": 6, "fft": 10}
 # a transform road wants bands much taller than its halo (the halo is recomputed per band)
-HALO_SHARE = {"direct": 2, "separable": 2, "overlap-add": 8, "fft": 8}
+HALO_SHARE = {"direct": 2, "separable": 2, "compiled": 2, "overlap-add": 8, "fft": 8}
 
 
 # --- the global boundary rule ----------------------------------------------------------------

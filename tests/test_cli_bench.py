@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from convfilt import bench, calibration, cost, report
+from convfilt import bench, calibration, cost, names, report
 from convfilt.cli import app
 
 TINY = ["bench", "--sizes", "32,64", "--kernels", "3,9", "--repeat", "1"]
@@ -72,14 +72,14 @@ def test_json_schema(tiny_json) -> None:
             "size", "kernel", "times_ms", "chosen", "fastest", "regret", "predicted", "error",
             "skipped",
         }  # fmt: skip
-        assert r["chosen"] in ("direct", "separable", "fft", "overlap-add")
+        assert r["chosen"] in names.STRATEGIES
         assert "scipy" in r["times_ms"] and "scipy" in r["error"]
         assert r["fastest"] in r["times_ms"]
         assert isinstance(r["regret"], float) and r["regret"] > 0
         assert isinstance(r["skipped"], list) and "separable" in r["skipped"]
         for table in ("times_ms", "predicted", "error"):
             assert all(isinstance(v, float) and v >= 0 for v in r[table].values()), table
-        assert set(r["predicted"]) <= {"direct", "separable", "fft", "overlap-add"}
+        assert set(r["predicted"]) <= set(names.STRATEGIES)
     summary = tiny_json["summary"]
     assert set(summary) >= {"crossover", "planner_accuracy", "mean_regret"}
     assert set(summary["crossover"]) == {"32", "64"}

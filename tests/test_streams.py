@@ -223,7 +223,10 @@ def test_cli_subprocess_sharpen_streams(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "streamed: 32 bands of 64x600" in done.stderr
     expected = filters.unsharp_mask(pixels, 1.0, 2.0)
-    np.testing.assert_array_equal(tifffile.imread(target), expected)
+    # this process may take the compiled road (loaded by earlier tests), the fresh one the
+    # BLAS roads: float32 sums in another order can round a tie to the other level
+    difference = np.abs(tifffile.imread(target).astype(np.int64) - expected)
+    assert difference.max() <= 1 and np.mean(difference) < 0.01
 
 
 @pytest.mark.parametrize("memory", ["lots", "12Q", "-3M", "0"])

@@ -1,0 +1,156 @@
+"""The compiled banded road: small kernels in one pass over the image, on every core (numba).
+
+numba and the kernels (``compiled_kernels``) are imported only when the planner has picked
+the ``compiled`` strategy: importing them and loading their cached machine code costs about
+0.7 s, compiling it (a cold cache) several seconds, so the command line's help and small images
+never pay it. This module is light (no numba): it tells the planner what is paid already
+(``imported``, ``loaded``, ``code_cached``) and runs the kernels (``correlate``).
+
+How it runs: the output is cut into bands of rows; each core takes whole bands. A band's
+extended input rows (the boundary mode applied through the index tables ``rows`` and
+``cols``, as in ``engine.Source``, and integer pixels converted to the working float) are
+written once into a buffer of about ``BAND_BYTES``, which stays in the core's L2 cache; no
+padded copy of the whole image is made. Each output row is then a sum over the kernel's taps
+of shifted slices of that buffer, added four taps at a time (one store per four multiply-
+adds), in loops that LLVM turns into SIMD instructions. ``(H, W, C)`` images are filtered
+interleaved: a row of C channels is one flat line and a tap shifts it by C. Integer outputs
+are rounded half-to-even and clipped in the same pass, so an 8-bit image never exists as a
+full-size float copy.
+
+``fastmath`` stays off: the sums are the plain IEEE sums of the taps (in groups of four), so
+results agree with the other roads within the tolerance the tests hold every road to.
+
+numba caches the machine code beside the kernels (``__pycache__``); where that folder is
+not writable (an installed package owned by root), ``NUMBA_CACHE_DIR`` is set, before numba
+is imported, to convfilt's own cache folder (``$CONVFILT_CACHE_DIR``, else
+``$XDG_CACHE_HOME/convfilt`` or ``~/.cache/convfilt``), under ``numba/``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import calibration
+
+
+def cache_folder() -> Path | None:
+    """Where numba should cache convfilt's compiled code: None when beside this module
+    (its ``__pycache__`` can be written), else convfilt's cache folder under ``numba``."""
+    here = Path(__file__).parent
+    pycache = here / "__pycache__"
+    target = pycache if pycache.is_dir() else here
+    if os.access(target, os.W_OK):
+        return None
+    return calibration.constants_path().parent / "numba"
+
+
+BAND_BYTES = 2**18  # a band's extended rows: a quarter of a core's L2, room for the rest
+
+
+# (image dtype, output dtype, form) specialisations this process has run: loaded
+_loaded: set[tuple[str, str, str]] = set()
+
+
+def imported() -> bool:
+    """Whether numba and the kernels are imported in this process (their import is paid)."""
+    return "convfilt.compiled_kernels" in sys.modules
+
+
+def loaded(source: str, output: str, form: str) -> bool:
+    """Whether this process has run the ``form`` kernel ("direct", "separable") on
+    ``source`` images into ``output`` arrays (its machine code is in memory)."""
+    return (source, output, form) in _loaded
+
+
+def code_cached(form: str) -> bool:
+    """Whether numba's cache holds machine code for the ``form`` kernel (its index file is
+    there), so that a first call loads it rather than compiles it. Not per dtype: a
+    specialisation not yet compiled still compiles (the estimate is then too low)."""
+    pattern = f"compiled_kernels.{form}-*.nbi"
+    folder = cache_folder()
+    try:
+        if folder is None:
+            return any((Path(__file__).parent / "__pycache__").glob(pattern))
+        return folder.is_dir() and any(folder.rglob(pattern))
+    except OSError:  # unreadable: numba will not load from it either
+        return False
+
+
+def band_rows(extended_width: int, itemsize: int, height: int) -> int:
+    """Output rows per band: ``BAND_BYTES`` of extended rows, and at least four bands per
+    core where the image has the rows (so that a core slowed by another process holds up
+    less of the call)."""
+    by_bytes = max(1, BAND_BYTES // max(1, extended_width * itemsize))
+    per_core = -(-height // (4 * threads()))
+    return max(1, min(by_bytes, per_core))
+
+
+def _kernels() -> ModuleType:
+    """The numba kernels, imported on first use, numba's cache folder set before."""
+    folder = cache_folder()
+    if folder is not None and "NUMBA_CACHE_DIR" not in os.environ:
+        os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    from . import compiled_kernels
+
+    return compiled_kernels
+
+
+def threads() -> int:
+    """The threads the kernels run on: numba's setting once imported, else the cores."""
+    if imported():
+        import numba
+
+        return int(numba.get_num_threads())
+    return len(os.sched_getaffinity(0))
+
+
+def correlate(
+    src: NDArray[np.generic],
+    rows: NDArray[np.intp],
+    cols: NDArray[np.intp],
+    left: int,
+    cval: float,
+    kernel: NDArray[np.floating] | tuple[NDArray[np.floating], NDArray[np.floating]],
+    out: NDArray[np.generic],
+) -> None:
+    """Correlate the (H, W, C) image ``src`` seen through ``rows``/``cols`` into ``out``.
+
+    ``rows``/``cols`` give the input index of each extended row/column (-1: ``cval``), with
+    ``cols[left + x] == x`` for the image's own columns (``engine.Source``'s convention).
+    ``kernel`` is a 2-D kernel or a (column, row) pair of 1-D factors, in the working float
+    dtype. ``out`` (C-contiguous, (len(rows) - kh + 1, len(cols) - kw + 1, C)) is of that
+    dtype, or of an integer dtype: then each result is rounded half-to-even and clipped to
+    the dtype's range in the same pass.
+    """
+    jit = _kernels()
+    work = kernel[0].dtype if isinstance(kernel, tuple) else kernel.dtype
+    kh, kw = (len(kernel[0]), len(kernel[1])) if isinstance(kernel, tuple) else kernel.shape
+    channels = src.shape[2]
+    expected = (len(rows) - kh + 1, len(cols) - kw + 1, channels)
+    if out.shape != expected or not (out.flags.c_contiguous and src.flags.c_contiguous):
+        # the kernels do not check their bounds: a wrong shape would read past the buffers
+        raise ValueError(f"compiled.correlate: out must be C-contiguous {expected}")
+    band = band_rows(len(cols) * channels, work.itemsize, out.shape[0])
+    rounding, low, high = None, 0.0, 0.0
+    if out.dtype.kind in "iu":
+        info = np.iinfo(out.dtype.name)
+        rounding, low, high = True, float(info.min), float(info.max)
+    rows64, cols64 = rows.astype(np.int64, copy=False), cols.astype(np.int64, copy=False)
+    if isinstance(kernel, tuple):
+        factors = (np.ascontiguousarray(kernel[0]), np.ascontiguousarray(kernel[1]))
+        jit.separable(src, rows64, cols64, left, cval, factors, out, rounding, band, low, high)
+        _loaded.add((src.dtype.name, out.dtype.name, "separable"))
+        return
+    taps = (
+        np.repeat(np.arange(kh, dtype=np.int64), kw),
+        np.tile(np.arange(kw, dtype=np.int64) * channels, kh),
+        np.ascontiguousarray(kernel).reshape(-1),
+    )
+    jit.direct(src, rows64, cols64, left, cval, taps, out, rounding, band, low, high)
+    _loaded.add((src.dtype.name, out.dtype.name, "direct"))

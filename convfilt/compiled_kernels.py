@@ -1,0 +1,149 @@
+"""The numba kernels of the compiled road (see ``compiled``, which imports this module only
+when the planner has picked the road, and documents how it runs).
+
+numba caches the machine code it compiles beside this file (``__pycache__``), or where
+``NUMBA_CACHE_DIR`` says (``compiled`` sets it before importing this module when that
+folder is not writable).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+GROUP = 4  # taps added per pass over an output row
+
+
+@njit(cache=True, fastmath=False)
+def _fill(src, rows, cols, left, r0, count, cval, ext):  # type: ignore[no-untyped-def]
+    """Extended rows ``r0 : r0 + count`` of ``src`` (H, W, C), converted, into ``ext``.
+
+    The image's own columns are copied as one run per row (``cols[left + x] == x``); only
+    the ``kw - 1`` extended columns go through the index table.
+    """
+    width, channels = src.shape[1], src.shape[2]
+    run = width * channels
+    for i in range(count):
+        r = rows[r0 + i]
+        line = ext[i]
+        if r < 0:
+            line[:] = cval
+            continue
+        pixels = src[r].reshape(run)
+        inner = line[left * channels : left * channels + run]
+        for x in range(run):
+            inner[x] = pixels[x]
+        for x in range(cols.shape[0]):
+            if left <= x < left + width:
+                continue
+            c = cols[x]
+            for ch in range(channels):
+                line[x * channels + ch] = cval if c < 0 else pixels[c * channels + ch]
+
+
+@njit(cache=True, fastmath=False)
+def _taps(ext, first_row, tap_rows, tap_offsets, weights, acc):  # type: ignore[no-untyped-def]
+    """``acc = Σ_t weights[t] · ext[first_row + tap_rows[t], tap_offsets[t]:][:len(acc)]``.
+
+    ``GROUP`` taps per pass over ``acc``. Each tap's source is taken as a slice first:
+    indexing a slice from 0 lets LLVM vectorize the loop, where a shifted index into the
+    whole row (which could be negative, so is wrapped) does not.
+    """
+    n = acc.shape[0]
+    count = weights.shape[0]
+    t = 0
+    while t < count:
+        g = min(GROUP, count - t)
+        # the group's taps t, i1, i2, i3 (a smaller group repeats t where it has none)
+        i1 = t + g - 3 if g > 3 else t
+        i2 = t + g - 2 if g > 2 else t
+        i3 = t + g - 1
+        s0 = ext[first_row + tap_rows[t], tap_offsets[t] : tap_offsets[t] + n]
+        s1 = ext[first_row + tap_rows[i1], tap_offsets[i1] : tap_offsets[i1] + n]
+        s2 = ext[first_row + tap_rows[i2], tap_offsets[i2] : tap_offsets[i2] + n]
+        s3 = ext[first_row + tap_rows[i3], tap_offsets[i3] : tap_offsets[i3] + n]
+        w0, w1, w2, w3 = weights[t], weights[i1], weights[i2], weights[i3]
+        if g == 4:
+            if t == 0:
+                for x in range(n):
+                    acc[x] = w0 * s0[x] + w1 * s1[x] + w2 * s2[x] + w3 * s3[x]
+            else:
+                for x in range(n):
+                    acc[x] += w0 * s0[x] + w1 * s1[x] + w2 * s2[x] + w3 * s3[x]
+        elif g == 3:
+            if t == 0:
+                for x in range(n):
+                    acc[x] = w0 * s0[x] + w2 * s2[x] + w3 * s3[x]
+            else:
+                for x in range(n):
+                    acc[x] += w0 * s0[x] + w2 * s2[x] + w3 * s3[x]
+        elif g == 2:
+            if t == 0:
+                for x in range(n):
+                    acc[x] = w0 * s0[x] + w3 * s3[x]
+            else:
+                for x in range(n):
+                    acc[x] += w0 * s0[x] + w3 * s3[x]
+        elif t == 0:
+            for x in range(n):
+                acc[x] = w0 * s0[x]
+        else:
+            for x in range(n):
+                acc[x] += w0 * s0[x]
+        t += g
+
+
+@njit(cache=True, fastmath=False)
+def _store(acc, out, low, high):  # type: ignore[no-untyped-def]
+    """Round ``acc`` half-to-even, clip it to [low, high] and write it into ``out``."""
+    for x in range(acc.shape[0]):
+        out[x] = min(max(np.rint(acc[x]), low), high)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def direct(src, rows, cols, left, cval, taps, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
+    """Correlate ``src`` with a kernel given as taps (rows, column offsets, weights) into
+    ``out``; with ``rounding`` True (None: float out), rounded and clipped to [low, high]."""
+    height, width, channels = out.shape
+    tap_rows, tap_offsets, weights = taps
+    kh = tap_rows.max() + 1
+    span = width * channels
+    for b in prange((height + band - 1) // band):
+        r0 = b * band
+        count = min(band, height - r0)
+        ext = np.empty((count + kh - 1, cols.shape[0] * channels), dtype=weights.dtype)
+        _fill(src, rows, cols, left, r0, count + kh - 1, cval, ext)
+        if rounding is None:
+            for r in range(count):
+                _taps(ext, r, tap_rows, tap_offsets, weights, out[r0 + r].reshape(span))
+        else:
+            acc = np.empty(span, dtype=weights.dtype)
+            for r in range(count):
+                _taps(ext, r, tap_rows, tap_offsets, weights, acc)
+                _store(acc, out[r0 + r].reshape(span), low, high)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def separable(src, rows, cols, left, cval, factors, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
+    """Correlate ``src`` with the rank-one kernel ``outer(column, row)``: per output row, a
+    column pass over the band's extended rows, then a row pass; rounding as ``_direct``."""
+    height, width, channels = out.shape
+    column, row = factors
+    kh, kw = column.shape[0], row.shape[0]
+    span, wide = width * channels, cols.shape[0] * channels
+    down, still = np.arange(kh), np.zeros(kh, dtype=np.int64)
+    level, across = np.zeros(kw, dtype=np.int64), np.arange(kw) * channels
+    for b in prange((height + band - 1) // band):
+        r0 = b * band
+        count = min(band, height - r0)
+        ext = np.empty((count + kh - 1, wide), dtype=column.dtype)
+        vertical = np.empty((1, wide), dtype=column.dtype)
+        acc = np.empty(span, dtype=column.dtype)
+        _fill(src, rows, cols, left, r0, count + kh - 1, cval, ext)
+        for r in range(count):
+            _taps(ext, r, down, still, column, vertical[0])
+            if rounding is None:
+                _taps(vertical, 0, level, across, row, out[r0 + r].reshape(span))
+            else:
+                _taps(vertical, 0, level, across, row, acc)
+                _store(acc, out[r0 + r].reshape(span), low, high)

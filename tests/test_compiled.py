@@ -1,0 +1,194 @@
+"""The compiled road (numba): integer depths rounded in the same pass, both forms, the
+planner's one-time costs, and numba's cache where the package folder is not writable.
+
+Its agreement with scipy.ndimage in every mode, with even kernels and channels, is tested
+with the other strategies in test_engine.py (``engine.STRATEGIES`` includes it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convfilt import calibration, compiled, cost, engine, filters
+from convfilt.kernels import gaussian_1d
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from([np.uint8, np.uint16]),
+    st.sampled_from(engine.MODES),
+    st.sampled_from([None, 3]),
+    st.integers(0, 2**32 - 1),
+)
+def test_integer_images_are_rounded_half_to_even_and_clipped_in_the_pass(
+    dtype: type, mode: str, channels: int | None, seed: int
+) -> None:
+    """Weights of halves and quarters keep every sum exact in float32, so the rounding is
+    tested exactly: ties go to even (2.5 -> 2, 3.5 -> 4), negatives clip to 0, overflows
+    to the dtype's largest value."""
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max
+    shape = (13, 11) if channels is None else (13, 11, channels)
+    x: np.ndarray = rng.integers(0, top, shape, endpoint=True).astype(dtype)
+    k = rng.integers(-4, 9, (3, 2)) / 4.0
+    out = engine.filter_stored(x, k, mode=mode, cval=2.0, strategy="compiled", work=np.float32)
+    assert out.dtype == x.dtype
+    planes = x[..., np.newaxis] if channels is None else x
+    ref = [ndi.correlate(planes[..., c].astype(np.float64), k, mode=mode, cval=2.0) for c in
+           range(planes.shape[2])]  # fmt: skip
+    expected = np.clip(np.rint(np.stack(ref, axis=-1)), 0, top).reshape(x.shape)
+    assert np.array_equal(out, expected)
+
+
+def test_ties_round_to_even() -> None:
+    x = np.array([[1, 2, 3, 4, 5]], dtype=np.uint8)
+    out = engine.filter_stored(x, [[0.5, 0.5]], mode="nearest", strategy="compiled")
+    # pairs (x[i-1], x[i]) averaged: 1, 1.5, 2.5, 3.5, 4.5 -> 1, 2, 2, 4, 4
+    assert out.tolist() == [[1, 2, 2, 4, 4]]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_gaussian_blur_takes_the_same_values_on_every_road(dtype: type) -> None:
+    """uint8/uint16 RGB through gaussian_blur: compiled equals scipy.ndimage within one level
+    (float32 sums in another order may round a tie the other way), floats within 1e-6."""
+    rng = np.random.default_rng(2)
+    top = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
+    x: np.ndarray = (rng.random((40, 33, 3)) * top).astype(dtype)
+    plans: list[engine.Plan] = []
+    out = filters.gaussian_blur(x, 1.5, strategy="compiled", on_plan=plans.append)
+    assert plans[0].strategy == "compiled" and out.dtype == x.dtype
+    ref = ndi.gaussian_filter(x.astype(np.float64), (1.5, 1.5, 0))
+    if dtype == np.float32:
+        np.testing.assert_allclose(out, ref, rtol=0, atol=1e-6)
+    else:
+        assert np.abs(out.astype(np.float64) - np.rint(ref)).max() <= 1
+
+
+def test_separable_form_matches_the_whole_kernel() -> None:
+    """A rank-one kernel runs as two passes; the same kernel as taps gives the same result."""
+    rng = np.random.default_rng(4)
+    x = rng.random((50, 61, 2), dtype=np.float32)
+    g = gaussian_1d(1.2)
+    k = np.outer(g, g[::-1] * 2)
+    assert cost.compiled_form(cost.Shape(50, 61, 2, 1, *k.shape, rank_one=True), True) == (
+        "separable"
+    )
+    half = len(g) // 2
+    rows = engine.extension_indices(50, half, half, "wrap")
+    cols = engine.extension_indices(61, half, half, "wrap")
+    two_pass, taps = np.empty_like(x), np.empty_like(x)
+    factors = (g.astype(np.float32), (g[::-1] * 2).astype(np.float32))
+    compiled.correlate(x, rows, cols, half, 0.0, factors, two_pass)
+    compiled.correlate(x, rows, cols, half, 0.0, k.astype(np.float32), taps)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        compiled.correlate(x, rows[1:], cols, half, 0.0, factors, taps)
+    np.testing.assert_allclose(two_pass, taps, rtol=0, atol=1e-6)
+    expected = ndi.correlate(x, k[..., np.newaxis].astype(np.float32), mode="wrap")
+    np.testing.assert_allclose(two_pass, expected, rtol=0, atol=1e-6)
+
+
+def test_the_planner_prices_the_one_time_costs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unpaid, the one-time cost is in compiled's estimate and keeps a single small image off
+    the road; the savings of the calls that forgo it add up until they pay for it."""
+    constants = calibration.default_constants()
+    price = cost.compiled_one_time(constants, imported=False, cached=True)
+    assert price == constants.compiled_import + constants.compiled_load
+    assert cost.compiled_one_time(constants, imported=True, cached=False) == (
+        constants.compiled_jit
+    )
+    monkeypatch.setattr(engine, "_compiled_one_time", lambda problem, constants: price)
+    monkeypatch.setattr(engine, "_forgone", [0.0])
+    kernel = np.random.default_rng(0).random((5, 5))
+    small = engine.plan((512, 512), kernel)
+    assert small.strategy != "compiled"
+    assert small.estimates["compiled"] > price
+    assert "one-time" in small.reason
+    x = np.zeros((512, 512), np.float32)
+    chosen = []
+    for _ in range(100):
+        plans: list[engine.Plan] = []
+        engine.correlate(x[:64, :64], kernel, on_plan=plans.append)  # cheap: saves little
+        chosen.append(plans[0].strategy)
+        if chosen[-1] == "compiled":
+            break
+    # a 64² call saves well under 1 ms: 100 of them cannot pay ~0.7 s
+    assert "compiled" not in chosen
+    assert 0 < engine._forgone[0] < price
+    engine._forgone[0] = price  # as if enough calls had forgone it
+    assert engine.plan((512, 512), kernel).strategy == "compiled"  # what a call would take,
+    assert engine._forgone[0] == price  # but plan() only looks
+    plans = []
+    engine.correlate(x, kernel, on_plan=plans.append)
+    assert plans[0].strategy == "compiled" and "paid now" in plans[0].reason
+    assert engine._forgone[0] == 0.0
+
+
+def test_help_and_small_images_do_not_import_numba() -> None:
+    script = (
+        "import sys, numpy as np\n"
+        "from convfilt import filters\n"
+        "filters.gaussian_blur(np.zeros((512, 512, 3), np.uint8), 2)\n"
+        "assert 'numba' not in sys.modules, 'numba imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+def _as_nobody() -> list[str] | None:
+    """A prefix that runs a command as an unprivileged user, or None."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_numba_caches_in_convfilts_folder_when_the_package_is_read_only() -> None:
+    """A copy of the package that its user cannot write (as an installed one owned by root):
+    the compiled road still runs, and numba's cache goes to CONVFILT_CACHE_DIR/numba."""
+    prefix = _as_nobody()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: cannot drop write permission")
+    package = Path(compiled.__file__).parent
+    tmp_path = Path(tempfile.mkdtemp(prefix="convfilt-readonly-"))  # reachable by nobody
+    tmp_path.chmod(0o777)
+    site = tmp_path / "site"
+    shutil.copytree(package, site / "convfilt", ignore=shutil.ignore_patterns("__pycache__"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for path in [tmp_path, cache]:
+        path.chmod(0o777)
+    for path in [site, *site.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    script = (
+        "import numpy as np\n"
+        "from convfilt import engine\n"
+        "x = np.arange(30.0).reshape(5, 6)\n"
+        "out = engine.correlate(x, np.ones((3, 3)), strategy='compiled')\n"
+        "print(out[2, 2])\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    environ |= {"PYTHONPATH": str(site), "CONVFILT_CACHE_DIR": str(cache), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", script],
+        env=environ, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    for path in [site, *site.rglob("*")]:
+        path.chmod(0o755)
+    shutil.rmtree(tmp_path, ignore_errors=True) if done.returncode else None
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout) == pytest.approx(ndi.correlate(np.arange(30.0).reshape(5, 6),
+                                                             np.ones((3, 3)))[2, 2])  # fmt: skip
+    assert list((cache / "numba").rglob("compiled_kernels.*.nbi"))
+    assert not list(site.rglob("*.nbi"))
