@@ -60,7 +60,7 @@ def test_piped_help_is_plain_text_with_whole_choice_lists() -> None:
     assert done.returncode == 0
     assert not BOX_DRAWING & set(done.stdout), done.stdout
     assert "[reflect|mirror|nearest|wrap|constant]" in done.stdout
-    assert "[auto|direct|separable|fft|overlap-add]" in done.stdout
+    assert "[auto|direct|separable|fft|overlap-add|compiled]" in done.stdout
 
 
 def test_piped_tables_have_no_box_drawing() -> None:
