@@ -7,6 +7,10 @@
 - ``fft_model``: the cost model's FFT estimates against measured transforms, by size;
 - ``match``: template matching vs scikit-image and OpenCV;
 - ``traps``: issue 15's three performance traps (peak selection, 10^6 x 1 and 1 x 10^6 blurs);
+- ``opencv``: the compiled road vs ``cv2.filter2D`` and ``cv2.GaussianBlur`` (float32 and
+  uint8 end to end), ratios of medians over alternating rounds;
+- ``planner``: ``auto`` on a fresh random grid of image and kernel sizes (a new seed each
+  run): share of cells within 1.15x of the best road, worst ratio, speed-up over scipy;
 - ``streaming``: a 12288² RGB tiled TIFF blurred with ``--memory 256M`` (peak RSS, time) vs
   ``vips gaussblur`` (said and skipped when vips is absent), and Dask on a 2-worker
   LocalCluster vs in-process (``python -m benchmarks.streaming --huge`` adds 40000²);
@@ -43,6 +47,8 @@ def _commands(quick: bool) -> dict[str, list[str]]:
         "fft_model": [python, "-m", "benchmarks.fft_model", *flag],
         "match": [python, "-m", "benchmarks.match", *flag],
         "traps": [python, "-m", "benchmarks.traps", *flag],
+        "opencv": [python, "-m", "benchmarks.opencv", *flag],
+        "planner": [python, "-m", "benchmarks.planner", *flag],
         "streaming": [python, "-m", "benchmarks.streaming", *flag],
         "nan": [python, "-m", "benchmarks.nan", *flag],
         "deblur": [python, "-m", "benchmarks.deblur", *flag],
