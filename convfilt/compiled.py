@@ -51,6 +51,10 @@ def cache_folder() -> Path | None:
 
 
 BAND_BYTES = 2**18  # a band's extended rows: a quarter of a core's L2, room for the rest
+# Multiply-adds below which a call runs on the calling thread alone: waking numba's workers
+# costs more than they save there, and on a loaded machine a descheduled worker held a
+# 512² call for 20-100 ms (benchmarks/planner.py, docs/performance.md).
+SERIAL_WORK = 2**22
 
 
 # (image dtype, output dtype, form) specialisations this process has run: loaded
@@ -144,7 +148,8 @@ def correlate(
     rows64, cols64 = rows.astype(np.int64, copy=False), cols.astype(np.int64, copy=False)
     if isinstance(kernel, tuple):
         factors = (np.ascontiguousarray(kernel[0]), np.ascontiguousarray(kernel[1]))
-        jit.separable(src, rows64, cols64, left, cval, factors, out, rounding, band, low, high)
+        run = jit.separable if out.size * (kh + kw) > SERIAL_WORK else jit.separable_serial
+        run(src, rows64, cols64, left, cval, factors, out, rounding, band, low, high)
         _loaded.add((src.dtype.name, out.dtype.name, "separable"))
         return
     taps = (
@@ -152,5 +157,6 @@ def correlate(
         np.tile(np.arange(kw, dtype=np.int64) * channels, kh),
         np.ascontiguousarray(kernel).reshape(-1),
     )
-    jit.direct(src, rows64, cols64, left, cval, taps, out, rounding, band, low, high)
+    run = jit.direct if out.size * kh * kw > SERIAL_WORK else jit.direct_serial
+    run(src, rows64, cols64, left, cval, taps, out, rounding, band, low, high)
     _loaded.add((src.dtype.name, out.dtype.name, "direct"))

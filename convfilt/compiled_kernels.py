@@ -33,9 +33,8 @@ def _fill(src, rows, cols, left, r0, count, cval, ext):  # type: ignore[no-untyp
         inner = line[left * channels : left * channels + run]
         for x in range(run):
             inner[x] = pixels[x]
-        for x in range(cols.shape[0]):
-            if left <= x < left + width:
-                continue
+        for i in range(cols.shape[0] - width):  # the extended columns only
+            x = i if i < left else i + width
             c = cols[x]
             for ch in range(channels):
                 line[x * channels + ch] = cval if c < 0 else pixels[c * channels + ch]
@@ -100,50 +99,78 @@ def _store(acc, out, low, high):  # type: ignore[no-untyped-def]
         out[x] = min(max(np.rint(acc[x]), low), high)
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def direct(src, rows, cols, left, cval, taps, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
-    """Correlate ``src`` with a kernel given as taps (rows, column offsets, weights) into
-    ``out``; with ``rounding`` True (None: float out), rounded and clipped to [low, high]."""
+@njit(cache=True, fastmath=False)
+def _direct_band(src, rows, cols, left, cval, taps, out, rounding, band, low, high, b):  # type: ignore[no-untyped-def]
+    """Band ``b`` of ``direct``: its extended rows filled, then every tap per output row."""
     height, width, channels = out.shape
     tap_rows, tap_offsets, weights = taps
     kh = tap_rows.max() + 1
     span = width * channels
-    for b in prange((height + band - 1) // band):
-        r0 = b * band
-        count = min(band, height - r0)
-        ext = np.empty((count + kh - 1, cols.shape[0] * channels), dtype=weights.dtype)
-        _fill(src, rows, cols, left, r0, count + kh - 1, cval, ext)
-        if rounding is None:
-            for r in range(count):
-                _taps(ext, r, tap_rows, tap_offsets, weights, out[r0 + r].reshape(span))
-        else:
-            acc = np.empty(span, dtype=weights.dtype)
-            for r in range(count):
-                _taps(ext, r, tap_rows, tap_offsets, weights, acc)
-                _store(acc, out[r0 + r].reshape(span), low, high)
+    r0 = b * band
+    count = min(band, height - r0)
+    ext = np.empty((count + kh - 1, cols.shape[0] * channels), dtype=weights.dtype)
+    _fill(src, rows, cols, left, r0, count + kh - 1, cval, ext)
+    if rounding is None:
+        for r in range(count):
+            _taps(ext, r, tap_rows, tap_offsets, weights, out[r0 + r].reshape(span))
+    else:
+        acc = np.empty(span, dtype=weights.dtype)
+        for r in range(count):
+            _taps(ext, r, tap_rows, tap_offsets, weights, acc)
+            _store(acc, out[r0 + r].reshape(span), low, high)
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def separable(src, rows, cols, left, cval, factors, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
-    """Correlate ``src`` with the rank-one kernel ``outer(column, row)``: per output row, a
-    column pass over the band's extended rows, then a row pass; rounding as ``_direct``."""
+@njit(cache=True, fastmath=False)
+def _separable_band(src, rows, cols, left, cval, factors, out, rounding, band, low, high, b):  # type: ignore[no-untyped-def]
+    """Band ``b`` of ``separable``: per output row, a column pass over the band's extended
+    rows, then a row pass."""
     height, width, channels = out.shape
     column, row = factors
     kh, kw = column.shape[0], row.shape[0]
     span, wide = width * channels, cols.shape[0] * channels
     down, still = np.arange(kh), np.zeros(kh, dtype=np.int64)
     level, across = np.zeros(kw, dtype=np.int64), np.arange(kw) * channels
-    for b in prange((height + band - 1) // band):
-        r0 = b * band
-        count = min(band, height - r0)
-        ext = np.empty((count + kh - 1, wide), dtype=column.dtype)
-        vertical = np.empty((1, wide), dtype=column.dtype)
-        acc = np.empty(span, dtype=column.dtype)
-        _fill(src, rows, cols, left, r0, count + kh - 1, cval, ext)
-        for r in range(count):
-            _taps(ext, r, down, still, column, vertical[0])
-            if rounding is None:
-                _taps(vertical, 0, level, across, row, out[r0 + r].reshape(span))
-            else:
-                _taps(vertical, 0, level, across, row, acc)
-                _store(acc, out[r0 + r].reshape(span), low, high)
+    r0 = b * band
+    count = min(band, height - r0)
+    ext = np.empty((count + kh - 1, wide), dtype=column.dtype)
+    vertical = np.empty((1, wide), dtype=column.dtype)
+    acc = np.empty(span, dtype=column.dtype)
+    _fill(src, rows, cols, left, r0, count + kh - 1, cval, ext)
+    for r in range(count):
+        _taps(ext, r, down, still, column, vertical[0])
+        if rounding is None:
+            _taps(vertical, 0, level, across, row, out[r0 + r].reshape(span))
+        else:
+            _taps(vertical, 0, level, across, row, acc)
+            _store(acc, out[r0 + r].reshape(span), low, high)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def direct(src, rows, cols, left, cval, taps, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
+    """Correlate ``src`` with a kernel given as taps (rows, column offsets, weights) into
+    ``out``, the bands shared by the cores; with ``rounding`` True (None: a float ``out``),
+    rounded and clipped to [low, high]."""
+    for b in prange((out.shape[0] + band - 1) // band):
+        _direct_band(src, rows, cols, left, cval, taps, out, rounding, band, low, high, b)
+
+
+@njit(cache=True, fastmath=False)
+def direct_serial(src, rows, cols, left, cval, taps, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
+    """``direct`` on the calling thread alone (small calls: no worker to wait for)."""
+    for b in range((out.shape[0] + band - 1) // band):
+        _direct_band(src, rows, cols, left, cval, taps, out, rounding, band, low, high, b)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def separable(src, rows, cols, left, cval, factors, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
+    """Correlate ``src`` with the rank-one kernel ``outer(column, row)``, the bands shared
+    by the cores; rounding as ``direct``."""
+    for b in prange((out.shape[0] + band - 1) // band):
+        _separable_band(src, rows, cols, left, cval, factors, out, rounding, band, low, high, b)
+
+
+@njit(cache=True, fastmath=False)
+def separable_serial(src, rows, cols, left, cval, factors, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
+    """``separable`` on the calling thread alone."""
+    for b in range((out.shape[0] + band - 1) // band):
+        _separable_band(src, rows, cols, left, cval, factors, out, rounding, band, low, high, b)
