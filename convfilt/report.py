@@ -419,6 +419,7 @@ _PLOT_STYLES: dict[str, dict[str, Any]] = {
     "separable": {"color": "tab:purple", "linestyle": "-", "marker": "D"},
     "fft": {"color": "tab:orange", "linestyle": "--", "marker": "s"},
     "overlap-add": {"color": "tab:green", "linestyle": ":", "marker": "^"},
+    "compiled": {"color": "tab:red", "linestyle": "-", "marker": "P"},
     "auto": {"color": "black", "linestyle": "-.", "marker": "x"},
     "scipy": {"color": "gray", "linestyle": "-.", "marker": "v"},
 }
