@@ -1076,8 +1076,10 @@ def _filter_finite(
     outside = float(cval) if mode == "constant" else None
     facts = partial(_problem, cval=outside, largest=_largest(x), work=work, stored=stored)
     problem = facts((height, x.shape[1]), channels, [k], x.dtype)
+    # a band is not a call of its own: counting its saving toward the compiled road's
+    # one-time cost could switch roads part-way through one image
     chosen, road, constants = _decide(
-        problem, strategy, (height, *x.shape[1:]), mode, tolerance, commit=True
+        problem, strategy, (height, *x.shape[1:]), mode, tolerance, commit=band is None
     )
     if on_plan is not None:
         on_plan(chosen)

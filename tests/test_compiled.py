@@ -151,7 +151,11 @@ def _as_nobody() -> list[str] | None:
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         return None
-    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    # the interpreter (and its site-packages) must be reachable by that user: a venv under a
+    # 0700 folder such as /root is not
+    runs = subprocess.run([*prefix, sys.executable, "-c", "import numba"], capture_output=True)
+    return prefix if runs.returncode == 0 else None
 
 
 def test_numba_caches_in_convfilts_folder_when_the_package_is_read_only() -> None:
@@ -159,7 +163,7 @@ def test_numba_caches_in_convfilts_folder_when_the_package_is_read_only() -> Non
     the compiled road still runs, and numba's cache goes to CONVFILT_CACHE_DIR/numba."""
     prefix = _as_nobody()
     if prefix is None:
-        pytest.skip("running as root without setpriv: cannot drop write permission")
+        pytest.skip("cannot run this interpreter as an unprivileged user (no setpriv, or private)")
     package = Path(compiled.__file__).parent
     tmp_path = Path(tempfile.mkdtemp(prefix="convfilt-readonly-"))  # reachable by nobody
     tmp_path.chmod(0o777)
@@ -192,3 +196,25 @@ def test_numba_caches_in_convfilts_folder_when_the_package_is_read_only() -> Non
                                                              np.ones((3, 3)))[2, 2])  # fmt: skip
     assert list((cache / "numba").rglob("compiled_kernels.*.nbi"))
     assert not list(site.rglob("*.nbi"))
+
+
+def test_the_bands_of_one_image_do_not_pay_toward_the_compiled_road(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only whole calls count their saving (``engine._amortise``): a band counting its own
+    would switch roads part-way through one streamed image."""
+    from functools import partial
+
+    from convfilt import tiles
+
+    constants = calibration.load_constants()
+    price = cost.compiled_one_time(constants, imported=False, cached=True)
+    monkeypatch.setattr(engine, "_compiled_one_time", lambda problem, constants: price)
+    monkeypatch.setattr(engine, "_forgone", [0.0])
+    kernel = np.random.default_rng(1).random((5, 5))
+    image = np.random.default_rng(2).random((640, 96)).astype(np.float32)
+    func = partial(engine.correlate, kernel=kernel)
+    tiles.apply(image, func, reach=2, mode="reflect", rows=64)
+    assert engine._forgone[0] == 0.0
+    engine.correlate(image, kernel)
+    assert engine._forgone[0] > 0.0
