@@ -30,15 +30,20 @@ FULL = [(1024, 16), (1024, 64), (1024, 256), (2048, 16), (2048, 64), (2048, 256)
 QUICK = [(512, 16), (1024, 64)]
 
 
-def median_ms(run: Callable[[], object], repeat: int) -> float:
-    """Median wall time (ms) of ``repeat`` calls after one warm-up call."""
+def wall_times(run: Callable[[], object], repeat: int) -> list[float]:
+    """Wall times (s) of ``repeat`` calls after one warm-up call."""
     run()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return times
+
+
+def median_ms(run: Callable[[], object], repeat: int) -> float:
+    """Median wall time (ms) of ``repeat`` calls after one warm-up call."""
+    return statistics.median(wall_times(run, repeat)) * 1e3
 
 
 def contenders(scene: np.ndarray, probe: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.match import wall_times
 from convfilt.matching import find_matches, match_template
 from convfilt.search import search_template
 
@@ -38,12 +39,7 @@ TRUTH = {"scale": 1.23, "angle": 17.3}
 
 def median_s(run: Callable[[], object], repeat: int) -> tuple[float, list[float]]:
     """Median wall time (s) of ``repeat`` calls after one warm-up, and every time."""
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+    times = wall_times(run, repeat)
     return statistics.median(times), times
 
 
