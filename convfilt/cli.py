@@ -1090,7 +1090,8 @@ def match(
         float,
         typer.Option(
             help="With unknown scene pixels: the share of the probe's weight a window must "
-            "overlap known pixels with to be scored (0 < F <= 1)."
+            "overlap known pixels with to be scored (0 < F <= 1). sqdiff and ccorr sums over "
+            "a partial overlap are scaled up to the whole probe's weight."
         ),
     ] = 0.5,
     scales: Annotated[

@@ -5,7 +5,9 @@ only), entry ``(y, x)`` scoring the window whose top-left corner is ``(x, y)``. 
 built from the same few window terms: one cross-correlation of the scene with the (weighted,
 offset) probe, computed by the engine, and the scene's window sums of values and squares, from
 running sums (unmasked) or from correlations with the mask (masked). Which terms a method needs,
-how it offsets the probe and how it combines them is one row of the ``_METHODS`` table.
+how it offsets the probe and how it combines them is one row of the ``_METHODS`` table. A
+scene with unknown pixels (NaN, a scene mask) is scored over each window's known overlap
+(:func:`masked_scores`); how each method combines its sums there is one row of ``_MASKED``.
 
 References
 ----------
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -204,8 +207,12 @@ def match_template(
     scene_mask : array_like, optional
         (H, W) weights over the scene's pixels (e.g. its alpha); 0 marks a pixel unknown.
         NaN pixels of a float scene are unknown too (in any channel: the whole pixel). With
-        unknown pixels every window is scored over its known overlap with the probe (masked
-        NCC with both masks [2]; ``method`` must be ``ncc``).
+        unknown pixels every window is scored over its known overlap with the probe, each
+        pixel weighted by ``W = scene_mask · mask``: ncc is masked NCC with both masks [2];
+        sqdiff is ``sum W·(window - probe)²`` and ccorr ``sum W·window·probe``, each times
+        ``sum(mask) / sum W`` (the probe's whole weight over the overlap's), i.e. a mean
+        over the known pixels in the units of a whole probe: windows with different
+        overlaps compare fairly, and a fully known window scores as without ``scene_mask``.
     min_overlap : float
         With unknown scene pixels: the share of the probe's weight a window's known overlap
         must reach (default half); windows below it score NaN (no score, never a match).
@@ -223,19 +230,12 @@ def match_template(
     Raises
     ------
     UsageError
-        Shapes, channels, methods or weights that do not fit.
-    ConvfiltError
-        Infinite values, or every probe or scene pixel masked.
-
-    Raises
-    ------
-    TypeError
-        An image that is not made of real numbers.
-    UsageError
         Shapes that do not fit (a probe larger than the scene, different channel counts, a
-        mask not the probe's size), an unknown method or strategy.
+        mask not the probe's size), negative or non-finite weights, an unknown method or
+        strategy, an image not made of real numbers.
     ConvfiltError
-        An image holding NaN or infinity.
+        Infinite values (or NaN in the probe), every probe or scene pixel masked, or no
+        window reaching ``min_overlap`` (:class:`UnscoredError`).
 
     Notes
     -----
@@ -276,18 +276,14 @@ def match_template(
     if scene_weights is not None:
         probe_f = _as_channels(probe, "probe")
         _check_shapes(scene_f, probe_f)
-        if method != "ncc":
-            raise UsageError(
-                f"a scene with unknown pixels is scored by method ncc only, not {method!r}",
-                parameters=["method"],
-            )
         scene_f, probe_f = _in_range(scene_f, probe_f, spec)
         probe_w = _as_weights(mask, probe_f.shape[:2])
         probe_w = np.ones(probe_f.shape[:2]) if probe_w is None else probe_w
-        scores = masked_ncc(
+        scores = masked_scores(
             scene_f,
             scene_weights,
             [(probe_f, probe_w)],
+            method=method,
             min_overlap=min_overlap,
             strategy=strategy,
             on_plan=on_plan,
@@ -429,23 +425,54 @@ def masked_ncc(
     on_plan: Callable[[engine.Plan], None] | None = None,
     dtype: np.dtype | type = np.float64,
 ) -> list[FloatArray]:
-    """Masked NCC maps of several probes of one shape over one scene, weights on both sides.
+    """Masked NCC maps of several probes of one shape over one scene, weights on both sides
+    (:func:`masked_scores` with method ``ncc``; the searches' scorer)."""
+    return masked_scores(
+        scene,
+        scene_weights,
+        probes,
+        method=names.NCC,
+        min_overlap=min_overlap,
+        strategy=strategy,
+        on_plan=on_plan,
+        dtype=dtype,
+    )
+
+
+def masked_scores(
+    scene: FloatArray,
+    scene_weights: FloatArray | None,
+    probes: Sequence[tuple[FloatArray, FloatArray]],
+    *,
+    method: str = names.NCC,
+    min_overlap: float = 0.5,
+    strategy: str = "auto",
+    on_plan: Callable[[engine.Plan], None] | None = None,
+    dtype: np.dtype | type = np.float64,
+) -> list[FloatArray]:
+    """Masked score maps of several probes of one shape over one scene, weights on both sides.
 
     ``scene`` is (H, W, C) with finite values, ``scene_weights`` (H, W) or None (all 1);
-    each probe is ((h, w, C) values, (h, w) weights). A window's score is the weighted
-    Pearson correlation over all channels with weights ``scene_weights · probe weights``
-    (Padfield [2]): up to six correlations per channel, all through
-    ``engine.correlate_valid`` (each scene image's transform shared by every probe). Flat
-    windows (and a flat overlap of the probe) score 0; windows whose known overlap is below
+    each probe is ((h, w, C) values, (h, w) weights). Each window is scored over its overlap
+    with weights ``W = scene_weights · probe weights`` (see :data:`_MASKED`): ncc is the
+    weighted Pearson correlation over all channels (Padfield [2]); sqdiff and ccorr are the
+    weighted sums of (scene - probe)² and scene · probe, times ``total / overlap`` (the
+    probe's whole weight over the window's ``sum W``), so that a window with unknown pixels
+    is compared with the others as a mean over what is known, and a fully known window
+    scores what the unmasked method gives. Every sum is an ``engine.correlate_valid``
+    (each scene image's transform shared by every probe). Windows whose overlap is below
     ``min_overlap`` of the probe's weight score NaN. ``dtype`` float32 halves the
     transforms' cost (coarse searches).
     """
+    spec, accumulate = _method(method), _MASKED[method]
     if not 0.0 < min_overlap <= 1.0:
         raise UsageError(
             f"min_overlap must be in (0, 1], got {min_overlap}", parameters=["min_overlap"]
         )
-    centred = [(values - _weighted_channel_means(values, w), w) for values, w in probes]
-    weights = [w for _, w in centred]
+    weights = [w for _, w in probes]
+    totals = [float(w.sum()) for w in weights]
+    if min(totals) <= 0.0:
+        raise ConvfiltError("mask excludes every probe pixel")
     roads: list[str] = []
 
     def correlate(image: FloatArray, kernels: list[FloatArray]) -> list[FloatArray]:
@@ -454,121 +481,205 @@ def masked_ncc(
             if on_plan is not None:
                 on_plan(plan)
 
+        if not kernels:
+            return []
         # float32 (coarse searches) stays float32 through the sums too
         out = engine.correlate_valid(image, kernels, strategy=strategy, on_plan=seen, dtype=dtype)
         return cast(list[FloatArray], out)
 
-    sums = _MaskedSums(
-        [float(w.sum()) for w in weights],
-        None if scene_weights is None else correlate(scene_weights, weights),
-        float(np.finfo(dtype).eps),
-    )
+    overlap = None if scene_weights is None else correlate(scene_weights, weights)
+    sums = accumulate(totals, overlap, float(np.finfo(dtype).eps))
+    need, count = sums.needs, len(probes)
     for c in range(scene.shape[2]):
-        deviation, first = _masked_plane(scene[..., c], scene_weights)
-        kernels = [values[..., c] * w for values, w in centred]
-        seconds = [k * values[..., c] for k, (values, _) in zip(kernels, centred, strict=True)]
-        cross_and_sum = correlate(first, kernels + weights)
-        if scene_weights is None:
-            probe_sums = [np.array(float(k.sum())) for k in kernels]
-            probe_squares = [np.array(float(k.sum())) for k in seconds]
-        else:
-            both = correlate(scene_weights, kernels + seconds)
-            probe_sums, probe_squares = both[: len(probes)], both[len(probes) :]
-        sums.add(
-            cross_and_sum,
-            correlate(first * deviation, weights),
-            probe_sums,
-            probe_squares,
-            full_squares=[float(k.sum()) for k in seconds],
-            largest=float(np.max(np.abs(deviation))) ** 2,
+        deviation, first, scene_mean = _masked_plane(scene[..., c], scene_weights)
+        shifted = [v[..., c] - spec.probe_offset(v[..., c], w, scene_mean) for v, w in probes]
+        kernels = [b * w for b, w in zip(shifted, weights, strict=True)]
+        seconds = [k * b for k, b in zip(kernels, shifted, strict=True)]
+        scene_side = correlate(first, kernels + (weights if "scene_sum" in need else []))
+        probe_side = (kernels if "probe_sum" in need else []) + (
+            seconds if "probe_squares" in need else []
         )
+        if scene_weights is None:  # every window holds the whole probe
+            probe_side = [np.array(float(k.sum())) for k in probe_side]
+        else:
+            probe_side = correlate(scene_weights, probe_side)
+        squares = correlate(first * deviation, weights) if "squares" in need else []
+        largest = float(np.max(np.abs(deviation))) ** 2
+        for i in range(count):
+            channel = _ChannelSums(
+                cross=scene_side[i],
+                scene_mean=scene_mean,
+                scene_sum=_nth(scene_side[count:], i),
+                squares=_nth(squares, i),
+                probe_sum=_nth(probe_side[:count], i) if "probe_sum" in need else None,
+                probe_squares=_nth(probe_side[-count:], i) if "probe_squares" in need else None,
+                full_squares=float(seconds[i].sum()),
+                largest=largest,
+            )
+            sums.add(i, channel)
     return sums.scores(min_overlap, probes[0][1].size, any(r in _TRANSFORMS for r in roads))
+
+
+def _nth(values: list[FloatArray], i: int) -> FloatArray | None:
+    return values[i] if values else None
 
 
 def _masked_plane(
     plane: FloatArray, scene_weights: FloatArray | None
-) -> tuple[FloatArray, FloatArray]:
-    """``plane`` less its (weighted) mean, unknown pixels 0; and that times the weights."""
+) -> tuple[FloatArray, FloatArray, float]:
+    """``plane`` less its (weighted) mean, unknown pixels 0; that times the weights; the mean."""
     if scene_weights is None:
-        deviation = plane - float(plane.mean())
-        return deviation, deviation
-    deviation = plane - float(np.sum(plane * scene_weights) / scene_weights.sum())
+        mean = float(plane.mean())
+        deviation = plane - mean
+        return deviation, deviation, mean
+    mean = float(np.sum(plane * scene_weights) / scene_weights.sum())
+    deviation = plane - mean
     deviation *= scene_weights > 0
-    return deviation, deviation * scene_weights
+    return deviation, deviation * scene_weights, mean
 
 
-class _MaskedSums:
-    """The masked NCC's window sums of each probe, accumulated over channels: covariance,
-    both variances, and what their rounding is relative to (see ``_FLAT_ULPS``)."""
+@dataclass(frozen=True)
+class _ChannelSums:
+    """One channel's window sums for one probe, with ``W`` the window's weights, ``a`` the
+    scene less its mean (``scene_mean``) and ``b`` the probe less the method's offset:
+    ``cross`` = sum W·a·b, ``scene_sum`` = sum W·a, ``squares`` = sum W·a², ``probe_sum`` =
+    sum W·b, ``probe_squares`` = sum W·b², each an array over the windows (0-d: the whole
+    probe, when every scene pixel is known), None when the method needs none. What their
+    rounding is relative to: ``full_squares`` = the probe's sum w·b², ``largest`` = max a²."""
+
+    cross: FloatArray
+    scene_mean: float
+    scene_sum: FloatArray | None
+    squares: FloatArray | None
+    probe_sum: FloatArray | None
+    probe_squares: FloatArray | None
+    full_squares: float
+    largest: float
+
+
+class _MaskedSums(ABC):
+    """A masked method's window sums of each probe, accumulated over channels: ``needs``
+    names the :class:`_ChannelSums` fields it reads (beyond ``cross``), ``add`` takes one
+    channel, ``scores`` combines them; windows below the overlap score NaN."""
+
+    needs: frozenset[str] = frozenset()
 
     def __init__(self, totals: list[float], overlap: list[FloatArray] | None, eps: float):
         self.totals, self.overlap, self.eps = totals, overlap, eps
+        self.sums: list[FloatArray] = [np.zeros(())] * len(totals)
+
+    @abstractmethod
+    def add(self, i: int, channel: _ChannelSums) -> None:
+        """Add probe ``i``'s sums of one channel."""
+
+    @abstractmethod
+    def combine(self, i: int, total: float, terms: int, transforms: bool) -> FloatArray:
+        """Probe ``i``'s scores from its sums (``terms``: the probe's pixel count;
+        ``transforms``: whether any sum went through a transform)."""
+
+    def scores(self, min_overlap: float, terms: int, transforms: bool) -> list[FloatArray]:
+        """Each probe's map, NaN where the known overlap is below ``min_overlap``."""
+        out = []
+        for i, total in enumerate(self.totals):
+            with np.errstate(divide="ignore", invalid="ignore"):  # no overlap: NaN below
+                score = np.array(self.combine(i, total, terms, transforms), dtype=np.float64)
+            score = np.broadcast_to(score, self.sums[i].shape).copy()
+            if self.overlap is not None:
+                # the overlap is summed through the engine: allow its rounding
+                low = self.overlap[i] < min_overlap * total - 64 * self.eps * total
+                score[low | (self.overlap[i] <= 0.0)] = np.nan
+            out.append(score)
+        return out
+
+    def _per_total(self, i: int, total: float) -> FloatArray | float:
+        """total / overlap: sums over the known overlap scaled to the probe's whole weight."""
+        return 1.0 if self.overlap is None else total / self.overlap[i]
+
+
+class _MaskedNcc(_MaskedSums):
+    """ncc: cov / sqrt(var·var) per window, flat windows (or a flat overlap of the probe) 0
+    within the rounding of their sums (``_FLAT_ULPS``), clipped to [-1, 1]."""
+
+    needs = frozenset({"scene_sum", "squares", "probe_sum", "probe_squares"})
+
+    def __init__(self, totals: list[float], overlap: list[FloatArray] | None, eps: float):
+        super().__init__(totals, overlap, eps)
         count = len(totals)
-        self.cov: list[FloatArray] = [np.zeros(())] * count
         self.var_scene: list[FloatArray] = [np.zeros(())] * count
         self.var_probe: list[FloatArray] = [np.zeros(())] * count
         self.raw_scene: list[FloatArray] = [np.zeros(())] * count
         self.raw_probe: list[FloatArray] = [np.zeros(())] * count
         self.full_probe = [0.0] * count
-        self.largest = 0.0
+        self.largest = [0.0] * count
 
-    def add(
-        self,
-        cross_and_sum: list[FloatArray],
-        squares: list[FloatArray],
-        probe_sums: list[FloatArray],
-        probe_squares: list[FloatArray],
-        *,
-        full_squares: list[float],
-        largest: float,
-    ) -> None:
-        """One channel's sums: sum w·t·f, sum w·f, sum w·f² per probe, then sum w·t and
-        sum w·t² over each window's known pixels (arrays) or the whole probe (0-d)."""
-        count = len(squares)
-        self.largest += largest
+    def add(self, i: int, channel: _ChannelSums) -> None:
+        assert channel.scene_sum is not None and channel.squares is not None
+        assert channel.probe_sum is not None and channel.probe_squares is not None
+        weight = self.totals[i] if self.overlap is None else self.overlap[i]
         with np.errstate(divide="ignore", invalid="ignore"):  # no overlap: NaN, dropped later
-            for i in range(count):
-                weight = self.totals[i] if self.overlap is None else self.overlap[i]
-                cross, scene_sum = cross_and_sum[i], cross_and_sum[count + i]
-                scene_mean = scene_sum / weight
-                probe_sum = probe_sums[i]
-                self.cov[i] = self.cov[i] + (cross - scene_mean * probe_sum)
-                self.var_scene[i] = self.var_scene[i] + (squares[i] - scene_sum * scene_mean)
-                self.var_probe[i] = self.var_probe[i] + (
-                    probe_squares[i] - probe_sum * probe_sum / weight
-                )
-                self.raw_scene[i] = self.raw_scene[i] + squares[i]
-                self.raw_probe[i] = self.raw_probe[i] + probe_squares[i]
-                self.full_probe[i] += full_squares[i]
+            scene_mean = channel.scene_sum / weight
+            probe_sum = channel.probe_sum
+            self.sums[i] = self.sums[i] + (channel.cross - scene_mean * probe_sum)
+            self.var_scene[i] = self.var_scene[i] + (
+                channel.squares - channel.scene_sum * scene_mean
+            )
+            self.var_probe[i] = self.var_probe[i] + (
+                channel.probe_squares - probe_sum * probe_sum / weight
+            )
+        self.raw_scene[i] = self.raw_scene[i] + channel.squares
+        self.raw_probe[i] = self.raw_probe[i] + channel.probe_squares
+        self.full_probe[i] += channel.full_squares
+        self.largest[i] += channel.largest
 
-    def scores(self, min_overlap: float, terms: int, transforms: bool) -> list[FloatArray]:
-        """Each probe's map: cov / sqrt(var·var), flat 0, in [-1, 1], NaN below the overlap."""
-        out = []
+    def combine(self, i: int, total: float, terms: int, transforms: bool) -> FloatArray:
+        var_scene, var_probe = self.var_scene[i], self.var_probe[i]
+        raw_scene, raw_probe = self.raw_scene[i], self.raw_probe[i]
+        if transforms:  # a transform rounds relative to its whole input
+            raw_scene = np.maximum(raw_scene, total * self.largest[i])
+            raw_probe = np.maximum(raw_probe, self.full_probe[i])
         bound = _FLAT_ULPS * terms * self.eps
-        for i, total in enumerate(self.totals):
-            var_scene, var_probe = self.var_scene[i], self.var_probe[i]
-            raw_scene, raw_probe = self.raw_scene[i], self.raw_probe[i]
-            if transforms:  # a transform rounds relative to its whole input
-                raw_scene = np.maximum(raw_scene, total * self.largest)
-                raw_probe = np.maximum(raw_probe, self.full_probe[i])
-            flat = (var_scene <= bound * raw_scene) | (var_probe <= bound * raw_probe)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                score = self.cov[i] / (np.sqrt(np.abs(var_scene)) * np.sqrt(np.abs(var_probe)))
-            score = np.where(flat, 0.0, score)
-            np.clip(score, -1.0, 1.0, out=score)
-            if self.overlap is not None:
-                # the overlap is summed through the engine: allow its rounding
-                low = self.overlap[i] < min_overlap * total - 64 * self.eps * total
-                score[low | (self.overlap[i] <= 0.0)] = np.nan
-            out.append(np.broadcast_to(score, self.cov[i].shape).copy())
-        return out
+        flat = (var_scene <= bound * raw_scene) | (var_probe <= bound * raw_probe)
+        score = self.sums[i] / (np.sqrt(np.abs(var_scene)) * np.sqrt(np.abs(var_probe)))
+        score = np.where(flat, 0.0, score)
+        return np.clip(score, -1.0, 1.0)
 
 
-def _weighted_channel_means(values: FloatArray, weights: FloatArray) -> FloatArray:
-    total = float(weights.sum())
-    if total <= 0.0:
-        raise ConvfiltError("mask excludes every probe pixel")
-    return np.einsum("ij,ijc->c", weights, values) / total
+class _MaskedSqdiff(_MaskedSums):
+    """sqdiff: sum W·(a - b)² = sum W·a² - 2·sum W·a·b + sum W·b² (the probe offset by the
+    scene's mean, as the scene), never below 0, times total / overlap."""
+
+    needs = frozenset({"squares", "probe_squares"})
+
+    def add(self, i: int, channel: _ChannelSums) -> None:
+        assert channel.squares is not None and channel.probe_squares is not None
+        self.sums[i] = self.sums[i] + (
+            channel.squares - 2.0 * channel.cross + channel.probe_squares
+        )
+
+    def combine(self, i: int, total: float, terms: int, transforms: bool) -> FloatArray:
+        return np.maximum(self.sums[i], 0.0) * self._per_total(i, total)
+
+
+class _MaskedCcorr(_MaskedSums):
+    """ccorr: sum W·scene·probe = sum W·a·probe + scene_mean·sum W·probe (the probe as it
+    is), times total / overlap."""
+
+    needs = frozenset({"probe_sum"})
+
+    def add(self, i: int, channel: _ChannelSums) -> None:
+        assert channel.probe_sum is not None
+        self.sums[i] = self.sums[i] + (channel.cross + channel.scene_mean * channel.probe_sum)
+
+    def combine(self, i: int, total: float, terms: int, transforms: bool) -> FloatArray:
+        return self.sums[i] * self._per_total(i, total)
+
+
+# How each method scores a window over its known overlap (``masked_scores``).
+_MASKED: dict[str, type[_MaskedSums]] = {
+    names.NCC: _MaskedNcc,
+    names.SQDIFF: _MaskedSqdiff,
+    names.CCORR: _MaskedCcorr,
+}
 
 
 def _check_shapes(scene: FloatArray, probe: FloatArray) -> None:

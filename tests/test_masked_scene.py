@@ -75,6 +75,108 @@ def test_masked_ncc_equals_the_definition(
     assert scored.min() >= -1.0 and scored.max() <= 1.0
 
 
+def sums_definition(
+    scene: np.ndarray,
+    scene_w: np.ndarray,
+    probe: np.ndarray,
+    probe_w: np.ndarray,
+    method: str,
+    min_overlap: float = 0.5,
+) -> np.ndarray:
+    """sqdiff = sum W·(s - p)², ccorr = sum W·s·p over each window, W = scene_w · probe_w,
+    times sum(probe_w) / sum W; NaN below min_overlap of the probe's weight (float64 loops)."""
+    s, t = np.atleast_3d(scene).astype(np.float64), np.atleast_3d(probe).astype(np.float64)
+    h, w = probe_w.shape
+    total = probe_w.sum()
+    out = np.full((s.shape[0] - h + 1, s.shape[1] - w + 1), np.nan)
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            weights = scene_w[y : y + h, x : x + w] * probe_w
+            overlap = weights.sum()
+            if overlap < min_overlap * total or overlap == 0:
+                continue
+            window = s[y : y + h, x : x + w]
+            terms = (window - t) ** 2 if method == "sqdiff" else window * t
+            out[y, x] = (weights[..., None] * terms).sum() * total / overlap
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    channels=st.sampled_from([1, 3]),
+    method=st.sampled_from(["sqdiff", "ccorr"]),
+    strategy=st.sampled_from(["direct", "fft", "overlap-add", "compiled", "auto"]),
+    binary=st.booleans(),
+    min_overlap=st.sampled_from([0.2, 0.5, 0.7]),
+)
+def test_masked_sqdiff_and_ccorr_equal_the_definition(
+    seed: int, channels: int, method: str, strategy: str, binary: bool, min_overlap: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    scene = 5.0 + rng.random((21, 25, channels))  # off zero: ccorr's mean term matters
+    probe = scene[4:11, 6:15].copy() + 0.1 * rng.random((7, 9, channels))
+    known = rng.random((21, 25)) > 0.3
+    scene_w = known * (1.0 if binary else 0.3 + 0.7 * rng.random((21, 25)))
+    probe_w = (rng.random((7, 9)) > 0.2) * 1.0 if binary else rng.random((7, 9))
+    probe_w[3, 4] = 1.0
+    hidden = np.where(known[..., None], scene, np.nan)  # NaN where unknown: same map
+    options: dict[str, Any] = {"method": method, "strategy": strategy, "min_overlap": min_overlap}
+    want = sums_definition(scene, scene_w, probe, probe_w, method, min_overlap)
+    if np.isnan(want).all():
+        with pytest.raises(ConvfiltError, match="no window overlaps"):
+            match_template(scene, probe, mask=probe_w, scene_mask=scene_w, **options)
+        return
+    got = match_template(scene, probe, mask=probe_w, scene_mask=scene_w, **options)
+    assert_maps_equal(got, want, tol=1e-12 * float(np.nanmax(np.abs(want))) * 100)
+    if binary:
+        nan_map = match_template(hidden, probe, mask=probe_w, **options)
+        assert_maps_equal(nan_map, want, tol=1e-10 * float(np.nanmax(np.abs(want))))
+    if method == "sqdiff":
+        assert np.nanmin(got) >= 0.0
+
+
+@pytest.mark.parametrize("method", ["sqdiff", "ccorr"])
+def test_masked_sums_are_scaled_to_the_whole_probe(method: str) -> None:
+    """A constant scene and probe: every scored window gets the whole probe's score,
+    whatever its overlap (a mean over the known pixels, times the probe's weight), and the
+    fully known windows score exactly what the unmasked method gives."""
+    rng = np.random.default_rng(11)
+    scene = np.full((20, 24), 3.0)
+    scene_w = (rng.random((20, 24)) > 0.4) * 1.0
+    probe = np.full((5, 6), 1.0)
+    got = match_template(scene, probe, method=method, scene_mask=scene_w, min_overlap=0.2)
+    expected = {"sqdiff": 4.0 * 30, "ccorr": 3.0 * 30}[method]
+    scored = got[~np.isnan(got)]
+    assert scored.size > 100
+    np.testing.assert_allclose(scored, expected, rtol=1e-12)
+    textured = rng.random((20, 24, 3))
+    probe3 = rng.random((5, 6, 3))
+    known = np.ones((20, 24))
+    known[15:, 20:] = 0.0  # windows from row 11 or column 15 on see it; the rest are whole
+    masked = match_template(textured, probe3, method=method, scene_mask=known)
+    plain = match_template(textured, probe3, method=method)
+    np.testing.assert_allclose(masked[:11, :], plain[:11, :], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(masked[:, :15], plain[:, :15], rtol=1e-12, atol=1e-12)
+
+
+def test_masked_sqdiff_finds_a_partly_hidden_copy_and_never_an_unscored_window() -> None:
+    rng = np.random.default_rng(4)
+    scene = rng.random((40, 50, 3))
+    probe = scene[20:29, 30:41].copy()
+    holed = scene.copy()
+    holed[:, :12] = np.nan  # windows over it have no score
+    holed[22:25, 33:36] = np.nan  # a hole in the planted copy
+    for method, score in (("sqdiff", 0.0), ("ccorr", None)):
+        got = match_template(holed, probe, method=method, min_overlap=0.6)
+        assert np.isnan(got[:, :2]).all()
+        found = find_matches(got, probe_shape=probe.shape, method=method, top=400)
+        assert all(np.isfinite(m.score) for m in found) and len(found) > 10
+        if score is not None:
+            assert (found[0].x, found[0].y) == (30, 20)
+            assert found[0].score == pytest.approx(score, abs=1e-9)
+
+
 def test_nan_pixels_are_unknown_and_min_overlap_gives_nan() -> None:
     rng = np.random.default_rng(3)
     scene = rng.random((30, 40))
@@ -134,8 +236,6 @@ def test_unknown_pixels_bad_inputs() -> None:
         match_template(scene, scene[:3, :3], mask=np.zeros((3, 3)))
     with pytest.raises(UsageError, match="scene_mask of size 8x9"):
         match_template(scene, probe, scene_mask=np.ones((9, 8)))
-    with pytest.raises(UsageError, match="ncc only"):
-        match_template(scene, probe, scene_mask=np.ones((9, 9)) * 0.5, method="sqdiff")
     with pytest.raises(UsageError, match="min_overlap"):
         match_template(scene, scene[:3, :3], scene_mask=scene > 0.5, min_overlap=0.0)
     with pytest.raises(ConvfiltError, match="no window overlaps"):
@@ -212,6 +312,56 @@ def test_nan_float_tiff_scene_and_scene_mask_file(tmp_path: Path) -> None:
         "1000",
     )
     assert all(m["x"] + 0.1 * 20 <= 100 for m in masked["matches"])
+
+
+def test_cli_masked_sqdiff_and_ccorr(tmp_path: Path) -> None:
+    """NaN rows of a float TIFF with sqdiff (CliRunner), a --scene-mask file with ccorr (a
+    real process): the library's maps' matches, NaN windows grey in the heatmap."""
+    scene, probe, (x, y) = planted_rgb(12)
+    grey = scene[..., 1].astype(np.float32)
+    grey[5:20, :] = np.nan
+    grey[44, 75] = np.nan  # inside the planted copy
+    tifffile.imwrite(tmp_path / "scene.tif", grey)
+    Image.fromarray(probe[..., 1]).save(tmp_path / "probe.png")
+    found = match_json(
+        tmp_path / "scene.tif", tmp_path / "probe.png", "--method", "sqdiff", "--top", "3",
+        "--heatmap", tmp_path / "heat.png",
+    )  # fmt: skip
+    assert found["method"] == "sqdiff"
+    best = found["matches"][0]
+    assert (best["x"], best["y"], best["score"]) == (x, y, pytest.approx(0.0, abs=1e-6))
+    scores = match_template(grey, probe[..., 1], method="sqdiff")
+    want = find_matches(scores, probe_shape=(16, 20), method="sqdiff", top=3)
+    assert [(m["x"], m["y"]) for m in found["matches"]] == [(m.x, m.y) for m in want]
+    assert [m["score"] for m in found["matches"]] == pytest.approx([m.score for m in want])
+    heat = np.asarray(Image.open(tmp_path / "heat.png"))
+    assert (heat[8 + 8, 60] == 128).all()  # a window over the NaN rows: no score
+    Image.fromarray(scene).save(tmp_path / "scene.png")
+    Image.fromarray(probe).save(tmp_path / "probe-rgb.png")
+    known = np.full(scene.shape[:2], 255, np.uint8)
+    known[:, :40] = 0
+    Image.fromarray(known).save(tmp_path / "known.png")
+    command = [
+        sys.executable, "-m", "convfilt", "match", str(tmp_path / "scene.png"),
+        str(tmp_path / "probe-rgb.png"), "--method", "ccorr", "--scene-mask",
+        str(tmp_path / "known.png"), "--min-overlap", "0.75", "--top", "2", "--json",
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    scores = match_template(scene, probe, method="ccorr", scene_mask=known / 255.0,
+                            min_overlap=0.75)  # fmt: skip
+    assert np.isnan(scores[:, :35]).all() and not np.isnan(scores[:, 35:]).any()  # 15 of 20
+    want = find_matches(scores, probe_shape=probe.shape, method="ccorr", top=2)
+    got = json.loads(proc.stdout)["matches"]
+    assert [(m["x"], m["y"]) for m in got] == [(m.x, m.y) for m in want]
+    assert all(m["x"] >= 35 for m in got)
+    stripe = np.zeros(scene.shape[:2], np.uint8)
+    stripe[:, :10] = 255  # half of a probe's width at most: below --min-overlap 0.75
+    Image.fromarray(stripe).save(tmp_path / "stripe.png")
+    command[command.index(str(tmp_path / "known.png"))] = str(tmp_path / "stripe.png")
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "no window overlaps" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_all_masked_probe_or_scene_exit_1_in_a_real_process(tmp_path: Path) -> None:

@@ -74,11 +74,14 @@ def test_uint8_scene_by_tiles_finds_the_pasted_copies() -> None:
     np.testing.assert_allclose([m.score for m in tiled], [m.score for m in whole], atol=1e-6)
 
 
-def test_unknown_pixels_and_whole_unknown_tiles() -> None:
+@pytest.mark.parametrize("method", ["ncc", "sqdiff", "ccorr"])
+def test_unknown_pixels_and_whole_unknown_tiles(method: str) -> None:
     scene, probe = pasted(4)
     scene[:, 100:200] = np.nan  # whole tiles without a known pixel
-    whole = find_matches(match_template(scene, probe), probe_shape=probe.shape, top=20)
-    assert_same(scan_matches(scene, probe, budget=2**19, top=20), whole)
+    scene[60:64, 62:66] = np.nan  # a hole in a pasted copy
+    scores = match_template(scene, probe, method=method)
+    whole = find_matches(scores, probe_shape=probe.shape, top=20, method=method)
+    assert_same(scan_matches(scene, probe, budget=2**19, top=20, method=method), whole)
     with pytest.raises(UnscoredError, match="overlaps"):
         scan_matches(np.full((200, 200), np.nan), probe, budget=2**19)
 
