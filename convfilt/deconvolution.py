@@ -43,6 +43,7 @@ from .errors import UsageError
 FloatArray = NDArray[np.floating]
 
 MAX_ITERATIONS = 500  # the discrepancy rule's cap (reached only for a near noiseless image)
+_EXPECTED_ITERATIONS = 30  # what the planner is told when the rule decides (docs/performance.md)
 SKIMAGE_BETA = 4.0  # a user's ``balance`` weighs |D|^4 = |Laplacian|², as scikit-image does
 # Frequencies where the blur passes at least this share of power fit the signal spectrum.
 _FIT_PASS = 0.1
@@ -368,25 +369,15 @@ def _wiener(
 
 @dataclass(frozen=True)
 class Blur:
-    """The blur ``A`` on the grid (circular) and its adjoint ``Aᵀ``, by the cheapest road.
+    """The blur ``A`` on the grid (circular) and its adjoint ``Aᵀ``, by one road.
 
-    The planner is asked once which road a convolution of the grid with the PSF takes: a
-    banded one (direct, separable: a small PSF) runs through the engine; a transform runs
-    here, with the PSF's spectrum computed once for every iteration.
+    A banded road (direct, separable, compiled: a small PSF) runs through the engine; a
+    transform runs here, with the PSF's spectrum computed once for every iteration.
     """
 
     grid: Grid
     psf: NDArray[np.float64]
     strategy: str
-
-    @classmethod
-    def on(cls, grid: Grid) -> Blur:
-        """The blur on ``grid``: a transform if the grid has the PSF's spectrum, else the
-        banded road the planner picks."""
-        if grid.spectrum.size:
-            return cls(grid, grid.psf, names.FFT)
-        chosen = engine.plan(grid.shape, grid.psf, dtype=grid.dtype, mode="wrap").strategy
-        return cls(grid, grid.psf, chosen)
 
     def apply(self, values: FloatArray) -> FloatArray:
         """``A x``: the PSF convolved with ``values`` (circularly, as ``mode="wrap"``)."""
@@ -403,16 +394,20 @@ class Blur:
         return self.grid.inverse(spectrum)
 
 
-def _iteration_grid(channel: FloatArray, psf: NDArray[np.float64], mode: str) -> Grid:
-    """The iteration's grid: the image and the PSF's reach around it; its spectrum too when
-    the planner would take a transform for a convolution over it."""
+def _iteration_blur(
+    channel: FloatArray, psf: NDArray[np.float64], mode: str, iterations: int
+) -> Blur:
+    """The iteration's blur: the planner, told of the ``2 · iterations`` convolutions to come,
+    picks the road for a grid of the image and the PSF's reach around it; a transform's grid
+    grows to FFT-friendly sizes and carries the PSF's spectrum."""
     shape = (channel.shape[0], channel.shape[1])
     margins = (psf.shape[0] // 2, psf.shape[1] // 2)
     tight = make_grid(shape, psf, mode, channel.dtype, margins, transform=False)
-    chosen = engine.plan(tight.shape, psf, dtype=channel.dtype, mode="wrap").strategy
+    runs = 2 * iterations
+    chosen = engine.plan(tight.shape, psf, dtype=channel.dtype, mode="wrap", runs=runs).strategy
     if chosen in engine.BANDED:
-        return tight
-    return make_grid(shape, psf, mode, channel.dtype, margins)
+        return Blur(tight, psf, chosen)
+    return Blur(make_grid(shape, psf, mode, channel.dtype, margins), psf, names.FFT)
 
 
 def _richardson_lucy(
@@ -428,7 +423,9 @@ def _richardson_lucy(
     The object needs only the PSF's reach beyond the image; the planner picks the road for
     a grid that size, and only a transform's grid grows to FFT-friendly sizes.
     """
-    grid = _iteration_grid(channel, psf, mode)
+    limit = MAX_ITERATIONS if iterations is None else iterations
+    blur = _iteration_blur(channel, psf, mode, iterations or _EXPECTED_ITERATIONS)
+    grid = blur.grid
     noise = estimate_noise(channel)
     shift = max(0.0, -float(np.min(channel, initial=0.0)))  # the iteration needs data >= 0
     data = np.asarray(channel, dtype=grid.dtype) + shift
@@ -437,7 +434,6 @@ def _richardson_lucy(
         return np.zeros_like(channel), Report(
             "richardson-lucy", 0.0, iterations=0, shape=grid.shape
         )
-    blur = Blur.on(grid)
     estimate = np.maximum(extend(data, grid, mode, cval + shift), 0.0)
     window = grid.window
     ratio = np.zeros(grid.shape, dtype=data.dtype)
@@ -446,7 +442,6 @@ def _richardson_lucy(
     scale = np.zeros_like(footprint)
     np.divide(1.0, footprint, out=scale, where=footprint > 1e-6)
     target = _noise_floor(channel, noise, quantum) ** 2
-    limit = MAX_ITERATIONS if iterations is None else iterations
     done, why, previous = 0, f"{limit} iterations, as asked", math.inf
     while done < limit:
         model = blur.apply(estimate)[window]

@@ -751,30 +751,31 @@ _forgone = [0.0]
 
 
 def _amortise(
-    chosen: str, reason: str, candidates: dict[str, float], one_time: float, commit: bool
+    chosen: str, reason: str, candidates: dict[str, float], one_time: float, runs: int
 ) -> tuple[str, str]:
     """The compiled road's one-time cost (import, machine code) paid as a ski rental.
 
     A call takes the road once the time it would save, added to what earlier calls of this
     process would have saved, reaches that cost: one large image pays it at once, a run of
     medium ones after a few calls, a single small image never (at most twice the best choice
-    in hindsight). ``commit``: a call that runs its plan (not ``plan``) counts its saving.
+    in hindsight). ``runs``: how often the caller will run the plan (a deconvolution runs
+    it twice an iteration), each saving counted; 0 for a question (``plan``), counted not.
     """
     if one_time <= 0 or chosen == names.COMPILED or names.COMPILED not in candidates:
         return chosen, reason
     steady = candidates[names.COMPILED] - one_time
-    saving = candidates[chosen] - steady
+    saving = (candidates[chosen] - steady) * max(runs, 1)
     if saving <= 0:
         return chosen, reason
     if _forgone[0] + saving >= one_time:
-        if commit:
+        if runs:
             _forgone[0] = 0.0
         return names.COMPILED, (
             f"compiled: {steady * 1e3:.3g} ms a call against {chosen}'s "
             f"{candidates[chosen] * 1e3:.3g} ms; its one-time {one_time:.2g} s (import, "
             "machine code) is paid now, as this call's and earlier calls' savings reach it"
         )
-    if commit:
+    if runs:
         _forgone[0] += saving
     return chosen, (
         f"{reason}; compiled would take {steady * 1e3:.3g} ms once its one-time "
@@ -788,11 +789,11 @@ def _decide(
     image_shape: tuple[int, ...],
     mode: str,
     tolerance: float | None = None,
-    commit: bool = False,
+    runs: int = 0,
 ) -> tuple[Plan, Strategy, cost.Constants]:
     """Estimate every applicable strategy and pick (or check the forced) one, among those
-    whose error bound is within ``tolerance``; ``commit`` for a call that runs the plan
-    (``_amortise``)."""
+    whose error bound is within ``tolerance``; ``runs``: how often the caller runs the plan
+    (0: not at all, a question; ``_amortise``)."""
     constants = calibration.load_constants()
     estimates, bounds, notes = _estimates(problem, forced, constants)
     one_time = 0.0
@@ -810,7 +811,7 @@ def _decide(
     notes += _policy_notes(problem)
     if forced == names.AUTO:
         chosen, reason = _cheapest(candidates, estimates)
-        chosen, reason = _amortise(chosen, reason, candidates, one_time, commit)
+        chosen, reason = _amortise(chosen, reason, candidates, one_time, runs)
     else:
         chosen, reason = forced, f"{forced}: forced by strategy={forced!r}"
     plan = Plan(
@@ -836,6 +837,7 @@ def plan(
     strategy: str = names.AUTO,
     tolerance: float | None = None,
     method: str | None = None,
+    runs: int = 0,
 ) -> Plan:
     """Choose a strategy for correlating an image of ``image_shape`` with ``kernel``.
 
@@ -855,6 +857,11 @@ def plan(
         Skip the roads whose error bound exceeds this fraction of max|image|.
     method : str, optional
         Deprecated spelling of ``strategy``.
+    runs : int, optional
+        How many times the caller will run the plan (an iterative deconvolution runs one
+        convolution many times). The compiled road's one-time cost is weighed against its
+        saving over all of them, and they count toward that cost in later plans, as calls
+        that ran do. 0, the default: a question only, which counts nothing.
 
     Returns
     -------
@@ -894,8 +901,10 @@ def plan(
         raise UsageError(f"image shape must be (H, W) or (H, W, C), got {shape}")
     channels = shape[2] if len(shape) == 3 else 1
     size = (shape[0], shape[1])
+    if runs < 0:
+        raise UsageError(f"runs must be >= 0, got {runs}")
     problem = _problem(size, channels, [k], np.dtype(dtype))
-    return _decide(problem, strategy, shape, mode, check_tolerance(tolerance))[0]
+    return _decide(problem, strategy, shape, mode, check_tolerance(tolerance), runs=runs)[0]
 
 
 def _all_finite(x: NDArray[np.generic]) -> bool:
@@ -934,6 +943,23 @@ def as_image(image: ArrayLike, ndims: tuple[int, ...] = (2, 3)) -> NDArray[np.ge
 Output = NDArray[np.generic] | np.dtype | type | str | None
 
 
+_ROUND_BYTES = 2**21  # rows of floats rounded at a time by ``_round_into``, in cache
+
+
+def _round_into(result: NDArray[np.floating], target: NDArray[np.integer]) -> None:
+    """``target[...] = clip(rint(result))`` to the integer range, a few rows at a time: no
+    full-size float temporary (a streamed band's pair of them was most of its memory)."""
+    info = np.iinfo(target.dtype.name)
+    row_bytes = max(1, result[:1].nbytes)
+    step = max(1, _ROUND_BYTES // row_bytes)
+    scratch = np.empty((min(step, len(result)), *result.shape[1:]), dtype=result.dtype)
+    for start in range(0, len(result), step):
+        rows = scratch[: len(result[start : start + step])]
+        np.rint(result[start : start + step], out=rows)
+        np.clip(rows, info.min, info.max, out=rows)
+        np.copyto(target[start : start + step], rows, casting="unsafe")
+
+
 def to_output(result: NDArray[Any], output: Output) -> NDArray[Any]:
     """``result`` as ``output`` asks, as in scipy.ndimage: None keeps it; a dtype, or an array
     of the result's shape to fill. Integer outputs are rounded half-to-even and clipped to
@@ -950,6 +976,9 @@ def to_output(result: NDArray[Any], output: Output) -> NDArray[Any]:
     else:
         target = np.empty(result.shape, dtype=np.dtype(output))
     kind = target.dtype.kind
+    if kind in "iu" and result.ndim and result.dtype.kind == "f":
+        _round_into(result, target)
+        return target
     if kind in "iu":
         info = np.iinfo(target.dtype.name)
         result = np.clip(np.rint(result), info.min, info.max)
@@ -1079,7 +1108,7 @@ def _filter_finite(
     # a band is not a call of its own: counting its saving toward the compiled road's
     # one-time cost could switch roads part-way through one image
     chosen, road, constants = _decide(
-        problem, strategy, (height, *x.shape[1:]), mode, tolerance, commit=band is None
+        problem, strategy, (height, *x.shape[1:]), mode, tolerance, runs=int(band is None)
     )
     if on_plan is not None:
         on_plan(chosen)
@@ -1445,7 +1474,7 @@ def correlate_valid(
     elif not np.isfinite(largest):
         raise UsageError(f"largest must be a finite max|image|, got {largest}")
     problem = _problem((h, w), 1, ks, work, largest=largest)
-    chosen, road, constants = _decide(problem, strategy, x.shape, "valid", commit=True)
+    chosen, road, constants = _decide(problem, strategy, x.shape, "valid", runs=1)
     if on_plan is not None:
         on_plan(chosen)
     outs = [np.empty((h, w), dtype=work) for _ in ks]

@@ -21,6 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convfilt import calibration, compiled, cost, engine, filters
+from convfilt.deconvolution import deconvolve
+from convfilt.errors import UsageError
 from convfilt.kernels import gaussian_1d
 
 
@@ -132,6 +134,50 @@ def test_the_planner_prices_the_one_time_costs(monkeypatch: pytest.MonkeyPatch) 
     engine.correlate(x, kernel, on_plan=plans.append)
     assert plans[0].strategy == "compiled" and "paid now" in plans[0].reason
     assert engine._forgone[0] == 0.0
+
+
+def test_a_plan_run_many_times_weighs_the_one_time_cost_over_its_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``plan(runs=R)`` (an iterative deconvolution): the saving of R runs is weighed against
+    the one-time cost, and counted toward it; ``runs=0`` only looks."""
+    kernel = np.random.default_rng(0).random((5, 5))
+    monkeypatch.setattr(engine, "_forgone", [0.0])
+    monkeypatch.setattr(engine, "_compiled_one_time", lambda problem, constants: 0.0)
+    steady = engine.plan((1024, 1024), kernel, dtype=np.float64).estimates["compiled"]
+    monkeypatch.setattr(engine, "_compiled_one_time", lambda problem, constants: 1.0)
+    single = engine.plan((1024, 1024), kernel, dtype=np.float64)
+    saving = single.estimates[single.strategy] - steady
+    assert single.strategy != "compiled" and saving > 0
+    too_few = int(1.0 / saving) // 2
+    assert engine.plan((1024, 1024), kernel, dtype=np.float64, runs=too_few).strategy != (
+        "compiled"
+    )
+    assert engine._forgone[0] == pytest.approx(too_few * saving)
+    enough = engine.plan((1024, 1024), kernel, dtype=np.float64, runs=too_few + 2)
+    assert enough.strategy == "compiled" and "paid now" in enough.reason
+    assert engine._forgone[0] == 0.0
+    engine.plan((1024, 1024), kernel, dtype=np.float64)
+    assert engine._forgone[0] == 0.0
+    with pytest.raises(UsageError, match="runs"):
+        engine.plan((8, 8), kernel, runs=-1)
+
+
+def test_richardson_lucy_tells_the_planner_of_its_iterations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each iteration runs the blur twice: the planner is told 2 x iterations."""
+    asked: list[int] = []
+    real = engine.plan
+
+    def spy(*args: object, **kwargs: object) -> engine.Plan:
+        asked.append(int(kwargs.get("runs", 0)))  # type: ignore[call-overload]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "plan", spy)
+    image = np.random.default_rng(3).random((48, 40))
+    deconvolve(image, np.ones((3, 3)) / 9, method="richardson-lucy", iterations=7)
+    assert asked == [14]
 
 
 def test_help_and_small_images_do_not_import_numba() -> None:
