@@ -946,7 +946,7 @@ Output = NDArray[np.generic] | np.dtype | type | str | None
 _ROUND_BYTES = 2**21  # rows of floats rounded at a time by ``_round_into``, in cache
 
 
-def _round_into(result: NDArray[np.floating], target: NDArray[np.integer]) -> None:
+def _round_into(result: NDArray[Any], target: NDArray[Any]) -> None:
     """``target[...] = clip(rint(result))`` to the integer range, a few rows at a time: no
     full-size float temporary (a streamed band's pair of them was most of its memory)."""
     info = np.iinfo(target.dtype.name)
