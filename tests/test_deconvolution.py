@@ -71,10 +71,11 @@ def test_given_balance_is_scikit_image_wiener_on_a_periodic_image():
     np.testing.assert_allclose(ours, theirs, atol=1e-9)
 
 
-@pytest.mark.parametrize("strategy", ["fft", "direct", "separable"])
+@pytest.mark.parametrize("strategy", ["fft", "direct", "separable", "compiled"])
 def test_blur_operator_roads_agree_and_the_adjoint_is_the_transpose(strategy):
     rng = np.random.default_rng(2)
-    psf = kernels.load_psf("gaussian:1.5") if strategy == "separable" else rng.random((4, 5))
+    separable = strategy in ("separable", "compiled")
+    psf = kernels.load_psf("gaussian:1.5") if separable else rng.random((4, 5))
     psf = psf / psf.sum()
     grid = deconvolution.make_grid((30, 36), psf, "reflect", np.dtype(np.float64), (8, 10))
     reference = deconvolution.Blur(grid, psf, "fft")
