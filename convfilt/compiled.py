@@ -75,7 +75,20 @@ def loaded(source: str, output: str, form: str) -> bool:
 def code_cached(form: str) -> bool:
     """Whether numba's cache holds machine code for the ``form`` kernel (its index file is
     there), so that a first call loads it rather than compiles it. Not per dtype: a
-    specialisation not yet compiled still compiles (the estimate is then too low)."""
+    specialisation not yet compiled still compiles (the estimate is then too low).
+
+    Looked up once per process and form (a folder listing cost more than a small image's
+    whole filter): once this process has run the form, ``loaded`` answers instead.
+    """
+    if form not in _code_cached:
+        _code_cached[form] = _look_for_code(form)
+    return _code_cached[form]
+
+
+_code_cached: dict[str, bool] = {}
+
+
+def _look_for_code(form: str) -> bool:
     pattern = f"compiled_kernels.{form}-*.nbi"
     folder = cache_folder()
     try:
@@ -97,6 +110,8 @@ def band_rows(extended_width: int, itemsize: int, height: int) -> int:
 
 def _kernels() -> ModuleType:
     """The numba kernels, imported on first use, numba's cache folder set before."""
+    if imported():
+        return sys.modules["convfilt.compiled_kernels"]
     folder = cache_folder()
     if folder is not None and "NUMBA_CACHE_DIR" not in os.environ:
         os.environ["NUMBA_CACHE_DIR"] = str(folder)

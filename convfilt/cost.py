@@ -178,8 +178,7 @@ class Constants:
 
     def rate(self, strategy: str, dtype: np.dtype | type | str) -> float:
         """The per-unit rate of ``strategy`` ('direct', 'separable', 'fft') for ``dtype``."""
-        name = np.dtype(dtype).name
-        return float(getattr(self, f"{strategy}_{name if name in DTYPES else 'float64'}"))
+        return float(getattr(self, f"{strategy}_{_rate_dtype(dtype)}"))
 
     def transform_seconds(self, dtype: np.dtype | type | str, points: int, workers: int) -> float:
         """One transform of ``points`` values on ``workers`` threads: the shared work divided
@@ -295,7 +294,13 @@ def overlap_cost(s: Shape, c: Constants, dtype: np.dtype | type | str, th: int, 
 
 
 def overlap_tile(s: Shape, c: Constants, dtype: np.dtype | type | str) -> tuple[int, int, float]:
-    """The cheapest output tile ``(th, tw)`` for overlap-add and its estimated seconds."""
+    """The cheapest output tile ``(th, tw)`` for overlap-add and its estimated seconds
+    (remembered per job and thread cap: a plan asks for it twice, estimate and bound)."""
+    return _overlap_tile(s, c, _rate_dtype(dtype), _thread_cap.get())
+
+
+@lru_cache(maxsize=64)
+def _overlap_tile(s: Shape, c: Constants, dtype: str, cap: int) -> tuple[int, int, float]:
     options = {(min(t, s.height), min(t, s.width)) for t in TILE_CANDIDATES}
     costs = [(th, tw, overlap_cost(s, c, dtype, th, tw)) for th, tw in sorted(options)]
     return min(costs, key=lambda option: option[2])
@@ -421,6 +426,14 @@ class KernelNorms:
     residual: float = 0.0
 
 
+@cache
+def _rate_dtype(dtype: np.dtype | type | str) -> str:
+    """The dtype whose constants price ``dtype``: itself if calibrated, else float64."""
+    name = np.dtype(dtype).name
+    return name if name in DTYPES else "float64"
+
+
+@cache
 def unit_roundoff(dtype: np.dtype | type | str) -> float:
     """u of the working dtype (float32's for float32 and narrower, float64's otherwise)."""
     return UNIT_ROUNDOFF.get(np.dtype(dtype).name, UNIT_ROUNDOFF["float64"])

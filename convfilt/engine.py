@@ -43,7 +43,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from functools import cached_property, lru_cache, partial
 from itertools import pairwise
 from typing import Any
 
@@ -220,12 +220,20 @@ Runner = Callable[[Source, Sequence[NDArray[np.floating]]], None]
 
 
 def _toeplitz(taps: NDArray[np.float64], rows: int, dtype: np.dtype) -> NDArray[np.floating]:
-    """``T`` of shape (rows, rows + len(taps) - 1) with ``T[r, r + i] = taps[i]``."""
-    n = len(taps)
-    t = np.zeros((rows, rows + n - 1), dtype=dtype)
+    """``T`` of shape (rows, rows + len(taps) - 1) with ``T[r, r + i] = taps[i]`` (read-only:
+    remembered for the kernels of recent calls, since building it cost a small image's call
+    more than filtering it)."""
+    return _toeplitz_of(np.asarray(taps, dtype=np.float64).tobytes(), rows, np.dtype(dtype))
+
+
+@lru_cache(maxsize=128)  # at most ~10 MB: the matrices are band_rows or COLUMN_BLOCK tall
+def _toeplitz_of(taps: bytes, rows: int, dtype: np.dtype) -> NDArray[np.floating]:
+    values = np.frombuffer(taps, dtype=np.float64)
+    t = np.zeros((rows, rows + len(values) - 1), dtype=dtype)
     r = np.arange(rows)
-    for i, tap in enumerate(taps):
+    for i, tap in enumerate(values):
         t[r, r + i] = tap
+    t.flags.writeable = False
     return t
 
 
