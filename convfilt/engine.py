@@ -40,6 +40,7 @@ Policies:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -927,10 +928,21 @@ def _all_finite(x: NDArray[np.generic]) -> bool:
 
 def _largest(x: NDArray[np.generic]) -> float | None:
     """max|x| of a float32/float16 image (None otherwise): it decides whether a float32
-    transform can overflow; wider dtypes cannot (their bound stays the dtype's range)."""
+    transform can overflow; wider dtypes cannot (their bound stays the dtype's range).
+    NaN if ``x`` holds a NaN, inf if an infinity."""
     if x.dtype.kind != "f" or x.dtype.itemsize > 4:
         return None
     return max(float(x.max()), -float(x.min()))
+
+
+def _finite_and_largest(x: NDArray[np.generic]) -> tuple[bool, float | None]:
+    """``(_all_finite(x), _largest(x))`` in as few passes: for a float32 image max and min
+    tell both (a NaN or an infinity shows in them), else the one-pass check alone."""
+    largest = _largest(x)
+    if largest is None:
+        return _all_finite(x), None
+    finite = math.isfinite(largest)
+    return finite, largest if finite else None
 
 
 def as_image(image: ArrayLike, ndims: tuple[int, ...] = (2, 3)) -> NDArray[np.generic]:
@@ -1026,12 +1038,13 @@ def _filter(
     k = _check_kernel(kernel)
     if policy == names.OMIT and x.dtype.kind == "f":
         weighted.check_renormalizable(k)
-    road = _road(
-        flip=flip, mode=mode, strategy=strategy, on_plan=on_plan, band=band, tolerance=tolerance,
-        work=work, stored=stored,
+    road = partial(
+        _road, flip=flip, mode=mode, strategy=strategy, on_plan=on_plan, band=band,
+        tolerance=tolerance, work=work, stored=stored,
     )  # fmt: skip
-    if _all_finite(x):
-        return road(x, k, cval, True)
+    finite, largest = _finite_and_largest(x)
+    if finite:
+        return road(largest=largest)(x, k, cval, True)
     if policy == names.RAISE:
         weighted.raise_if_not_finite(x, None if band is None else band.held)
     planes = x[..., np.newaxis] if x.ndim == 2 else x
@@ -1040,9 +1053,9 @@ def _filter(
     for c in range(planes.shape[2]):
         plane = np.asarray(planes[..., c], dtype=out.dtype)
         if policy == names.OMIT:
-            out[..., c] = weighted.normalized(plane, k, cval, road, policy=names.OMIT)
+            out[..., c] = weighted.normalized(plane, k, cval, road(), policy=names.OMIT)
         else:
-            out[..., c] = weighted.propagate(plane, k, cval, road)
+            out[..., c] = weighted.propagate(plane, k, cval, road())
     return out[..., 0] if x.ndim == 2 else out
 
 
@@ -1056,10 +1069,12 @@ def _road(
     tolerance: float | None = None,
     work: np.dtype | None = None,
     stored: bool = False,
+    largest: float | None = None,
 ) -> weighted.Correlate:
     """The engine as :mod:`convfilt.weighted` calls it on finite planes (of ``band``'s rows):
     the image's own correlations take ``strategy`` (the first reports its plan), 0/1 masks
-    the planner's road; ``work`` and ``stored`` apply to the image's own."""
+    the planner's road; ``work``, ``stored`` and ``largest`` (max|x|, measured by the
+    caller) apply to the image's own."""
     reported: list[bool] = []
 
     def correlate_plane(
@@ -1080,6 +1095,7 @@ def _road(
             tolerance=tolerance if main else None,
             work=work if main else None,
             stored=stored and main,
+            largest=largest if main else None,
         )
 
     return correlate_plane
@@ -1098,9 +1114,10 @@ def _filter_finite(
     tolerance: float | None,
     work: np.dtype | None = None,
     stored: bool = False,
+    largest: float | None = None,
 ) -> NDArray[Any]:
     """``_filter`` of a finite image on the road the planner picks (or ``strategy``), among
-    those whose error bound is within ``tolerance``."""
+    those whose error bound is within ``tolerance``; ``largest``: max|x| if known."""
     kh, kw = k.shape
     if flip:
         k = np.ascontiguousarray(k[::-1, ::-1])
@@ -1111,7 +1128,8 @@ def _filter_finite(
     height = x.shape[0] if band is None else band.height
     k, pads = fold_to_image(k, pads, (height, x.shape[1]), mode, cval)
     outside = float(cval) if mode == "constant" else None
-    facts = partial(_problem, cval=outside, largest=_largest(x), work=work, stored=stored)
+    largest = _largest(x) if largest is None else largest
+    facts = partial(_problem, cval=outside, largest=largest, work=work, stored=stored)
     problem = facts((height, x.shape[1]), channels, [k], x.dtype)
     # a band is not a call of its own: counting its saving toward the compiled road's
     # one-time cost could switch roads part-way through one image
