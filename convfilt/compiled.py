@@ -109,15 +109,20 @@ def band_rows(extended_width: int, itemsize: int, height: int) -> int:
 
 
 def _kernels() -> ModuleType:
-    """The numba kernels, imported on first use, numba's cache folder set before."""
-    if imported():
-        return sys.modules["convfilt.compiled_kernels"]
+    """The numba kernels, imported on first use, numba's cache folder set before. Kept once
+    the import has finished (another thread may see the module half-initialised before)."""
+    if _module:
+        return _module[0]
     folder = cache_folder()
     if folder is not None and "NUMBA_CACHE_DIR" not in os.environ:
         os.environ["NUMBA_CACHE_DIR"] = str(folder)
     from . import compiled_kernels
 
+    _module[:] = [compiled_kernels]
     return compiled_kernels
+
+
+_module: list[ModuleType] = []
 
 
 def threads() -> int:

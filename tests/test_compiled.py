@@ -190,6 +190,27 @@ def test_help_and_small_images_do_not_import_numba() -> None:
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
 
 
+def test_threads_that_first_use_the_road_together_all_get_the_whole_kernels() -> None:
+    """Two bands filtered side by side may be a process's first compiled calls: a thread must
+    not be handed the kernels module while another thread is still importing it."""
+    script = (
+        "import threading, numpy as np\n"
+        "from convfilt import engine\n"
+        "start, errors = threading.Barrier(4), []\n"
+        "def band():\n"
+        "    start.wait()\n"
+        "    try:\n"
+        "        engine.correlate(np.ones((64, 64), np.float32), np.ones((3, 3)), "
+        "strategy='compiled')\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=band) for _ in range(4)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "assert not errors, errors\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+
+
 def _as_nobody() -> list[str] | None:
     """A prefix that runs a command as an unprivileged user, or None."""
     if os.geteuid() != 0:
