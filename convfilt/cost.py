@@ -355,6 +355,17 @@ def compiled_passes(s: Shape) -> float:
     return s.channels * s.kernels * s.height * (2 * s.width + s.kw - 1)
 
 
+# Seconds per output value of rounding a float road's result to an integer image's dtype (a
+# pass the compiled road does within its own: docs/performance.md, §11). Not calibrated by
+# ``calibrate``: measured once, it is a memory pass, not arithmetic.
+ROUNDING_SECONDS = 4.7e-10
+
+
+def rounding_seconds(s: Shape) -> float:
+    """The pass that rounds a float road's output to an integer dtype and clips it."""
+    return ROUNDING_SECONDS * s.channels * s.kernels * s.height * s.width
+
+
 def compiled_one_time(c: Constants, *, imported: bool, cached: bool) -> float:
     """Seconds the compiled road's first call in a process pays before its work: numba's
     import (unless ``imported``), then loading its cached machine code, or compiling it

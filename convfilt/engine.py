@@ -475,6 +475,9 @@ def _prepare_overlap_add(problem: Problem, constants: cost.Constants) -> Runner:
 
 # --- compiled ----------------------------------------------------------------------------------
 
+# integer results (``Problem.output``), rounded by the roads (``_estimates``)
+INTEGER_OUTPUTS = frozenset(np.dtype(t).name for t in np.typecodes["AllInteger"])
+
 # image dtypes the compiled road reads as they are (each is compiled on its first use)
 COMPILED_INPUTS = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
@@ -680,10 +683,13 @@ def _estimates(
     estimates: dict[str, float] = {}
     bounds: dict[str, float] = {}
     notes: list[str] = []
+    # every road but the compiled one rounds an integer image's result in a pass of its own
+    rounding = cost.rounding_seconds(problem.shape) if problem.output in INTEGER_OUTPUTS else 0.0
     for name, strategy in STRATEGY_TABLE.items():
         why_not = strategy.applies(problem)
         if why_not is None:
-            estimates[name] = cost.estimate(name, problem.shape, problem.dtype, constants)
+            estimate = cost.estimate(name, problem.shape, problem.dtype, constants)
+            estimates[name] = estimate + (0.0 if name == names.COMPILED else rounding)
             bounds[name] = cost.error_bound(
                 name, problem.shape, problem.dtype, problem.norms, constants
             )

@@ -480,3 +480,19 @@ def test_output_takes_a_dtype_or_an_array_as_scipy_does(function) -> None:
 def test_an_image_that_is_not_numbers_is_a_type_error(image) -> None:
     with pytest.raises(TypeError, match="image must be an array of real numbers"):
         engine.correlate(image, np.ones((3, 3)))
+
+
+def test_the_roads_that_round_in_a_pass_of_their_own_are_priced_for_it() -> None:
+    """An 8-bit image's result is rounded back to 8 bits: a pass of its own on every road but
+    the compiled one, which rounds as it writes; a float image's result is not rounded."""
+    from convfilt import filters
+
+    x = np.zeros((300, 200, 3), np.uint8)
+    plans: dict[str, list[engine.Plan]] = {"uint8": [], "float32": []}
+    filters.gaussian_blur(x, 2.0, on_plan=plans["uint8"].append)
+    filters.gaussian_blur(x.astype(np.float32), 2.0, on_plan=plans["float32"].append)
+    stored, floating = plans["uint8"][0].estimates, plans["float32"][0].estimates
+    shape = engine._problem((300, 200), 3, [np.ones((9, 9))], np.dtype(np.float32)).shape
+    for road in ("direct", "separable", "fft"):
+        assert stored[road] - floating[road] == pytest.approx(cost.rounding_seconds(shape))
+    assert stored["compiled"] == pytest.approx(floating["compiled"])
