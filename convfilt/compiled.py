@@ -180,3 +180,27 @@ def correlate(
     run = jit.direct if out.size * kh * kw > SERIAL_WORK else jit.direct_serial
     run(src, rows64, cols64, left, cval, taps, out, rounding, band, low, high)
     _loaded.add((src.dtype.name, out.dtype.name, "direct"))
+
+
+def window_energy_band(
+    plane: NDArray[np.floating],
+    centre: float,
+    window: tuple[int, int],
+    own_mean: bool,
+    flat: float,
+    start: int,
+    out: NDArray[np.float64],
+) -> None:
+    """Rows ``start : start + window[0]`` of matching's window energies into ``out`` (see
+    ``compiled_kernels.energy_band``; ``start`` a multiple of ``window[0]``). Releases the
+    GIL, so several threads may fill bands of one ``out`` side by side."""
+    jit = _kernels()
+    height, width = window
+    if start % height or not (out.flags.c_contiguous and plane.flags.c_contiguous):
+        # the kernel does not check its bounds: misaligned bands would overlap
+        raise ValueError("compiled.window_energy_band: misaligned band or non-contiguous array")
+    jit.energy_band(plane, float(centre), height, width, own_mean, flat, start, out)
+    _loaded.add((plane.dtype.name, "float64", ENERGY))
+
+
+ENERGY = "energy_band"  # the form name of matching's window energies (``loaded``, ``code_cached``)

@@ -174,3 +174,93 @@ def separable_serial(src, rows, cols, left, cval, factors, out, rounding, band, 
     """``separable`` on the calling thread alone."""
     for b in range((out.shape[0] + band - 1) // band):
         _separable_band(src, rows, cols, left, cval, factors, out, rounding, band, low, high, b)
+
+
+# --- matching's window energies ------------------------------------------------------------------
+
+
+@njit(cache=True, fastmath=False)
+def _along_rows(line, width, sums, prefix, suffix):  # type: ignore[no-untyped-def]
+    """``sums[x] = line[x] + ... + line[x + width - 1]`` for the valid x (van Herk / Gil-Werman
+    blocks of ``width``: a window is the suffix of the block it starts in plus the prefix of
+    the next, so every partial sum holds only the window's own entries). The blocks' running
+    sums advance side by side (independent adds, no chain of dependent ones)."""
+    n = line.shape[0]
+    blocks = n // width
+    for b in range(blocks):
+        prefix[b * width] = line[b * width]
+        suffix[b * width + width - 1] = line[b * width + width - 1]
+    for k in range(1, width):
+        for b in range(blocks):
+            i = b * width + k
+            prefix[i] = prefix[i - 1] + line[i]
+            j = b * width + width - 1 - k
+            suffix[j] = suffix[j + 1] + line[j]
+    whole = blocks * width
+    if whole < n:  # the last, partial block: only its prefix serves a window
+        prefix[whole] = line[whole]
+        for i in range(whole + 1, n):
+            prefix[i] = prefix[i - 1] + line[i]
+    for x in range(n - width + 1):
+        sums[x] = suffix[x] if x % width == 0 else suffix[x] + prefix[x + width - 1]
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def energy_band(plane, centre, height, width, own_mean, flat, r0, out):  # type: ignore[no-untyped-def]
+    """Output rows ``r0 : r0 + height`` (``r0`` a multiple of ``height``) of the window
+    energies (``matching._window_energy``): per ``height`` x ``width`` window of
+    ``d = plane - centre`` (float64), sum(d²), or with ``own_mean`` sum(d²) - sum(d)²/n, set
+    to 0 within ``flat`` x sum(d²) of 0 (``matching._zero_flat``).
+
+    Down the columns, van Herk blocks of ``height`` rows aligned on ``r0``: the suffix sums
+    of rows ``r0 : r0 + height`` and the prefix sums of the next block give every window of
+    the band, each input row read once; along the rows, ``_along_rows``. Releases the GIL,
+    so threads run bands side by side.
+    """
+    cols_in = plane.shape[1]
+    rows_out, cols_out = out.shape
+    count = min(height, rows_out - r0)
+    powers = 2 if own_mean else 1
+    span = powers * cols_in
+    suffix = np.empty((height, span))
+    running = np.zeros(span)
+    for i in range(height - 1, -1, -1):  # block A, backward: suffix sums
+        row = plane[r0 + i]
+        for x in range(cols_in):
+            d = np.float64(row[x]) - centre
+            if own_mean:
+                running[x] += d
+                running[cols_in + x] += d * d
+            else:
+                running[x] += d * d
+        suffix[i] = running
+    down = np.empty(span)
+    line_prefix, line_suffix = np.empty(cols_in), np.empty(cols_in)
+    terms = height * width
+    across = np.empty((powers, cols_out))
+    running[:] = 0.0
+    for i in range(count):  # block B, forward: prefix sums, each window's column sums
+        if i > 0:
+            row = plane[r0 + height + i - 1]
+            for x in range(cols_in):
+                d = np.float64(row[x]) - centre
+                if own_mean:
+                    running[x] += d
+                    running[cols_in + x] += d * d
+                else:
+                    running[x] += d * d
+            for j in range(span):
+                down[j] = suffix[i, j] + running[j]
+        else:
+            down[:] = suffix[0]
+        for p in range(powers):
+            line = down[p * cols_in : (p + 1) * cols_in]
+            _along_rows(line, width, across[p], line_prefix, line_suffix)
+        target = out[r0 + i]
+        if not own_mean:
+            target[:] = across[0]
+            continue
+        for x in range(cols_out):
+            raw = across[1, x]
+            energy = raw - across[0, x] * across[0, x] / terms
+            target[x] = 0.0 if energy <= raw * flat else energy

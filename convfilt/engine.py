@@ -782,20 +782,45 @@ def _amortise(
     saving = (candidates[chosen] - steady) * max(runs, 1)
     if saving <= 0:
         return chosen, reason
-    if _forgone[0] + saving >= one_time:
-        if runs:
-            _forgone[0] = 0.0
+    if _rent(saving, one_time, count=runs > 0):
         return names.COMPILED, (
             f"compiled: {steady * 1e3:.3g} ms a call against {chosen}'s "
             f"{candidates[chosen] * 1e3:.3g} ms; its one-time {one_time:.2g} s (import, "
             "machine code) is paid now, as this call's and earlier calls' savings reach it"
         )
-    if runs:
-        _forgone[0] += saving
     return chosen, (
         f"{reason}; compiled would take {steady * 1e3:.3g} ms once its one-time "
         f"{one_time:.2g} s is paid (savings so far {_forgone[0]:.2g} s)"
     )
+
+
+def _rent(saving: float, one_time: float, *, count: bool) -> bool:
+    """The ski rental's account: whether ``saving`` and what earlier calls forwent reach
+    ``one_time`` (then the account is spent, if ``count``); else ``count`` adds it."""
+    if _forgone[0] + saving >= one_time:
+        if count:
+            _forgone[0] = 0.0
+        return True
+    if count:
+        _forgone[0] += saving
+    return False
+
+
+def rent_compiled_kernel(form: str, source: str, saving: float) -> bool:
+    """Whether a caller's own compiled kernel (``form``, on ``source`` images: matching's
+    window energies) should run rather than its numpy loops, which take ``saving`` seconds
+    longer: yes once its one-time cost (numba's import, its machine code) is paid in this
+    process, or when this call's saving and what earlier calls forwent reach that cost (the
+    roads' ski rental, one account: ``_amortise``); else this saving is counted."""
+    from . import compiled
+
+    if compiled.loaded(source, "float64", form):
+        return True
+    constants = calibration.load_constants()
+    one_time = cost.compiled_one_time(
+        constants, imported=compiled.imported(), cached=compiled.code_cached(form)
+    )
+    return _rent(saving, one_time, count=True)
 
 
 def _decide(

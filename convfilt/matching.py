@@ -30,7 +30,7 @@ from typing import Any, Literal, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import cost, engine, names, tiles
+from . import compiled, cost, engine, names, tiles
 from .errors import ConvfiltError, UsageError
 
 FloatArray = NDArray[np.float64]
@@ -998,13 +998,21 @@ _ENERGY_BAND_BYTES = 2**22  # fewer rows per ``_WindowEnergy`` band when a row b
 # would take more bytes per value array than this (never fewer than the window's height)
 
 
+# Seconds the compiled window energies save per window and power (sum of d, of d²) over the
+# numpy loops: what a call offers toward the compiled road's one-time cost (docs/performance.md,
+# §10). A round, low figure: the rental should not pay on an overestimate.
+_COMPILED_ENERGY_SAVING = 5e-9
+
+
 class _WindowEnergy:
     """The window energies of one plane (see ``_window_energy``), computed band by band of
     output rows by every thread that calls ``work``: typically a pool worker from the start,
     then the caller too once its own share (the transforms) is done, so neither core idles.
 
     Each band's input rows are converted to float64 in its thread's scratch (in cache):
-    ``_block_sums`` down the columns, then ``_sliding_sums`` along the rows.
+    ``_block_sums`` down the columns, then ``_sliding_sums`` along the rows. Or, once the
+    compiled road's one-time cost is paid in this process (``engine.rent_compiled_kernel``),
+    the same sums by ``compiled.window_energy_band`` (bands of the window's height, aligned).
     """
 
     def __init__(
@@ -1015,11 +1023,17 @@ class _WindowEnergy:
         rows_in, cols = plane.shape
         out_rows = rows_in - height + 1
         self.energy = np.empty((out_rows, cols - width + 1))
-        # 64 output rows per band (fewer for very wide planes), or the window's height: the
-        # band's height - 1 extra input rows cost less than a working set out of L2
-        # (docs/performance.md, §5)
-        row_bytes = 8 * self.powers * cols
-        self.band = min(out_rows, max(height, min(64, _ENERGY_BAND_BYTES // row_bytes)))
+        saving = _COMPILED_ENERGY_SAVING * self.energy.size * self.powers
+        self.compiled = engine.rent_compiled_kernel(compiled.ENERGY, plane.dtype.name, saving)
+        if self.compiled:
+            self.plane = np.ascontiguousarray(plane)  # a channel of a colour scene is strided
+            self.band = height
+        else:
+            # 64 output rows per band (fewer for very wide planes), or the window's height: the
+            # band's height - 1 extra input rows cost less than a working set out of L2
+            # (docs/performance.md, §5)
+            row_bytes = 8 * self.powers * cols
+            self.band = min(out_rows, max(height, min(64, _ENERGY_BAND_BYTES // row_bytes)))
         self._starts = iter(range(0, out_rows, self.band))
         self._lock = threading.Lock()
         self._helper: Future[None] | None = None
@@ -1038,6 +1052,9 @@ class _WindowEnergy:
 
     def work(self) -> None:
         """Compute bands until none is left."""
+        if self.compiled:
+            self._work_compiled()
+            return
         height, powers = self.height, self.powers
         chunk = np.empty((self.band + height - 1, powers, self.plane.shape[1]))
         prefix, suffix = np.empty_like(chunk), np.empty_like(chunk)
@@ -1058,6 +1075,14 @@ class _WindowEnergy:
                 _zero_flat(target, sums[:, 1], height * self.width)
             else:
                 np.copyto(target, sums[:, 0])
+
+    def _work_compiled(self) -> None:
+        window, own_mean = (self.height, self.width), self.powers == 2
+        flat = _FLAT_ULPS * self.height * self.width * _EPS  # as ``_zero_flat``
+        while (start := self._next_band()) is not None:
+            compiled.window_energy_band(
+                self.plane, self.centre, window, own_mean, flat, start, self.energy
+            )
 
     def _next_band(self) -> int | None:
         with self._lock:

@@ -6,12 +6,12 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from convfilt import engine, matching
+from convfilt import compiled, engine, matching
 from convfilt.errors import ConvfiltError, UsageError
 from convfilt.matching import (
     _FLAT_ULPS,
@@ -411,7 +411,16 @@ def test_ncc_map_candidates_are_every_window_that_can_be_best(
     assert len(set(candidates.tolist())) == len(candidates)
 
 
-def test_window_energy_shared_by_threads_equals_one_thread() -> None:
+@pytest.fixture(params=["numpy", "compiled"])
+def energy_road(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Window energies by the numpy loops or by the compiled kernel (the rental's choice
+    fixed either way): every energy test holds for both."""
+    road = str(request.param)
+    monkeypatch.setattr(engine, "rent_compiled_kernel", lambda *args: road == "compiled")
+    return road
+
+
+def test_window_energy_shared_by_threads_equals_one_thread(energy_road: str) -> None:
     """A pool worker and the caller share the bands: the result is the one-thread result,
     whoever computed which band (the worker is let take the first ones)."""
     rng = np.random.default_rng(5)
@@ -506,9 +515,13 @@ def planes_with_outliers(draw: st.DrawFn) -> tuple[np.ndarray, int, int]:
     return plane, height, width
 
 
-@settings(max_examples=150, deadline=None)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(case=planes_with_outliers())
-def test_window_energy_agrees_with_the_definition(case: tuple[np.ndarray, int, int]) -> None:
+def test_window_energy_agrees_with_the_definition(
+    case: tuple[np.ndarray, int, int], energy_road: str
+) -> None:
     """Every window's energy is within its own rounding bound of the two-pass float64 value,
     or 0 if its true energy is within twice that bound (no textured window is zeroed), and
     exactly flat windows are exactly 0."""
@@ -525,7 +538,9 @@ def test_window_energy_agrees_with_the_definition(case: tuple[np.ndarray, int, i
 
 
 @pytest.mark.parametrize(("height", "width"), [(7, 5), (1, 9), (33, 2)])
-def test_window_energy_across_bands_and_partial_blocks(height: int, width: int) -> None:
+def test_window_energy_across_bands_and_partial_blocks(
+    height: int, width: int, energy_road: str
+) -> None:
     """A wide scene is summed in several bands of rows, each cut into blocks of the window's
     height with a partial one last; on a pedestal with outliers each window still agrees."""
     rng = np.random.default_rng(21)
@@ -539,7 +554,7 @@ def test_window_energy_across_bands_and_partial_blocks(height: int, width: int) 
     assert (np.abs(centred - energy)[~flat] <= limit[~flat]).all()
 
 
-def test_flat_windows_beside_a_hot_pixel_are_exactly_zero() -> None:
+def test_flat_windows_beside_a_hot_pixel_are_exactly_zero(energy_road: str) -> None:
     """Flatness is judged against each window's own values: windows of a flat patch beside a
     hot and a dead pixel are exactly 0, and a faint texture (variance 1e-8, far below the
     hot pixel's rounding) right next to them keeps its energy."""
@@ -726,3 +741,23 @@ def test_display_and_draw_matches() -> None:
     assert drawn.shape == rgb.shape
     assert tuple(drawn[6, 5]) == (255, 0, 0)  # the box's corner, best match in red
     assert (drawn[8:12, 8:12] == rgb[8:12, 8:12]).all()  # inside the box untouched
+
+
+def test_the_window_energies_go_compiled_once_the_rental_pays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each match offers its window energies' saving toward the compiled road's one-time cost
+    (the roads' account); once the account reaches it the energies run compiled, with the
+    same scores."""
+    monkeypatch.setattr(engine, "_forgone", [0.0])
+    monkeypatch.setattr(compiled, "_loaded", set())
+    rng = np.random.default_rng(8)
+    scene, probe = rng.random((90, 80)), rng.random((9, 7))
+    before = match_template(scene, probe)
+    assert 0.0 < engine._forgone[0] < 0.01  # 82 x 74 windows save well under 10 ms
+    assert not compiled.loaded("float64", "float64", compiled.ENERGY)
+    engine._forgone[0] = 1e9  # as if many earlier calls had forgone it
+    after = match_template(scene, probe)
+    assert compiled.loaded("float64", "float64", compiled.ENERGY)
+    assert engine._forgone[0] < 1.0  # the account was spent (the roads add their own since)
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-13)
