@@ -89,6 +89,7 @@ _code_cached: dict[str, bool] = {}
 
 
 def _look_for_code(form: str) -> bool:
+    """Whether an index file of the ``form`` kernel is in numba's cache folder."""
     pattern = f"compiled_kernels.{form}-*.nbi"
     folder = cache_folder()
     try:

@@ -205,6 +205,20 @@ def _along_rows(line, width, sums, prefix, suffix):  # type: ignore[no-untyped-d
         sums[x] = suffix[x] if x % width == 0 else suffix[x] + prefix[x + width - 1]
 
 
+@njit(cache=True, fastmath=False)
+def _add_row(row, centre, own_mean, running):  # type: ignore[no-untyped-def]
+    """Add one row's ``d = row - centre`` (float64) into the running column sums: d and d²
+    side by side with ``own_mean``, else d² alone."""
+    cols = row.shape[0]
+    for x in range(cols):
+        d = np.float64(row[x]) - centre
+        if own_mean:
+            running[x] += d
+            running[cols + x] += d * d
+        else:
+            running[x] += d * d
+
+
 @njit(cache=True, fastmath=False, nogil=True)
 def energy_band(plane, centre, height, width, own_mean, flat, r0, out):  # type: ignore[no-untyped-def]
     """Output rows ``r0 : r0 + height`` (``r0`` a multiple of ``height``) of the window
@@ -225,14 +239,7 @@ def energy_band(plane, centre, height, width, own_mean, flat, r0, out):  # type:
     suffix = np.empty((height, span))
     running = np.zeros(span)
     for i in range(height - 1, -1, -1):  # block A, backward: suffix sums
-        row = plane[r0 + i]
-        for x in range(cols_in):
-            d = np.float64(row[x]) - centre
-            if own_mean:
-                running[x] += d
-                running[cols_in + x] += d * d
-            else:
-                running[x] += d * d
+        _add_row(plane[r0 + i], centre, own_mean, running)
         suffix[i] = running
     down = np.empty(span)
     line_prefix, line_suffix = np.empty(cols_in), np.empty(cols_in)
@@ -241,14 +248,7 @@ def energy_band(plane, centre, height, width, own_mean, flat, r0, out):  # type:
     running[:] = 0.0
     for i in range(count):  # block B, forward: prefix sums, each window's column sums
         if i > 0:
-            row = plane[r0 + height + i - 1]
-            for x in range(cols_in):
-                d = np.float64(row[x]) - centre
-                if own_mean:
-                    running[x] += d
-                    running[cols_in + x] += d * d
-                else:
-                    running[x] += d * d
+            _add_row(plane[r0 + height + i - 1], centre, own_mean, running)
             for j in range(span):
                 down[j] = suffix[i, j] + running[j]
         else:
