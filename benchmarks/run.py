@@ -18,6 +18,8 @@
 - ``deblur``: deconvolution's PSNR (default, no flags) vs scikit-image's best setting, and
   Richardson-Lucy's speed vs scikit-image's;
 - ``search``: the scale x rotation search vs OpenCV brute force and one single-scale match;
+- ``search_accuracy``: the search's sub-step scale, angle and centre errors on planted probes
+  (accuracy, not time);
 - ``stream_match``: ``match`` on a 12288² RGB tiled TIFF with ``--memory 256M`` (peak RSS);
 - ``convfilt bench``: the CLI's own crossover table on this machine.
 
@@ -53,6 +55,7 @@ def _commands(quick: bool) -> dict[str, list[str]]:
         "nan": [python, "-m", "benchmarks.nan", *flag],
         "deblur": [python, "-m", "benchmarks.deblur", *flag],
         "search": [python, "-m", "benchmarks.search", *flag],
+        "search_accuracy": [python, "-m", "benchmarks.search_accuracy", *flag],
         "stream_match": [python, "-m", "benchmarks.stream_match", *flag],
         "convfilt-bench": [python, "-m", "convfilt", "bench", *bench_grid],
     }
