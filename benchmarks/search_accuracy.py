@@ -20,6 +20,8 @@ error's mean and spread (degrees), and the centre's RMS error (pixels).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
@@ -69,12 +71,15 @@ def continuous(seed: int, scale: float, angle: float) -> tuple[np.ndarray, np.nd
     return scene.astype(np.float64), probe
 
 
-def scenes() -> dict[str, object]:
+Maker = Callable[[int, float, float], tuple[np.ndarray, np.ndarray]]
+
+
+def scenes() -> dict[str, Maker]:
     import cv2
 
     return {
-        "paste-black": lambda *a: pasted(*a, border=cv2.BORDER_CONSTANT),
-        "paste-reflect": lambda *a: pasted(*a, border=cv2.BORDER_REFLECT),
+        "paste-black": partial(pasted, border=cv2.BORDER_CONSTANT),
+        "paste-reflect": partial(pasted, border=cv2.BORDER_REFLECT),
         "continuous": continuous,
     }
 
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             for scale in SCALES:
                 for angle in ANGLES:
-                    scene, probe = make(seed, scale, angle)  # type: ignore[operator]
+                    scene, probe = make(seed, scale, angle)
                     best = search_template(scene, probe, scales="0.7..1.4", angles="-30..30")[0]
                     errors.append(
                         (
