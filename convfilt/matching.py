@@ -194,7 +194,9 @@ def match_template(
     scene, probe : array_like
         (H, W) or (H, W, C) images with the same number of channels; any real dtype (integers
         are taken at face value, which leaves NCC unchanged). No alpha channel: pass the
-        probe's alpha as ``mask``.
+        probe's alpha as ``mask``. ``scene`` may be a dask array: the map is then a lazy dask
+        array, block by block (blocks overlapping by the probe's size - 1), equal to the
+        in-memory map within rounding; ``on_plan`` is not called.
     method : {"ncc", "sqdiff", "ccorr"}
         ``ncc``: zero-mean normalised cross-correlation (OpenCV's TM_CCOEFF_NORMED) in [-1, 1],
         flat windows 0. ``sqdiff``: sum of squared differences, lower is better. ``ccorr``:
@@ -225,7 +227,9 @@ def match_template(
     -------
     scores : ndarray of float64, shape (H - h + 1, W - w + 1)
         ``scores[y, x]`` scores the window whose top-left corner is ``(x, y)``; NaN only
-        where a scene with unknown pixels leaves too little overlap.
+        where a scene with unknown pixels leaves too little overlap. A dask array for a
+        dask scene (its errors about values, and a map without any score, come when it is
+        computed; a block without any score is NaN there, not an error).
 
     Raises
     ------
@@ -272,6 +276,9 @@ def match_template(
         raise UsageError(
             f"min_overlap must be in (0, 1], got {min_overlap}", parameters=["min_overlap"]
         )
+    if tiles.is_dask(scene):
+        options = {"method": method, "mask": mask, "min_overlap": min_overlap}
+        return _match_on_dask(scene, probe, scene_mask, {**options, "strategy": strategy})
     scene_f, scene_weights = _scene_and_weights(scene, scene_mask)
     if scene_weights is not None:
         probe_f = _as_channels(probe, "probe")
@@ -314,6 +321,87 @@ def match_template(
             return scores
     float64 = np.dtype(np.float64)
     return spec.combine(_terms(scene_f, probe_f, None, spec, strategy, on_plan, float64))
+
+
+def _match_on_dask(
+    scene: Any, probe: ArrayLike, scene_mask: ArrayLike | None, options: dict[str, Any]
+) -> Any:
+    """:func:`match_template` of a dask scene: a lazy dask map, one task per block of scores.
+
+    The block of scores ``[r0, r1) x [c0, c1)`` is the in-memory map of the scene's rows
+    ``r0 .. r1 + h - 1`` and columns ``c0 .. c1 + w - 1`` (blocks overlap by the probe's
+    size - 1; a valid map reads no pixel outside the scene, so no boundary rule applies).
+    Blocks follow the scene's chunks; chunks smaller than the probe are rechunked (to twice
+    its size at least), the channels into one chunk. A block without any scored window
+    (every pixel unknown) is NaN, as the whole map would hold there.
+    """
+    import dask
+    import dask.array as da
+
+    if scene.ndim not in (2, 3) or 0 in scene.shape:
+        raise UsageError(f"scene must be a non-empty (H, W) or (H, W, C) image, got {scene.shape}")
+    if not np.issubdtype(scene.dtype, np.number) or np.issubdtype(scene.dtype, np.complexfloating):
+        raise UsageError(f"scene must hold real numbers, got {scene.dtype}")
+    values = scene if scene.ndim == 3 else scene[..., np.newaxis]
+    probe_f = _as_channels(probe, "probe")
+    _check_shapes(values, probe_f)
+    _as_weights(options["mask"], probe_f.shape[:2])  # a mask that does not fit: now
+    (height, width), (probe_h, probe_w) = values.shape[:2], probe_f.shape[:2]
+    if max(values.chunks[0]) < probe_h or max(values.chunks[1]) < probe_w:
+        # blocks of at least twice the probe: each reads at most 1.5x its size per axis
+        # (a last, smaller chunk needs nothing: a block's rows are read across chunks)
+        rows, cols = max(2 * probe_h, *values.chunks[0]), max(2 * probe_w, *values.chunks[1])
+        values = values.rechunk((rows, cols, -1))
+    values = values.rechunk({2: -1})
+    known = None
+    if scene_mask is not None:
+        if tuple(np.shape(scene_mask)) != (height, width):
+            raise UsageError(
+                f"scene_mask of shape {np.shape(scene_mask)} does not fit the scene "
+                f"({width}x{height})",
+                parameters=["scene_mask"],
+            )
+        known = da.asarray(scene_mask).rechunk(values.chunks[:2])
+    spans = [
+        _spans(values.chunks[axis], n)
+        for axis, n in ((0, height - probe_h + 1), (1, width - probe_w + 1))
+    ]
+    shared = dask.delayed(probe_f, pure=True), dask.delayed(options, pure=True)
+    block = dask.delayed(_block_scores, pure=True)
+    parts = [
+        [
+            da.from_delayed(
+                block(
+                    values[r0 : r1 + probe_h - 1, c0 : c1 + probe_w - 1],
+                    None if known is None else known[r0 : r1 + probe_h - 1, c0 : c1 + probe_w - 1],
+                    *shared,
+                ),
+                shape=(r1 - r0, c1 - c0),
+                dtype=np.float64,
+            )
+            for c0, c1 in spans[1]
+        ]
+        for r0, r1 in spans[0]
+    ]
+    return da.block(parts)
+
+
+def _spans(chunks: tuple[int, ...], count: int) -> list[tuple[int, int]]:
+    """The chunks' [start, stop) ranges clipped to the first ``count`` entries, none empty."""
+    stops = np.minimum(np.cumsum(chunks), count)
+    starts = np.concatenate(([0], stops[:-1]))
+    return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True) if b > a]
+
+
+def _block_scores(
+    scene: np.ndarray, scene_mask: np.ndarray | None, probe: FloatArray, options: dict[str, Any]
+) -> FloatArray:
+    """One block of a dask scene's map (:func:`_match_on_dask`); NaN where nothing is known."""
+    try:
+        return match_template(scene, probe, scene_mask=scene_mask, **options)
+    except UnscoredError:
+        shape = (scene.shape[0] - probe.shape[0] + 1, scene.shape[1] - probe.shape[1] + 1)
+        return np.full(shape, np.nan)
 
 
 def _method(name: str) -> _Method:

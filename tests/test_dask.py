@@ -209,3 +209,70 @@ def test_find_matches_on_a_dask_map_suppresses_across_seams(top, min_distance, m
         lazy, probe_shape=(9, 11), method=method, top=top, min_distance=min_distance
     )
     assert found == expected and len(found) == top
+
+
+# --- match_template on a dask scene ------------------------------------------------------------
+
+SCENE = RNG.random((70, 90, 3))
+PROBE = SCENE[30:42, 50:66].copy()  # 12 x 16: larger than some chunks below
+PROBE_MASK = (RNG.random((12, 16)) > 0.3) * 1.0
+
+
+@pytest.mark.parametrize("method", names.MATCH_METHODS)
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "probe-mask"])
+def test_match_template_lazy_and_equal_on_the_cluster(
+    client: Any, method: str, masked: bool
+) -> None:
+    """Chunks of 9 x 20 (rows smaller than the probe: rechunked, not refused); the blocks
+    overlap by the probe's size - 1; find_matches on the lazy map suppresses across seams."""
+    from convfilt import matching
+
+    mask = PROBE_MASK if masked else None
+    scene = da.from_array(SCENE, chunks=(9, 20, 3))
+    lazy = matching.match_template(scene, PROBE, method=method, mask=mask)
+    expected = matching.match_template(SCENE, PROBE, method=method, mask=mask)
+    assert isinstance(lazy, da.Array) and lazy.shape == expected.shape == (59, 75)
+    assert len(lazy.chunks[0]) > 1 and len(lazy.chunks[1]) > 1  # several blocks each way
+    got = client.compute(lazy).result()
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    if masked or method != names.NCC:
+        return  # find_matches on a lazy map once (each of its computes is a round trip)
+    held = client.persist(lazy)  # still a dask array, its blocks held on the workers
+    found = matching.find_matches(held, probe_shape=PROBE.shape, top=2)
+    want = matching.find_matches(expected, probe_shape=PROBE.shape, top=2)
+    assert [(m.x, m.y) for m in found] == [(m.x, m.y) for m in want]
+    assert [m.score for m in found] == pytest.approx([m.score for m in want], rel=1e-12)
+    assert (found[0].x, found[0].y) == (50, 30)
+
+
+def test_match_template_on_dask_with_unknown_pixels_and_float32(client: Any) -> None:
+    """NaN pixels (a whole block of them: NaN there, as in memory) and a scene mask; a
+    float32 scene takes the float32 road block by block (scores within its 1e-3 bound)."""
+    from convfilt import matching
+
+    holed = SCENE.copy()
+    holed[:, :25] = np.nan  # blocks with no known pixel
+    holed[33, 55] = np.nan
+    lazy = matching.match_template(da.from_array(holed, chunks=(30, 30, 3)), PROBE)
+    expected = matching.match_template(holed, PROBE)
+    got = client.compute(lazy).result()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    known = (RNG.random(SCENE.shape[:2]) > 0.2) * 1.0
+    lazy = matching.match_template(
+        da.from_array(SCENE, chunks=(40, 40, 3)), PROBE, method="sqdiff", scene_mask=known
+    )
+    expected = matching.match_template(SCENE, PROBE, method="sqdiff", scene_mask=known)
+    np.testing.assert_allclose(client.compute(lazy).result(), expected, atol=1e-10)
+    single = SCENE.astype(np.float32)
+    lazy = matching.match_template(
+        da.from_array(single, chunks=(32, 45, 3)), PROBE.astype(np.float32)
+    )
+    np.testing.assert_allclose(
+        client.compute(lazy).result(), matching.match_template(single, PROBE.astype(np.float32)),
+        atol=1e-3,
+    )  # fmt: skip
+    with pytest.raises(UsageError, match="does not fit"):
+        matching.match_template(da.from_array(SCENE, chunks=40), PROBE, scene_mask=known[1:])
+    with pytest.raises(UsageError, match="channel"):
+        matching.match_template(da.from_array(SCENE[..., 0], chunks=40), PROBE)
