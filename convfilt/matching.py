@@ -577,35 +577,56 @@ def masked_scores(
 
     overlap = None if scene_weights is None else correlate(scene_weights, weights)
     sums = accumulate(totals, overlap, float(np.finfo(dtype).eps))
-    need, count = sums.needs, len(probes)
     for c in range(scene.shape[2]):
-        deviation, first, scene_mean = _masked_plane(scene[..., c], scene_weights)
-        shifted = [v[..., c] - spec.probe_offset(v[..., c], w, scene_mean) for v, w in probes]
-        kernels = [b * w for b, w in zip(shifted, weights, strict=True)]
-        seconds = [k * b for k, b in zip(kernels, shifted, strict=True)]
-        scene_side = correlate(first, kernels + (weights if "scene_sum" in need else []))
-        probe_side = (kernels if "probe_sum" in need else []) + (
-            seconds if "probe_squares" in need else []
-        )
-        if scene_weights is None:  # every window holds the whole probe
-            probe_side = [np.array(float(k.sum())) for k in probe_side]
-        else:
-            probe_side = correlate(scene_weights, probe_side)
-        squares = correlate(first * deviation, weights) if "squares" in need else []
-        largest = float(np.max(np.abs(deviation))) ** 2
-        for i in range(count):
-            channel = _ChannelSums(
-                cross=scene_side[i],
-                scene_mean=scene_mean,
-                scene_sum=_nth(scene_side[count:], i),
-                squares=_nth(squares, i),
-                probe_sum=_nth(probe_side[:count], i) if "probe_sum" in need else None,
-                probe_squares=_nth(probe_side[-count:], i) if "probe_squares" in need else None,
-                full_squares=float(seconds[i].sum()),
-                largest=largest,
-            )
-            sums.add(i, channel)
+        plane = _masked_plane(scene[..., c], scene_weights)
+        channel = [(v[..., c], w) for v, w in probes]
+        for i, sums_i in enumerate(
+            _channel_sums(plane, scene_weights, channel, spec, sums.needs, correlate)
+        ):
+            sums.add(i, sums_i)
     return sums.scores(min_overlap, probes[0][1].size, any(r in _TRANSFORMS for r in roads))
+
+
+def _channel_sums(
+    plane: tuple[FloatArray, FloatArray, float],
+    scene_weights: FloatArray | None,
+    probes: list[tuple[FloatArray, FloatArray]],
+    spec: _Method,
+    need: frozenset[str],
+    correlate: Callable[[FloatArray, list[FloatArray]], list[FloatArray]],
+) -> list[_ChannelSums]:
+    """One channel's window sums for each probe (``plane`` from :func:`_masked_plane`,
+    each probe a (values, weights) plane): only the sums ``need`` names, beyond the cross
+    term, each scene image correlated once with every probe's kernel."""
+    deviation, first, scene_mean = plane
+    weights = [w for _, w in probes]
+    shifted = [v - spec.probe_offset(v, w, scene_mean) for v, w in probes]
+    kernels = [b * w for b, w in zip(shifted, weights, strict=True)]
+    seconds = [k * b for k, b in zip(kernels, shifted, strict=True)]
+    scene_side = correlate(first, kernels + (weights if "scene_sum" in need else []))
+    probe_side = (kernels if "probe_sum" in need else []) + (
+        seconds if "probe_squares" in need else []
+    )
+    if scene_weights is None:  # every window holds the whole probe
+        probe_side = [np.array(float(k.sum())) for k in probe_side]
+    else:
+        probe_side = correlate(scene_weights, probe_side)
+    squares = correlate(first * deviation, weights) if "squares" in need else []
+    largest = float(np.max(np.abs(deviation))) ** 2
+    count = len(probes)
+    return [
+        _ChannelSums(
+            cross=scene_side[i],
+            scene_mean=scene_mean,
+            scene_sum=_nth(scene_side[count:], i),
+            squares=_nth(squares, i),
+            probe_sum=_nth(probe_side[:count], i) if "probe_sum" in need else None,
+            probe_squares=_nth(probe_side[-count:], i) if "probe_squares" in need else None,
+            full_squares=float(seconds[i].sum()),
+            largest=largest,
+        )
+        for i in range(count)
+    ]
 
 
 def _nth(values: list[FloatArray], i: int) -> FloatArray | None:
