@@ -639,6 +639,18 @@ def _check_mode_strategy(mode: str, strategy: str) -> None:
         )
 
 
+@lru_cache(maxsize=64)
+def _separate(
+    values: bytes, shape: tuple[int, int], dtype: np.dtype
+) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+    """``kernels.separate`` of the float64 kernel ``values``, remembered for the kernels of
+    recent calls (a batch of images, a band per call: the same kernel again); read-only."""
+    factors = separate(np.frombuffer(values, dtype=np.float64).reshape(shape), dtype)
+    for factor in factors or ():
+        factor.flags.writeable = False
+    return factors
+
+
 def _problem(
     out_shape: tuple[int, int],
     channels: int,
@@ -654,7 +666,7 @@ def _problem(
     max|x| of a float image (else the dtype's range, infinite for floats); ``work``
     overrides the working dtype; ``stored``: an integer image's result in its own dtype."""
     dt = working_dtype(image_dtype) if work is None else work
-    separated = [separate(k, dt) for k in kernels]
+    separated = [_separate(np.asarray(k, np.float64).tobytes(), k.shape, dt) for k in kernels]
     factors = [f for f in separated if f is not None]
     integer_kernels = all(bool(np.all(k == np.round(k))) for k in kernels)
     integer_cval = cval is None or float(cval).is_integer()
