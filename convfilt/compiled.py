@@ -197,9 +197,18 @@ def window_energy_band(
     GIL, so several threads may fill bands of one ``out`` side by side."""
     jit = _kernels()
     height, width = window
-    if start % height or not (out.flags.c_contiguous and plane.flags.c_contiguous):
-        # the kernel does not check its bounds: misaligned bands would overlap
-        raise ValueError("compiled.window_energy_band: misaligned band or non-contiguous array")
+    expected = (plane.shape[0] - height + 1, plane.shape[1] - width + 1)
+    aligned = start % height == 0 and 0 <= start < expected[0]
+    if (
+        out.shape != expected
+        or not aligned
+        or not (out.flags.c_contiguous and plane.flags.c_contiguous)
+    ):
+        # the kernel does not check its bounds: a wrong shape or band would write past them
+        raise ValueError(
+            f"compiled.window_energy_band: out must be C-contiguous {expected}, start a "
+            f"multiple of {height} within it, the plane C-contiguous"
+        )
     jit.energy_band(plane, float(centre), height, width, own_mean, flat, start, out)
     _loaded.add((plane.dtype.name, "float64", ENERGY))
 

@@ -227,7 +227,7 @@ def _toeplitz(taps: NDArray[np.float64], rows: int, dtype: np.dtype) -> NDArray[
     return _toeplitz_of(np.asarray(taps, dtype=np.float64).tobytes(), rows, np.dtype(dtype))
 
 
-@lru_cache(maxsize=128)  # at most ~10 MB: the matrices are band_rows or COLUMN_BLOCK tall
+@lru_cache(maxsize=128)  # band_rows or COLUMN_BLOCK rows by that plus the kernel's length
 def _toeplitz_of(taps: bytes, rows: int, dtype: np.dtype) -> NDArray[np.floating]:
     values = np.frombuffer(taps, dtype=np.float64)
     t = np.zeros((rows, rows + len(values) - 1), dtype=dtype)
@@ -953,8 +953,8 @@ def plan(
         raise UsageError(f"image shape must be (H, W) or (H, W, C), got {shape}")
     channels = shape[2] if len(shape) == 3 else 1
     size = (shape[0], shape[1])
-    if runs < 0:
-        raise UsageError(f"runs must be >= 0, got {runs}")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
+        raise UsageError(f"runs must be an int >= 0, got {runs!r}", parameters=["runs"])
     problem = _problem(size, channels, [k], np.dtype(dtype))
     return _decide(problem, strategy, shape, mode, check_tolerance(tolerance), runs=runs)[0]
 
@@ -1093,12 +1093,13 @@ def _filter(
     planes = x[..., np.newaxis] if x.ndim == 2 else x
     rows = planes.shape[0] if band is None else band.rows
     out = np.empty((rows, *planes.shape[1:]), dtype=working_dtype(x.dtype))
+    each = road()  # one road for every channel: it reports its plan once
     for c in range(planes.shape[2]):
         plane = np.asarray(planes[..., c], dtype=out.dtype)
         if policy == names.OMIT:
-            out[..., c] = weighted.normalized(plane, k, cval, road(), policy=names.OMIT)
+            out[..., c] = weighted.normalized(plane, k, cval, each, policy=names.OMIT)
         else:
-            out[..., c] = weighted.propagate(plane, k, cval, road())
+            out[..., c] = weighted.propagate(plane, k, cval, each)
     return out[..., 0] if x.ndim == 2 else out
 
 

@@ -1084,10 +1084,15 @@ def _pool() -> ThreadPoolExecutor:
 _TRANSFORMS = names.TRANSFORMS
 
 
+def _flat_share(terms: int) -> float:
+    """The share of S2 within which an energy of ``terms`` float64 values is flat (0)."""
+    return _FLAT_ULPS * terms * _EPS
+
+
 def _zero_flat(energy: NDArray[np.floating], raw: NDArray[np.floating], terms: int) -> None:
     """Set to exactly 0, in place, each energy ``E = S2 - S1²/n`` within its rounding error of
     0: ``E <= _FLAT_ULPS·n·eps·S2`` (``raw`` holds S2, ``terms`` is n); see ``_FLAT_ULPS``."""
-    flat = np.less_equal(energy, np.multiply(raw, _FLAT_ULPS * terms * _EPS))
+    flat = np.less_equal(energy, np.multiply(raw, _flat_share(terms)))
     if flat.any():
         np.putmask(energy, flat, 0.0)
 
@@ -1109,8 +1114,8 @@ _ENERGY_BAND_BYTES = 2**22  # fewer rows per ``_WindowEnergy`` band when a row b
 
 # Seconds the compiled window energies save per window and power (sum of d, of d²) over the
 # numpy loops: what a call offers toward the compiled road's one-time cost (docs/performance.md,
-# §10). A round, low figure: the rental should not pay on an overestimate.
-_COMPILED_ENERGY_SAVING = 5e-9
+# §10). A round figure at the low end of the measured range: the rental should not pay early.
+_COMPILED_ENERGY_SAVING = 2e-9
 
 
 class _WindowEnergy:
@@ -1186,8 +1191,9 @@ class _WindowEnergy:
                 np.copyto(target, sums[:, 0])
 
     def _work_compiled(self) -> None:
+        """``work`` by the compiled kernel, bands of the window's height."""
         window, own_mean = (self.height, self.width), self.powers == 2
-        flat = _FLAT_ULPS * self.height * self.width * _EPS  # as ``_zero_flat``
+        flat = _flat_share(self.height * self.width)  # as ``_zero_flat``
         while (start := self._next_band()) is not None:
             compiled.window_energy_band(
                 self.plane, self.centre, window, own_mean, flat, start, self.energy

@@ -159,8 +159,9 @@ def test_a_plan_run_many_times_weighs_the_one_time_cost_over_its_runs(
     assert engine._forgone[0] == 0.0
     engine.plan((1024, 1024), kernel, dtype=np.float64)
     assert engine._forgone[0] == 0.0
-    with pytest.raises(UsageError, match="runs"):
-        engine.plan((8, 8), kernel, runs=-1)
+    for wrong in (-1, None, 2.5, True):
+        with pytest.raises(UsageError, match="runs"):
+            engine.plan((8, 8), kernel, runs=wrong)  # type: ignore[arg-type]
 
 
 def test_richardson_lucy_tells_the_planner_of_its_iterations(
@@ -285,3 +286,13 @@ def test_the_bands_of_one_image_do_not_pay_toward_the_compiled_road(
     assert engine._forgone[0] == 0.0
     engine.correlate(image, kernel)
     assert engine._forgone[0] > 0.0
+
+
+def test_the_energy_kernel_refuses_a_wrong_band_or_output() -> None:
+    """The kernel does not check its bounds: its wrapper refuses what would write past them."""
+    plane = np.zeros((20, 30), np.float32)
+    good = np.empty((13, 26))
+    compiled.window_energy_band(plane, 0.0, (8, 5), True, 0.0, 8, good)
+    for out, start in ((np.empty((13, 27)), 0), (good, 4), (good, 16), (good[:, ::2], 0)):
+        with pytest.raises(ValueError, match="window_energy_band"):
+            compiled.window_energy_band(plane, 0.0, (8, 5), True, 0.0, start, out)

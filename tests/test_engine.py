@@ -501,3 +501,13 @@ def test_the_roads_that_round_in_a_pass_of_their_own_are_priced_for_it(
     for road in ("direct", "separable", "fft"):
         assert stored[road] - floating[road] == pytest.approx(cost.rounding_seconds(shape))
     assert stored["compiled"] == pytest.approx(floating["compiled"])
+
+
+def test_a_colour_image_with_nan_reports_its_plan_once() -> None:
+    """``on_plan`` is called once per call, however many channels go the NaN path."""
+    x = np.random.default_rng(4).random((30, 40, 3))
+    x[5, 6, :] = np.nan
+    for policy in ("propagate", "omit"):
+        plans: list[engine.Plan] = []
+        engine.correlate(x, np.ones((3, 3)), nan_policy=policy, on_plan=plans.append)
+        assert len(plans) == 1, policy
