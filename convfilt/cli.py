@@ -496,18 +496,22 @@ def _streamed(
         if streaming.explain and client is None:
             report.message(f"{source}: {route.describe()}")
         return False
+    reader, layout = route.reader, route.layout
+    assert reader is not None
+    func = streaming.filter_for(reader.has_alpha)
+    lanes, where = tiles.LANES, ""
+    if client is not None:
+        func = tiles.remote(client, func)
+        count = tiles.workers(client)
+        lanes = tiles.in_flight(layout, reader.shape, reader.dtype, budget, count)
+        where = f", on Dask at {streaming.scheduler}: {lanes} bands in flight on {count} workers"
     if streaming.explain:
-        where = f", each band on Dask at {streaming.scheduler}" if client is not None else ""
         report.message(f"{source}: {route.describe()}{where}")
-    assert route.reader is not None
     if dest.out_dir is not None:
         from . import images
 
         images.make_folder(dest.out_dir)
-    func = streaming.filter_for(route.reader.has_alpha)
-    if client is not None:
-        func = tiles.remote(client, func)
-    count = route.layout.count
+    count = layout.count
     with report.progress_bar(Path(source).name) as update:
         streams.filter_file(
             route,
@@ -516,6 +520,7 @@ def _streamed(
             mode=streaming.mode,
             force=dest.force,
             progress=lambda done: update(f"{done}/{count} bands", done / count),
+            lanes=lanes,
         )
     return True
 

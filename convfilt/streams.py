@@ -564,14 +564,19 @@ def filter_file(
     mode: str,
     force: bool,
     progress: Any = None,
+    lanes: int = tiles.LANES,
 ) -> None:
-    """Run ``func`` over a streamed route's bands into ``target`` (TIFF or Zarr), atomically."""
+    """Run ``func`` over a streamed route's bands into ``target`` (TIFF or Zarr), atomically,
+    ``lanes`` bands at once (:func:`convfilt.tiles.run`)."""
     reader, layout = route.reader, route.layout
     assert reader is not None and layout is not None
     try:
         opaque = _opaque(reader, layout.rows) if reader.has_alpha else None
         with open_sink(target, reader.shape, reader.dtype, reader.meta, force=force) as sink:
-            tiles.run(reader, func, layout, mode, sink.write, opaque=opaque, progress=progress)
+            tiles.run(
+                reader, func, layout, mode, sink.write,
+                opaque=opaque, progress=progress, lanes=lanes,
+            )  # fmt: skip
     finally:
         reader.close()
 

@@ -281,16 +281,19 @@ def run(
     *,
     opaque: bool | None = None,
     progress: Callable[[int], None] | None = None,
+    lanes: int = LANES,
 ) -> None:
     """Filter ``source`` band by band, handing each band's output to ``write(start, rows)``.
 
-    One thread reads ahead, :data:`LANES` threads filter bands side by side (each with one
+    One thread reads ahead, ``lanes`` threads filter bands side by side (each with one
     BLAS thread and one transform thread, rather than BLAS's own threads, which spin on a
     busy machine: docs/performance.md), one writes, in order, so that I/O overlaps
-    computation. ``opaque`` (the whole image's alpha is fully opaque) is passed to every
-    band, so each band takes the whole image's alpha path. ``progress(done)`` is called
-    after each band. An exception anywhere (or Ctrl-C) stops the pipeline and is raised
-    here, after the threads are finished.
+    computation. At most ``lanes`` bands are being filtered at once (more than the cores
+    only when ``func`` runs elsewhere: :func:`remote`, :func:`in_flight`). ``opaque`` (the
+    whole image's alpha is fully opaque) is passed to every band, so each band takes the
+    whole image's alpha path. ``progress(done)`` is called after each band. An exception
+    anywhere (or Ctrl-C) stops the pipeline and is raised here, after the threads are
+    finished.
     """
     from threadpoolctl import threadpool_limits
 
@@ -298,7 +301,7 @@ def run(
         Band(b.held, b.height, b.start, b.stop, opaque)
         for b in bands(layout.height, layout.rows, layout.reach, mode)
     ]
-    lanes = min(LANES, len(todo))
+    lanes = max(1, min(lanes, len(todo)))
     with (
         ThreadPoolExecutor(1, "convfilt-read") as reader,
         ThreadPoolExecutor(lanes, "convfilt-filter") as filterer,
@@ -634,17 +637,25 @@ def workers(client: Any) -> int:
 
 
 def compute(client: Any, lazy: Any) -> NDArray[Any]:
-    """``lazy`` computed on ``client``'s cluster, as a numpy array.
+    """``lazy`` computed on ``client``'s cluster, as a numpy array (see :func:`wait`)."""
+    return wait(client, client.compute(lazy))
+
+
+def wait(client: Any, future: Any) -> NDArray[Any]:
+    """The result of ``future`` (a task on ``client``'s cluster), as a numpy array.
+
+    A worker that dies mid-run loses its tasks, which the scheduler runs again on the
+    workers left (up to its ``distributed.scheduler.allowed-failures``), so the result is
+    the same; only when the scheduler gives up does the run fail.
 
     Raises
     ------
     ConvfiltError
-        If a worker dies mid-run (the scheduler gives up on a task, or no worker is left for
-        :data:`NO_WORKER_SECONDS`), or the connection is lost.
+        If the scheduler gives up on a task (as many workers as it allows died running it),
+        or no worker is left for :data:`NO_WORKER_SECONDS`, or the connection is lost.
     """
     import distributed
 
-    future = client.compute(lazy)
     alone_since: float | None = None
     try:
         while True:
@@ -661,7 +672,10 @@ def compute(client: Any, lazy: Any) -> NDArray[Any]:
     except distributed.client.FutureCancelledError:
         raise ConvfiltError("the computation was cancelled on the scheduler") from None
     except distributed.KilledWorker as exc:
-        raise ConvfiltError(f"a worker died mid-run ({exc}); nothing was written") from None
+        raise ConvfiltError(
+            f"a worker died mid-run: {exc.allowed_failures + 1} workers died running the same "
+            "task, so the scheduler gave up; nothing was written"
+        ) from None
     except OSError as exc:
         raise ConvfiltError(f"lost the scheduler mid-run ({type(exc).__name__})") from None
     finally:
@@ -680,10 +694,23 @@ def on_cluster(client: Any, func: Callable[[Any], Any], pixels: NDArray[Any]) ->
 
 
 def remote(client: Any, func: BandFilter) -> BandFilter:
-    """``func`` run on ``client``'s cluster, one band at a time (for :func:`run`)."""
-    import dask
+    """``func`` run on ``client``'s cluster, one task per band: for :func:`run`, whose
+    ``lanes`` (:func:`in_flight`) say how many bands are on the cluster at once."""
 
     def on_worker(pixels: NDArray[Any], *, band: Band | None = None) -> NDArray[Any]:
-        return compute(client, dask.delayed(func)(pixels, band=band))
+        return wait(client, client.submit(func, pixels, band=band, pure=False))
 
     return on_worker
+
+
+def in_flight(
+    layout: Layout, shape: tuple[int, ...], dtype: np.dtype, budget: int, workers: int
+) -> int:
+    """Bands :func:`run` keeps on a cluster at once (:func:`remote`): two per worker, as many
+    as the memory budget holds here. Each band in flight holds its rows (with their halo)
+    and its result in this process; the pipeline also holds the bands read ahead and the
+    ones being written, about three bands' rows per band in flight, plus four."""
+    stored = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
+    band = (layout.rows + 2 * layout.reach) * stored
+    fits = ((budget - FIXED_BYTES) // band - 4) // 3
+    return int(max(1, min(2 * max(1, workers), fits)))

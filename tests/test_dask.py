@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from numpy.typing import NDArray
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -23,6 +24,8 @@ from convfilt.errors import UsageError
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
+# the workers cannot import this module: its helpers travel by value
+pytest.importorskip("cloudpickle").register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +150,51 @@ def test_cli_scheduler_streams_bands_remotely(client: Any, tmp_path: Path) -> No
     road = ["--strategy", "separable"]  # one road on both sides, as above
     result = CliRunner().invoke(app, [*args, *road, "--scheduler", client.scheduler.address])
     assert result.exit_code == 0, result.output
-    assert "each band on Dask" in result.output
+    assert "4 bands in flight on 2 workers" in result.output
     expected = filters.unsharp_mask(pixels, strategy="separable")
     np.testing.assert_array_equal(tifffile.imread(target), expected)
+
+
+def _meeting_band(pixels: Any, *, band: Any, folder: str) -> Any:
+    """A band filter (run on a worker) that says it started, and whose first band waits
+    (60 s at most) until another band has started: it fails unless two run at once."""
+    import os
+
+    open(os.path.join(folder, str(band.start)), "w").close()
+    waited = 0.0
+    while band.start == 0 and len(os.listdir(folder)) < 2:
+        if waited > 60:
+            raise RuntimeError("no other band ran beside the first")
+        time.sleep(0.05)
+        waited += 0.05
+    return filters.box_blur(pixels, 2, band=band, strategy=names.SEPARABLE)
+
+
+def test_streamed_bands_run_side_by_side_on_the_cluster(client: Any, tmp_path: Path) -> None:
+    """Several bands in flight (tiles.run's lanes, over tiles.remote): the first band only
+    finishes once a second one runs on the other worker; the result is the in-memory one."""
+    from convfilt import tiles
+
+    folder = tmp_path / "started"
+    folder.mkdir()
+    func = partial(_meeting_band, folder=str(folder))
+    layout = tiles.Layout(230, 70, 64, 2, names.SEPARABLE)
+    parts: dict[int, Any] = {}
+    lanes = tiles.in_flight(layout, IMAGE.shape, IMAGE.dtype, 2**30, tiles.workers(client))
+    assert lanes == 4  # two per worker, well within 1 GiB
+    tiles.run(IMAGE, tiles.remote(client, func), layout, "reflect", parts.__setitem__, lanes=lanes)
+    assert sorted(p.name for p in folder.iterdir()) == ["0", "128", "192", "64"]
+    got = np.concatenate([parts[start] for start in sorted(parts)])
+    np.testing.assert_array_equal(got, filters.box_blur(IMAGE, 2, strategy=names.SEPARABLE))
+
+
+def test_bands_in_flight_stay_within_the_budget() -> None:
+    from convfilt import tiles
+
+    layout = tiles.Layout(10_000, 1000, 256, 8, names.SEPARABLE)
+    band = (256 + 16) * 3000  # bytes of one band's rows of an RGB uint8 image
+    for budget, expected in [(2**30, 8), (tiles.FIXED_BYTES + 13 * band, 3), (0, 1)]:
+        assert tiles.in_flight(layout, (10_000, 1000, 3), np.dtype(np.uint8), budget, 4) == expected
 
 
 def test_cli_unreachable_scheduler_one_line(tmp_path: Path) -> None:
@@ -276,3 +321,128 @@ def test_match_template_on_dask_with_unknown_pixels_and_float32(client: Any) -> 
         matching.match_template(da.from_array(SCENE, chunks=40), PROBE, scene_mask=known[1:])
     with pytest.raises(UsageError, match="channel"):
         matching.match_template(da.from_array(SCENE[..., 0], chunks=40), PROBE)
+
+
+# --- a worker that dies mid-run ------------------------------------------------------------------
+
+
+WorkerPlugin: Any = distributed.WorkerPlugin
+
+
+class KillAtTask(WorkerPlugin):
+    """Kill the worker's own process (SIGKILL) when the cluster's ``at``-th task starts
+    executing (tasks counted across workers by files made with O_EXCL in ``folder``), and,
+    with ``always``, whenever that same task starts again, so that the scheduler gives up."""
+
+    def __init__(self, folder: str, at: int, always: bool) -> None:
+        self.folder, self.at, self.always = folder, at, always
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        import os
+        import signal
+
+        if finish != "executing":
+            return
+        doomed = os.path.join(self.folder, "doomed")
+        if self.always and os.path.exists(doomed):
+            with open(doomed) as file:
+                if file.read() == repr(key):
+                    os.kill(os.getpid(), signal.SIGKILL)
+        number = 0
+        while True:  # this task's number: the first free one
+            try:
+                os.close(os.open(os.path.join(self.folder, str(number)), os.O_CREAT | os.O_EXCL))
+                break
+            except FileExistsError:
+                number += 1
+        if number == self.at:
+            with open(doomed, "w") as file:
+                file.write(repr(key))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def fragile() -> Iterator[Any]:
+    """A cluster of its own for the tests that kill workers (two worker processes, nannies
+    that restart them); the scheduler gives up on a task once 2 workers died running it."""
+    import dask
+
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as connected,
+    ):
+        yield connected
+
+
+@pytest.fixture
+def killer(fragile: Any, tmp_path: Path) -> Iterator[Callable[[int, bool], None]]:
+    """``killer(at, always)`` arms :class:`KillAtTask` on the fragile cluster (disarmed after)."""
+    counts = tmp_path / "tasks"
+    counts.mkdir()
+    fragile.wait_for_workers(2, timeout=30)
+
+    def arm(at: int, always: bool) -> None:
+        fragile.register_plugin(KillAtTask(str(counts), at, always), name="kill")
+
+    yield arm
+    fragile.unregister_worker_plugin("kill")
+    fragile.wait_for_workers(2, timeout=60)  # the nannies have restarted the dead ones
+
+
+def _big_tiff(tmp_path: Path) -> tuple[Path, NDArray[np.uint8]]:
+    import tifffile
+
+    pixels = (RNG.random((700, 300, 3)) * 255).astype(np.uint8)
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, pixels, tile=(128, 128), photometric="rgb")
+    return source, pixels
+
+
+def test_a_worker_killed_once_mid_run_its_band_reruns_and_the_bytes_match(
+    fragile: Any, killer: Any, tmp_path: Path
+) -> None:
+    """The contract: a band lost with its worker is run again on a worker left (Dask's own
+    retry, up to the scheduler's allowed-failures), so the output is the in-process one."""
+    import tifffile
+
+    from convfilt.cli import app
+
+    source, pixels = _big_tiff(tmp_path)
+    killer(1, False)  # the second band's worker dies as it starts it
+    target = tmp_path / "out.tif"
+    args = ["blur", str(source), "-o", str(target), "--memory", "52M", "--explain"]
+    road = ["--strategy", "separable"]  # one road on both sides (see above)
+    result = CliRunner().invoke(app, [*args, *road, "--scheduler", fragile.scheduler.address])
+    assert result.exit_code == 0, result.output
+    assert "streamed: 3 bands" in result.output  # more than one band: killed mid-run
+    assert len(list((tmp_path / "tasks").iterdir())) >= 5  # 3 bands, the rerun one, doomed
+    expected = filters.gaussian_blur(pixels, 2.0, strategy="separable")
+    np.testing.assert_array_equal(tifffile.imread(target), expected)
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "in-memory"])
+def test_a_worker_dying_at_every_try_fails_in_one_line_and_writes_nothing(
+    fragile: Any, killer: Any, tmp_path: Path, streamed: bool
+) -> None:
+    """When the scheduler gives up (every worker that runs the band dies): exit 1, one line,
+    no output and no temporary left, in a real process."""
+    from tests.processes import convfilt
+
+    source, pixels = _big_tiff(tmp_path)
+    if not streamed:
+        source = tmp_path / "in.png"
+        Image.fromarray(pixels).save(source)
+    killer(1, True)
+    target = tmp_path / "out.tif"
+    done = convfilt(
+        "blur", source, "-o", target, "--memory", "52M" if streamed else "1G",
+        "--scheduler", fragile.scheduler.address,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1 and "a worker died mid-run" in done.stderr
+    assert (tmp_path / "tasks" / "doomed").exists()  # the task killed at every try
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.tif", "tasks"]
+        + ([] if streamed else ["in.png"]))  # fmt: skip
