@@ -458,11 +458,26 @@ def _cluster(streaming: _Streaming | None) -> Iterator[Any]:
         return
     from . import tiles
 
+    _quiet_distributed()
     client = tiles.connect(streaming.scheduler)
     try:
         yield client
     finally:
         client.close()
+
+
+def _quiet_distributed() -> None:
+    """distributed logs to stderr from handlers of its own (a worker lost, keys rescheduled);
+    the command says what matters in one line, so those logs are dropped."""
+    try:
+        import distributed  # noqa: F401  (its import installs the handlers)
+    except ImportError:
+        return  # tiles.connect says what to install
+    log = logging.getLogger("distributed")
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
 
 
 def _on_cluster(client: Any, streaming: _Streaming, picture: Picture) -> NDArray[Any]:
