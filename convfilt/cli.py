@@ -8,6 +8,7 @@ starts fast.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import sys
@@ -1608,11 +1609,16 @@ def main() -> None:
 
     The one place that changes process-wide state: the allocator keeps freed blocks
     (``memory.retain_freed_blocks``; ``CONVFILT_MALLOC=system`` opts out), since every
-    road allocates blocks of megabytes. A library user opts in with the same call. SIGTERM
-    and SIGHUP unwind like SIGINT (:class:`Terminated`), so no temporary file is left.
+    road allocates blocks of megabytes. A library user opts in with the same call. BLAS runs
+    on one thread (``OPENBLAS_NUM_THREADS``, unless the user set it, before numpy loads), as
+    band lanes and Dask workers run it: OpenBLAS's threaded products round some shapes
+    differently (1 ulp), which would make a streamed or remote run's bytes differ from an
+    in-memory one's, and its threads spin on a busy machine (docs/performance.md, §8).
+    SIGTERM and SIGHUP unwind like SIGINT (:class:`Terminated`), so no temporary file is left.
     """
     from .memory import retain_freed_blocks
 
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _catch_termination()
     _route_library_chatter()
     try:
