@@ -343,7 +343,9 @@ def _match_on_dask(
     if not np.issubdtype(scene.dtype, np.number) or np.issubdtype(scene.dtype, np.complexfloating):
         raise UsageError(f"scene must hold real numbers, got {scene.dtype}")
     values = scene if scene.ndim == 3 else scene[..., np.newaxis]
-    probe_f = _as_channels(probe, "probe")
+    # a float32 scene and probe take the in-memory float32 road in every block
+    single = scene.dtype == np.float32 and np.asarray(probe).dtype == np.float32
+    probe_f = _as_channels(probe, "probe", np.dtype(np.float32 if single else np.float64))
     _check_shapes(values, probe_f)
     _as_weights(options["mask"], probe_f.shape[:2])  # a mask that does not fit: now
     (height, width), (probe_h, probe_w) = values.shape[:2], probe_f.shape[:2]

@@ -191,17 +191,22 @@ def _turn(
     return turned, turned_weights
 
 
+_TAPER_FROM = 8  # px each way: a smaller probe keeps its hard footprint (see ``_tapered``)
+
+
 def _tapered(weights: FloatArray) -> FloatArray:
-    """The probe's weights with its outermost pixels' set to 0 (when it is 3 px or more
-    across), so that, interpolated, they fall to 0 at the outermost pixel centres.
+    """The probe's weights with its outermost pixels' set to 0 (when it is ``_TAPER_FROM`` px
+    or more each way), so that, interpolated, they fall to 0 at the outermost pixel centres.
 
     The turned probe's footprint, and so its score, is then a continuous function of scale
     and angle. A hard footprint (every pixel whose centre maps inside the probe, in full)
     gains or loses a whole ring of pixels at some scales: the score jumps there, which threw
     the sub-step parabolas off (scale ~0.7% low on planted probes) and, when the last step's
-    best moved to a neighbour, left no parabola at all (the grid's own scale came back).
+    best moved to a neighbour, left no parabola at all (the grid's own scale came back). A
+    small probe would lose too much of itself (a 4x4 keeps its inner 2x2, and a review found
+    a 4x4 copy at scale 1 reported a pixel off, a 5x5 missed in 3 of 12 searches).
     """
-    if min(weights.shape) < 3:
+    if min(weights.shape) < _TAPER_FROM:
         return weights
     tapered = np.zeros_like(weights)
     tapered[1:-1, 1:-1] = weights[1:-1, 1:-1]

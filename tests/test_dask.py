@@ -313,10 +313,13 @@ def test_match_template_on_dask_with_unknown_pixels_and_float32(client: Any) -> 
     lazy = matching.match_template(
         da.from_array(single, chunks=(32, 45, 3)), PROBE.astype(np.float32)
     )
+    got = client.compute(lazy).result()
     np.testing.assert_allclose(
-        client.compute(lazy).result(), matching.match_template(single, PROBE.astype(np.float32)),
-        atol=1e-3,
-    )  # fmt: skip
+        got, matching.match_template(single, PROBE.astype(np.float32)), atol=1e-3
+    )
+    # the float32 road, not float64's: its rounding shows beside the float64 map
+    wide = matching.match_template(single.astype(np.float64), PROBE.astype(np.float64))
+    assert np.max(np.abs(got - wide)) > 1e-10
     with pytest.raises(UsageError, match="does not fit"):
         matching.match_template(da.from_array(SCENE, chunks=40), PROBE, scene_mask=known[1:])
     with pytest.raises(UsageError, match="channel"):

@@ -273,3 +273,13 @@ def test_cli_range_error_exit_2_in_a_real_process(tmp_path: Path) -> None:
         assert proc.returncode == 2
         assert option in proc.stderr and form in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("size", [4, 5, 6])
+def test_a_small_probe_keeps_its_whole_footprint(size: int) -> None:
+    """The footprint's taper (for sub-step accuracy) is for probes 8 px or more across: a
+    small copy, searched at its own scale and angle, is found at its own corner."""
+    scene = ndimage.gaussian_filter(np.random.default_rng(5).random((120, 140)), 1.0)
+    probe = scene[50 : 50 + size, 70 : 70 + size].copy()
+    best = search_template(scene, probe, scales="1", angles="0")[0]
+    assert (best.x, best.y) == (70, 50)
