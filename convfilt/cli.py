@@ -474,11 +474,14 @@ def _quiet_distributed() -> None:
         import distributed  # noqa: F401  (its import installs the handlers)
     except ImportError:
         return  # tiles.connect says what to install
-    log = logging.getLogger("distributed")
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-    log.addHandler(logging.NullHandler())
-    log.propagate = False
+    # its configuration may give child loggers (distributed.client, ...) handlers of their own
+    known = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "distributed"]
+    for name in {"distributed", *known}:
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+        log.propagate = name != "distributed"  # children pass on to the silenced parent
+    logging.getLogger("distributed").addHandler(logging.NullHandler())
 
 
 def _on_cluster(client: Any, streaming: _Streaming, picture: Picture) -> NDArray[Any]:
