@@ -317,22 +317,6 @@ class _Streaming:
     explain: bool
     scheduler: str | None = None
 
-    def filter_for(self, has_alpha: bool) -> Any:
-        """The band filter for one image, its plan reported once (not once per band)."""
-        return self.make_filter(has_alpha, _first_only(report.explain) if self.explain else None)
-
-
-def _first_only(callback: Callable[[Any], None]) -> Callable[[Any], None]:
-    """``callback`` for its first call only."""
-    calls: list[bool] = []
-
-    def first(value: Any) -> None:
-        if not calls:
-            calls.append(True)
-            callback(value)
-
-    return first
-
 
 @dataclass(frozen=True)
 class _Destination:
@@ -517,7 +501,7 @@ def _streamed(
         return False
     reader, layout = route.reader, route.layout
     assert reader is not None
-    func = streaming.filter_for(reader.has_alpha)
+    func = streaming.make_filter(reader.has_alpha, None)  # the road: route.plan's
     lanes, where = tiles.LANES, ""
     if client is not None:
         func = tiles.remote(client, func)
@@ -525,6 +509,7 @@ def _streamed(
         lanes = tiles.in_flight(layout, reader.shape, reader.dtype, budget, count)
         where = f", on Dask at {streaming.scheduler}: {lanes} bands in flight on {count} workers"
     if streaming.explain:
+        report.explain(route.plan)
         report.message(f"{source}: {route.describe()}{where}")
     if dest.out_dir is not None:
         from . import images

@@ -56,7 +56,7 @@ from . import calibration, cost, names, weighted
 from .errors import UsageError
 from .kernels import separate
 from .tiles import EXTENSIONS as EXTENSIONS  # re-exported: the boundary rule lives in tiles
-from .tiles import Band, dask_aware, extension_indices, kernel_reach
+from .tiles import Band, dask_aware, extension_indices, given_kernel
 
 MODES = names.MODES
 STRATEGIES = names.STRATEGIES
@@ -890,6 +890,7 @@ def plan(
     tolerance: float | None = None,
     method: str | None = None,
     runs: int = 0,
+    largest: float | None = None,
 ) -> Plan:
     """Choose a strategy for correlating an image of ``image_shape`` with ``kernel``.
 
@@ -914,6 +915,9 @@ def plan(
         convolution many times). The compiled road's one-time cost is weighed against its
         saving over all of them, and they count toward that cost in later plans, as calls
         that ran do. 0, the default: a question only, which counts nothing.
+    largest : float, optional
+        max|image|, where the caller has measured it: it decides whether a float32
+        transform can overflow (unmeasured, it is assumed not to).
 
     Returns
     -------
@@ -955,7 +959,9 @@ def plan(
     size = (shape[0], shape[1])
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
         raise UsageError(f"runs must be an int >= 0, got {runs!r}", parameters=["runs"])
-    problem = _problem(size, channels, [k], np.dtype(dtype))
+    if largest is not None and not np.isfinite(largest):
+        raise UsageError(f"largest must be a finite max|image|, got {largest}")
+    problem = _problem(size, channels, [k], np.dtype(dtype), largest=largest)
     return _decide(problem, strategy, shape, mode, check_tolerance(tolerance), runs=runs)[0]
 
 
@@ -1118,8 +1124,11 @@ def _road(
     """The engine as :mod:`convfilt.weighted` calls it on finite planes (of ``band``'s rows):
     the image's own correlations take ``strategy`` (the first reports its plan), 0/1 masks
     the planner's road; ``work``, ``stored`` and ``largest`` (max|x|, measured by the
-    caller) apply to the image's own."""
+    caller) apply to the image's own. A band given the whole image's road
+    (``Band.strategy``, decided once for the image) takes it where ``strategy`` is auto."""
     reported: list[bool] = []
+    if band is not None and band.strategy is not None and strategy == names.AUTO:
+        strategy = band.strategy
 
     def correlate_plane(
         plane: NDArray[Any], kernel: NDArray[np.float64], cval: float, main: bool
@@ -1394,7 +1403,7 @@ _FILTER_DOC = """{summary}
     """
 
 
-@dask_aware(kernel_reach, working_dtype)
+@dask_aware(given_kernel, working_dtype, plan)
 def correlate(
     image: ArrayLike,
     kernel: ArrayLike,
@@ -1417,7 +1426,7 @@ def correlate(
     return to_output(result, output)
 
 
-@dask_aware(kernel_reach, working_dtype)
+@dask_aware(given_kernel, working_dtype, plan)
 def convolve(
     image: ArrayLike,
     kernel: ArrayLike,

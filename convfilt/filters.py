@@ -603,29 +603,36 @@ def gaussian_kernel(sigma: Pair, truncate: float = 4.0) -> NDArray:
     return kernels.outer(along_y, along_x)
 
 
-def _gaussian_reach(
+def _gaussian_of(
     sigma: Pair, sigma_y: float | None = None, truncate: float = 4.0, **_: Any
-) -> int:
-    """Rows the Gaussian of these parameters reaches (for tiles and Dask)."""
-    return (
-        int(gaussian_kernel(_with_y(sigma, sigma_y, "sigma", check_positive), truncate).shape[0])
-        // 2
-    )
+) -> NDArray:
+    """The Gaussian kernel of :func:`gaussian_blur`'s parameters (also for tiles and Dask)."""
+    return gaussian_kernel(_with_y(sigma, sigma_y, "sigma", check_positive), truncate)
 
 
-def _box_reach(radius: Pair, radius_y: int | None = None, **_: Any) -> int:
-    """Rows the box of these parameters reaches."""
+def _box_of(radius: Pair, radius_y: int | None = None, **_: Any) -> NDArray:
+    """The box kernel of :func:`box_blur`'s parameters."""
     both = _with_y(radius, radius_y, "radius", check_radius)
-    rows, _cols = per_axis(both, "radius", check_radius)  # type: ignore[arg-type]
-    return int(rows)
+    rows, cols = per_axis(both, "radius", check_radius)  # type: ignore[arg-type]
+    along_x = kernels.box_1d(int(cols))
+    along_y = along_x if rows == cols else kernels.box_1d(int(rows))
+    return kernels.outer(along_y, along_x)
 
 
-def _unsharp_reach(sigma: Pair = 1.0, *_: Any, truncate: float = 4.0, **__: Any) -> int:
-    """Rows the unsharp mask's blur reaches."""
-    return _gaussian_reach(sigma, truncate=truncate)
+def _unsharp_of(sigma: Pair = 1.0, *_: Any, truncate: float = 4.0, **__: Any) -> NDArray:
+    """The blur kernel of :func:`unsharp_mask`'s parameters."""
+    return gaussian_kernel(sigma, truncate)
 
 
-@tiles.dask_aware(_gaussian_reach)
+def _plan(
+    image_shape: tuple[int, ...], kernel: NDArray, *, dtype: np.dtype, **options: Any
+) -> engine.Plan:
+    """The whole image's plan, for a dask image (tiles.whole_road): in the working dtype
+    these filters compute in."""
+    return engine.plan(image_shape, kernel, dtype=_Depth.of(np.dtype(dtype)).work, **options)
+
+
+@tiles.dask_aware(_gaussian_of, plan=_plan)
 def gaussian_blur(
     image: NDArray,
     sigma: Pair,
@@ -691,7 +698,7 @@ def gaussian_blur(
     (3, 32, 40)
     """
     strategy = engine.strategy_keyword(strategy, method)
-    kernel = gaussian_kernel(_with_y(sigma, sigma_y, "sigma", check_positive), truncate)
+    kernel = _gaussian_of(sigma, sigma_y, truncate)
     smooth = _correlator(
         kernel, flip=False, mode=mode, strategy=strategy,
         nan_policy=_policy(image, nan_policy), on_plan=on_plan, band=band,
@@ -703,7 +710,7 @@ def gaussian_blur(
     )  # fmt: skip
 
 
-@tiles.dask_aware(_box_reach)
+@tiles.dask_aware(_box_of, plan=_plan)
 def box_blur(
     image: NDArray,
     radius: int | Sequence[int],
@@ -756,12 +763,8 @@ def box_blur(
     True
     """
     strategy = engine.strategy_keyword(strategy, method)
-    both = _with_y(radius, radius_y, "radius", check_radius)
-    rows, cols = per_axis(both, "radius", check_radius)  # type: ignore[arg-type]
-    along_x = kernels.box_1d(int(cols))
-    along_y = along_x if rows == cols else kernels.box_1d(int(rows))
     smooth = _correlator(
-        kernels.outer(along_y, along_x),
+        _box_of(radius, radius_y),
         flip=False,
         mode=mode,
         strategy=strategy,
@@ -776,7 +779,7 @@ def box_blur(
     )  # fmt: skip
 
 
-@tiles.dask_aware(_unsharp_reach)
+@tiles.dask_aware(_unsharp_of, plan=_plan)
 def unsharp_mask(
     image: NDArray,
     sigma: Pair = 1.0,
@@ -844,7 +847,7 @@ def unsharp_mask(
     strategy = engine.strategy_keyword(strategy, method)
     check_finite(amount, "amount")
     check_threshold(threshold, "threshold")
-    kernel = gaussian_kernel(sigma, truncate)
+    kernel = _unsharp_of(sigma, truncate=truncate)
     smooth = _correlator(
         kernel, flip=False, mode=mode, strategy=strategy,
         nan_policy=_policy(image, nan_policy), on_plan=on_plan, band=band,
@@ -875,7 +878,7 @@ def unsharp_mask(
     )  # fmt: skip
 
 
-@tiles.dask_aware(tiles.kernel_reach)
+@tiles.dask_aware(tiles.given_kernel, plan=_plan)
 def convolve_image(
     image: NDArray,
     kernel: NDArray,

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import tiles
+from . import names, tiles
 from .errors import ConvfiltError, UsageError
 
 TILE = 256  # output TIFF tiles (rows and columns)
@@ -467,6 +467,7 @@ class Route:
     budget: int
     reader: Reader | None = None
     layout: tiles.Layout | None = None
+    plan: Any = None  # streamed: the whole image's plan (engine.Plan), every band's road
 
     def describe(self) -> str:
         """One line for ``explain``."""
@@ -485,8 +486,9 @@ def route(
 
     In memory when the whole image's working set fits (nothing changes for such images);
     else TIFF and Zarr inputs stream, by bands sized from the budget and the road the planner
-    takes, to a TIFF or Zarr output; other formats (PNG, JPEG, ...) are decoded whole, so one
-    that does not fit is refused up front.
+    takes for the whole image (decided once: every band takes it), to a TIFF or Zarr output;
+    other formats (PNG, JPEG, ...) are decoded whole, so one that does not fit is refused up
+    front.
 
     Raises
     ------
@@ -502,7 +504,7 @@ def route(
     zarr_io = Path(source).suffix.lower() == ".zarr" or Path(target).suffix.lower() == ".zarr"
     shape, dtype = _header(source)
     work = np.float64 if dtype == np.float64 else np.float32
-    road = engine.plan(shape[:2], kernel, dtype=work, mode=mode, strategy=strategy).strategy
+    road = engine.plan(shape, kernel, dtype=work, mode=mode, strategy=strategy).strategy
     need = tiles.whole_image_bytes(shape, dtype, strategy=road)
     if need <= budget and not zarr_io:
         return Route(need, budget)
@@ -520,10 +522,20 @@ def route(
             "Zarr are written by tiles; name a .tif or .zarr output"
         )
     reader = open_rows(source)
+    plan = engine.plan(reader.shape, kernel, dtype=work, mode=mode, strategy=strategy, runs=1)
+    if plan.strategy in names.TRANSFORMS and reader.dtype == np.float32:
+        largest = _largest(reader)  # whether a float32 transform can overflow
+        plan = engine.plan(
+            reader.shape, kernel, dtype=work, mode=mode, strategy=strategy, largest=largest
+        )
     layout = tiles.layout(
-        reader.shape, reader.dtype, reach=kernel.shape[0] // 2, budget=budget, strategy=road
+        reader.shape,
+        reader.dtype,
+        reach=kernel.shape[0] // 2,
+        budget=budget,
+        strategy=plan.strategy,
     )
-    return Route(need, budget, reader, layout)
+    return Route(need, budget, reader, layout, plan)
 
 
 def _is_tiff(source: str) -> bool:
@@ -579,6 +591,16 @@ def filter_file(
             )  # fmt: skip
     finally:
         reader.close()
+
+
+def _largest(reader: Reader, rows: int = 256) -> float:
+    """max|x| over a float image's finite values (one pass, band by band)."""
+    largest = 0.0
+    for start in range(0, reader.shape[0], rows):
+        values = np.abs(reader[start : start + rows])
+        finite = values[np.isfinite(values)]
+        largest = max(largest, float(finite.max()) if finite.size else 0.0)
+    return largest
 
 
 def _opaque(reader: Reader, rows: int) -> bool:

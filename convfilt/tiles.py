@@ -112,8 +112,10 @@ class Band:
     band plus the halo its kernel reaches, which at the image's edges is whatever rows the
     *global* boundary rule reads (for ``wrap``, the top band holds the bottom rows). The
     engine then extends through the whole image's index map, so each output row sees exactly
-    what it sees in the whole image; the strategy is chosen for the whole image. Built by
-    :mod:`convfilt.tiles`.
+    what it sees in the whole image. ``strategy`` is the road decided once for the whole
+    image (the planner's choice for its shape), which the band takes where its filter's
+    strategy is auto, so that no band takes another road (None: the band plans for the
+    whole image's shape itself). Built by :mod:`convfilt.tiles`.
     """
 
     held: NDArray[np.intp]
@@ -121,6 +123,7 @@ class Band:
     start: int
     stop: int
     opaque: bool | None = None  # the whole image's alpha is fully opaque (None: not known)
+    strategy: str | None = None  # the whole image's road (None: not decided)
 
     @property
     def rows(self) -> int:
@@ -167,7 +170,8 @@ class RowSource(Protocol):
 @dataclass(frozen=True)
 class Layout:
     """How an image is cut: ``count`` bands of ``rows`` output rows (the last may be shorter),
-    each read with ``reach`` rows of halo above and below."""
+    each read with ``reach`` rows of halo above and below, every one through ``strategy``
+    (the whole image's road; auto: each band plans for itself)."""
 
     height: int
     width: int
@@ -285,6 +289,9 @@ def run(
 ) -> None:
     """Filter ``source`` band by band, handing each band's output to ``write(start, rows)``.
 
+    Every band takes ``layout.strategy``, the road decided once for the whole image (unless
+    it is auto).
+
     One thread reads ahead, ``lanes`` threads filter bands side by side (each with one
     BLAS thread and one transform thread, rather than BLAS's own threads, which spin on a
     busy machine: docs/performance.md), one writes, in order, so that I/O overlaps
@@ -297,8 +304,9 @@ def run(
     """
     from threadpoolctl import threadpool_limits
 
+    road = None if layout.strategy == names.AUTO else layout.strategy
     todo = [
-        Band(b.held, b.height, b.start, b.stop, opaque)
+        Band(b.held, b.height, b.start, b.stop, opaque, road)
         for b in bands(layout.height, layout.rows, layout.reach, mode)
     ]
     lanes = max(1, min(lanes, len(todo)))
@@ -370,7 +378,7 @@ def apply(
     mode: str,
     rows: int | None = None,
     budget: int | None = None,
-    strategy: str = "direct",
+    strategy: str = names.AUTO,
     opaque: bool | None = None,
 ) -> NDArray[Any]:
     """Run ``func`` over an in-memory image band by band; the same result as ``func(image)``.
@@ -383,7 +391,8 @@ def apply(
     mode : the filter's boundary mode (the halo at the image's edges follows it).
     rows : output rows per band (a multiple of :data:`ALIGN`); default from ``budget``.
     budget : bytes for the bands (default: whole-image bytes, i.e. one band).
-    strategy : the road the filter takes, which sizes the bands (:func:`layout`).
+    strategy : the road the whole image takes (e.g. ``engine.plan(image.shape, kernel)``'s),
+        given to every band and sizing them (:func:`layout`); auto: each band plans itself.
     opaque : whether the image's alpha (last channel) is fully opaque; default: measured
         here if the image has more than one channel, so every band decides as the whole does.
 
@@ -489,15 +498,17 @@ def on_dask(
     dtype: np.dtype,
     opaque: bool | None = None,
     rows: int | None = None,
+    strategy: str | None = None,
 ) -> Any:
     """The lazy dask array of ``func`` over ``image`` (a dask array), band by band.
 
     Each output band is one task on the rows it reads, gathered from whatever chunks hold
     them through the *global* boundary rule (so ``wrap`` reads the far edge, and chunks
-    smaller than the reach need no rechunking); the band runs the whole image's strategy,
-    so the result equals the in-memory one (bit for bit on the banded roads). Bands are
-    full-width, as tall as the input's row chunks (at least :data:`ALIGN` rows); the
-    result is rechunked like the input.
+    smaller than the reach need no rechunking); every band takes ``strategy``, the road
+    decided once for the whole image (None: each band plans for the whole image's shape),
+    so the result equals the in-memory one (bit for bit on the banded roads) whichever
+    worker runs a band. Bands are full-width, as tall as the input's row chunks (at least
+    :data:`ALIGN` rows); the result is rechunked like the input.
     """
     import dask.array as da
 
@@ -507,7 +518,7 @@ def on_dask(
     tail = tuple(image.shape[1:])
     pieces = []
     for band in bands(height, rows, reach, mode):
-        band = Band(band.held, band.height, band.start, band.stop, opaque)
+        band = Band(band.held, band.height, band.start, band.stop, opaque, strategy)
         runs = np.split(band.held, np.flatnonzero(np.diff(band.held) != 1) + 1)
         held = da.concatenate([image[int(r[0]) : int(r[-1]) + 1] for r in runs], axis=0)
         held = held.rechunk((held.shape[0], *tail))
@@ -524,21 +535,29 @@ def on_dask(
     return result.rechunk(image.chunks)
 
 
-def kernel_reach(kernel: Any, *args: Any, **kwargs: Any) -> int:
-    """Rows a 2-D ``kernel`` reaches above or below an output row (the larger side)."""
-    return int(np.shape(kernel)[0]) // 2
+def given_kernel(kernel: Any, *args: Any, **kwargs: Any) -> NDArray[Any]:
+    """The 2-D kernel of a filter whose first parameter is its kernel."""
+    return np.asarray(kernel, dtype=np.float64)
+
+
+# :func:`convfilt.engine.plan`'s form: ``plan(shape, kernel, *, dtype, mode, ...) -> Plan``
+Planner = Callable[..., Any]
 
 
 def dask_aware(
-    reach: Callable[..., int], dtype: Callable[[np.dtype], np.dtype] = np.dtype
+    kernel: Callable[..., NDArray[Any]],
+    dtype: Callable[[np.dtype], np.dtype] = np.dtype,
+    plan: Planner | None = None,
 ) -> Callable[[F], F]:
     """Make a filter ``f(image, *args, **kwargs)`` that takes ``band=`` accept a dask array
     and return a lazy one (:func:`on_dask`).
 
-    ``reach(*args, **kwargs)`` is the rows its kernel reaches; ``dtype(image dtype)`` its
-    output dtype when ``output`` is not given. On Dask, ``on_plan`` is not called (the bands
-    run on workers); ``has_alpha`` makes one eager pass over the alpha channel, so that
-    every band takes the whole image's alpha path.
+    ``kernel(*args, **kwargs)`` is its 2-D kernel (its halo is the rows it reaches);
+    ``dtype(image dtype)`` its output dtype when ``output`` is not given; ``plan`` the
+    planner (:func:`convfilt.engine.plan`), asked once for the whole image's road, which
+    every band then takes (:func:`whole_road`). On Dask, ``on_plan`` is not called (the
+    bands run on workers); ``has_alpha`` makes one eager pass over the alpha channel, so
+    that every band takes the whole image's alpha path.
     """
 
     def decorate(func: F) -> F:
@@ -546,7 +565,7 @@ def dask_aware(
         def run(image: Any, *args: Any, **kwargs: Any) -> Any:
             if not is_dask(image):
                 return func(image, *args, **kwargs)
-            return _dask_call(run, image, args, kwargs, reach, dtype)
+            return _dask_call(run, image, args, kwargs, (kernel, dtype, plan))
 
         return cast(F, run)
 
@@ -558,8 +577,7 @@ def _dask_call(
     image: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    reach: Callable[..., int],
-    dtype: Callable[[np.dtype], np.dtype],
+    how: tuple[Callable[..., NDArray[Any]], Callable[[np.dtype], np.dtype], Planner | None],
 ) -> Any:
     """``run`` over a dask ``image`` (see :func:`dask_aware`)."""
     if image.ndim not in (2, 3):
@@ -576,19 +594,44 @@ def _dask_call(
             "output must be a dtype for a dask image, not an array", parameters=["output"]
         )
     kwargs.pop("on_plan", None)
+    kernel_of, dtype, plan = how
     out_dtype = np.dtype(output) if output is not None else dtype(np.dtype(image.dtype))
     opaque = None
     if kwargs.get("has_alpha") and image.ndim == 3:
         opaque = bool((image[..., -1] == _full_scale(np.dtype(image.dtype))).all().compute())
+    kernel = kernel_of(*args, **kwargs)
     call = BandCall(run, args, {**kwargs, "output": output} if output is not None else kwargs)
     return on_dask(
         image,
         call,
-        reach=reach(*args, **kwargs),
+        reach=int(np.shape(kernel)[0]) // 2,
         mode=kwargs.get("mode", names.REFLECT),
         dtype=out_dtype,
         opaque=opaque,
+        strategy=None if plan is None else whole_road(image, kernel, plan, kwargs),
     )
+
+
+def whole_road(image: Any, kernel: NDArray[Any], plan: Planner, options: dict[str, Any]) -> str:
+    """The road every band of a dask ``image`` takes: the planner's choice for the whole
+    image's shape (a forced ``strategy`` as it is). A float32 image's max|x| decides
+    whether a transform can overflow, so it is measured (one eager pass) when the choice is
+    a transform."""
+    strategy = options.get("strategy") or options.get("method") or names.AUTO
+    if strategy != names.AUTO:
+        return str(strategy)
+    asked: dict[str, Any] = {"mode": options.get("mode", names.REFLECT)}
+    if options.get("tolerance") is not None:
+        asked["tolerance"] = options["tolerance"]
+    dtype = np.dtype(image.dtype)
+    chosen = plan(tuple(image.shape), kernel, dtype=dtype, **asked)
+    if chosen.strategy in names.TRANSFORMS and dtype == np.float32:
+        import dask.array as da
+
+        finite = da.where(da.isfinite(image), abs(image), 0)
+        largest = float(finite.max().compute())
+        chosen = plan(tuple(image.shape), kernel, dtype=dtype, largest=largest, **asked)
+    return str(chosen.strategy)
 
 
 # --- a running Dask scheduler ------------------------------------------------------------------

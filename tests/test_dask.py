@@ -93,6 +93,22 @@ def test_alpha_takes_the_whole_images_path(client: Any) -> None:
     np.testing.assert_array_equal(client.compute(lazy).result(), expected)
 
 
+def test_every_band_on_the_cluster_takes_the_whole_images_road(client: Any) -> None:
+    """Bands that would plan differently (tests/test_streams.py: a float32 image whose bottom
+    rows could overflow a float32 transform) all take the road planned once for the image,
+    whichever worker runs them: the in-memory result on that road, bit for bit."""
+    from convfilt import tiles
+    from tests.test_streams import overflowing_bottom
+
+    pixels, kernel = overflowing_bottom()
+    image = da.from_array(pixels, chunks=(256, 300))
+    road = tiles.whole_road(image, kernel, filters._plan, {})
+    assert road not in names.TRANSFORMS  # the image's max|x| was measured
+    lazy = filters.convolve_image(image, kernel, correlate=True)
+    expected = filters.convolve_image(pixels, kernel, correlate=True, strategy=road)
+    np.testing.assert_array_equal(client.compute(lazy).result(), expected)
+
+
 def test_output_dtype_and_refusals() -> None:
     image = da.from_array(FLOATS, chunks=(64, 70))
     lazy = filters.box_blur(image, 1, output=np.float64)

@@ -287,3 +287,51 @@ def test_route_errors_are_library_errors(tmp_path: Path, big_rgb) -> None:
         str(source), str(tmp_path / "o.jpg"), kernel, mode="reflect", strategy="auto", budget=2**30
     )
     assert fits.layout is None and "in memory" in fits.describe()
+
+
+# --- one road for the whole image ----------------------------------------------------------------
+
+
+def overflowing_bottom() -> tuple[np.ndarray, np.ndarray]:
+    """A float32 image whose bottom rows are so large that a float32 transform of them could
+    overflow (the top rows not), and a kernel for which the planner otherwise takes the FFT."""
+    rng = np.random.default_rng(3)
+    pixels = rng.random((700, 300)).astype(np.float32)
+    pixels[600:] *= np.float32(1e34)
+    return pixels, rng.standard_normal((21, 21))
+
+
+def test_every_streamed_band_takes_the_road_decided_for_the_whole_image(tmp_path: Path) -> None:
+    pixels, kernel = overflowing_bottom()
+    source, target = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(source, pixels, tile=(128, 128))
+    plans: list[Any] = []
+    func = partial(filters.convolve_image, kernel=kernel, correlate=True, on_plan=plans.append)
+    for band in tiles.bands(700, 256, 10, "reflect"):  # each band planning for itself
+        func(pixels[band.held], band=band)
+    alone = [plan.strategy for plan in plans]
+    assert alone[0] == "fft" and alone[-1] not in ("fft", "overlap-add")  # they would differ
+    plans.clear()
+    budget = tiles.FIXED_BYTES + 4_800_000
+    route = streams.route(str(source), str(target), kernel, mode="reflect", strategy="auto",
+                          budget=budget)  # fmt: skip
+    assert route.layout is not None and route.layout.count == 3
+    road = route.plan.strategy  # decided once, with the image's max|x|: no transform
+    assert road not in ("fft", "overlap-add") and route.layout.strategy == road
+    streams.filter_file(route, target, func, mode="reflect", force=False)
+    assert [plan.strategy for plan in plans] == [road] * 3
+    np.testing.assert_array_equal(tifffile.imread(target), func(pixels, strategy=road))
+
+
+def test_streamed_explain_reports_the_one_road(tmp_path: Path) -> None:
+    pixels, kernel = overflowing_bottom()
+    source, target = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(source, pixels, tile=(128, 128))
+    np.savetxt(tmp_path / "k.txt", kernel)
+    args = ["convolve", str(source), "--kernel", str(tmp_path / "k.txt"), "--correlate"]
+    result = CliRunner().invoke(app, [*args, "-o", str(target), "--memory", "53M", "--explain"])
+    assert result.exit_code == 0, result.output
+    road = streams.route(str(source), str(target), kernel, mode="reflect", strategy="auto",
+                         budget=53 * 2**20).plan.strategy  # fmt: skip
+    assert f"bands of 256x300 (halo 10 rows) through {road}" in result.output
+    assert result.output.count("(chosen)") == 1 and "forced by" not in result.output
