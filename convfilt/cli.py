@@ -293,6 +293,18 @@ MemoryOption = Annotated[
 ]
 
 
+DeblurMemoryOption = Annotated[
+    str | None,
+    typer.Option(
+        "--memory",
+        help="Memory budget (256M, 2G): an image whose deconvolution needs more is refused "
+        "before it is read (deconvolution works on the whole image; it does not stream). "
+        "[default: the available memory]",
+        show_default=False,
+    ),
+]
+
+
 SchedulerOption = Annotated[
     str | None,
     typer.Option(
@@ -783,6 +795,21 @@ def convolve(
 # --- deblur and kernel (deconvolution helper) ---------------------------------------------------
 
 
+def _deblur_fits(
+    inputs: list[str], psf_shape: tuple[int, ...], method: str, memory: str | None
+) -> None:
+    """Refuse, before any is read, an input whose deconvolution exceeds ``--memory`` (by
+    default the memory available now; nothing is checked where that is unknown)."""
+    from . import deconvolution, streams, tiles
+
+    budget = tiles.parse_size(memory) if memory else tiles.available_memory()
+    if budget is None:
+        return
+    for source in expand_patterns(inputs):
+        shape, dtype = streams._header(source)
+        deconvolution.check_memory(source, shape, dtype, psf_shape, method, budget)
+
+
 @app.command()
 def deblur(
     inputs: InputsArgument,
@@ -833,6 +860,7 @@ def deblur(
     max_pixels: MaxPixelsOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
+    memory: DeblurMemoryOption = None,
 ) -> None:
     """Undo a known blur (deconvolution): Wiener or Richardson-Lucy, bit depth and alpha kept."""
     with cli_errors():
@@ -840,6 +868,7 @@ def deblur(
 
         deconvolution.check_method(method, iterations, balance)
         weights = deconvolution.check_psf(kernels.load_psf(psf))
+        _deblur_fits(inputs, weights.shape, method, memory)
         on_report = report.deconvolution if explain else None
         if explain:
             shape = "x".join(map(str, weights.shape))

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import cost, engine, filters, names
-from .errors import UsageError
+from . import cost, engine, filters, names, tiles
+from .errors import ConvfiltError, UsageError
 
 FloatArray = NDArray[np.floating]
 
@@ -606,3 +606,50 @@ def deconvolve(
     return filters.filter_image(
         pixels, filters.premultiplying(smooth), has_alpha=has_alpha, linear=linear, cval=outside
     )
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+# Bytes held at once per pixel of one channel's padded grid: the float channel, its extension,
+# the spectra and, for Richardson-Lucy, the iteration's planes (the peak RSS of 1024² and 2048²
+# RGB runs, rounded up: docs/architecture.md).
+GRID_BYTES = {names.WIENER: 104, names.RICHARDSON_LUCY: 64}
+
+
+def memory_needed(
+    shape: tuple[int, ...], dtype: np.dtype, psf_shape: tuple[int, ...], method: str
+) -> int:
+    """Bytes (roughly) deconvolving a whole image of ``shape`` holds at once: the image and its
+    result, and one channel's grid (the image with twice the PSF's size on each side)."""
+    rows, cols = shape[0] + 4 * psf_shape[0], shape[1] + 4 * psf_shape[1]
+    stored = 2 * int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return tiles.FIXED_BYTES + stored + rows * cols * GRID_BYTES[method]
+
+
+def check_memory(
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    psf_shape: tuple[int, ...],
+    method: str,
+    budget: int,
+) -> None:
+    """Refuse, before reading its pixels, an image whose deconvolution would not fit
+    ``budget`` bytes. Deconvolution does not stream by bands: the Wiener division, the noise
+    estimate and the discrepancy rule see the whole image at once, so a band with a halo
+    would not give the whole image's result.
+
+    Raises
+    ------
+    ConvfiltError
+        Naming the image's size, the memory it needs and the budget.
+    """
+    need = memory_needed(shape, dtype, psf_shape, method)
+    if need > budget:
+        pixels = "x".join(str(n) for n in shape[:2])
+        raise ConvfiltError(
+            f"{name}: deblurring a {pixels} image needs ~{tiles.format_size(need)}, over the "
+            f"memory budget of {tiles.format_size(budget)}; deconvolution works on "
+            "the whole image at once (it does not stream), so it needs a larger budget",
+            parameters=["memory"],
+        )

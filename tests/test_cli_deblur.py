@@ -102,3 +102,29 @@ def test_a_real_process(folder: Path) -> None:
     assert Path("m.png").exists()
     bad = convfilt("deblur", "a.png", "--psf", "gaussian:1", "--balance", "-2", "-o", "n.png")
     assert bad.returncode == 2 and not Path("n.png").exists()
+
+
+def test_an_image_over_the_memory_budget_is_refused_before_it_is_read(folder: Path) -> None:
+    """Deconvolution does not stream: an image whose deconvolution needs more than --memory
+    is refused up front, in one line naming its size, the need and the budget (exit 1)."""
+    from convfilt import deconvolution, tiles
+
+    need = deconvolution.memory_needed((48, 64, 3), np.dtype(np.uint8), (13, 13), "wiener")
+    assert need > tiles.FIXED_BYTES + 48 * 64 * 96  # the grid is the image and its margins
+    budget = f"{need // 2**20 - 1}M"  # short of it
+    refused = run("deblur", "a.png", "b.png", "--psf", "gaussian:1.5", "--memory", budget)
+    assert refused.exit_code == 1 and refused.stderr.count("\n") == 1
+    message = refused.stderr
+    assert "a.png: deblurring a 48x64 image needs ~" in message and "--memory budget" in message
+    assert "does not stream" in message
+    assert not Path("a-deblur.png").exists() and not Path("b-deblur.png").exists()
+    enough = run("deblur", "a.png", "--psf", "gaussian:1.5", "--memory", f"{need // 2**20 + 1}M")
+    assert enough.exit_code == 0, enough.stderr
+    assert Path("a-deblur.png").exists()
+    assert run("deblur", "a.png", "--psf", "gaussian:1", "--memory", "lots").exit_code == 2
+
+
+def test_a_real_process_refuses_an_image_over_the_budget(folder: Path) -> None:
+    done = convfilt("deblur", "a.png", "--psf", "gaussian:1.5", "--memory", "40M", "-o", "r.png")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "over the --memory budget of 40 MiB" in done.stderr and not Path("r.png").exists()
