@@ -442,6 +442,21 @@ def test_a_worker_killed_once_mid_run_its_band_reruns_and_the_bytes_match(
     np.testing.assert_array_equal(tifffile.imread(target), expected)
 
 
+def test_a_lazy_filter_survives_a_worker_killed_mid_compute(
+    fragile: Any, killer: Any, tmp_path: Path
+) -> None:
+    """The Python API: a lazy result computed by the caller's own client is Dask's to retry."""
+    from convfilt import tiles
+
+    killer(2, False)
+    image = da.from_array(IMAGE, chunks=(64, 70, 3))
+    lazy = filters.gaussian_blur(image, 3.0)
+    road = tiles.whole_road(image, filters.gaussian_kernel(3.0), filters._plan, {})
+    expected = filters.gaussian_blur(IMAGE, 3.0, strategy=road)
+    np.testing.assert_array_equal(fragile.compute(lazy).result(), expected)
+    assert (tmp_path / "tasks" / "2").exists()  # the task the worker died starting
+
+
 @pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "in-memory"])
 def test_a_worker_dying_at_every_try_fails_in_one_line_and_writes_nothing(
     fragile: Any, killer: Any, tmp_path: Path, streamed: bool
