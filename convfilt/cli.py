@@ -465,11 +465,15 @@ def _cluster(streaming: _Streaming | None) -> Iterator[Any]:
 
 def _quiet_distributed() -> None:
     """distributed logs to stderr from handlers of its own (a worker lost, keys rescheduled);
-    the command says what matters in one line, so those logs are dropped."""
+    the command says what matters in one line, so those logs are dropped. The pixels travel
+    inside the tasks on purpose (a band lost with its worker can then be run again), so
+    distributed's warning about large graphs is not for us either."""
     try:
+        import dask
         import distributed  # noqa: F401  (its import installs the handlers)
     except ImportError:
         return  # tiles.connect says what to install
+    dask.config.set({"distributed.admin.large-graph-warning-threshold": "1PiB"})
     # its configuration may give child loggers (distributed.client, ...) handlers of their own
     known = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "distributed"]
     for name in {"distributed", *known}:

@@ -153,6 +153,21 @@ def test_cli_scheduler_writes_the_in_process_bytes(client: Any, tmp_path: Path) 
     assert (tmp_path / "r.png").read_bytes() == (tmp_path / "l.png").read_bytes()
 
 
+def test_cli_scheduler_says_nothing_about_large_graphs(client: Any, tmp_path: Path) -> None:
+    """The pixels travel inside the tasks (so that a lost band can run again): distributed's
+    warning about graphs over 10 MB is not shown, in a real process."""
+    import tifffile
+
+    from tests.processes import convfilt
+
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, np.zeros((1900, 1900, 3), np.uint8), photometric="rgb")
+    args = ["blur", source, "-o", tmp_path / "out.tif", "--strategy", "separable"]
+    done = convfilt(*args, "--scheduler", client.scheduler.address)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == f"wrote {tmp_path / 'out.tif'}\n"
+
+
 def test_cli_scheduler_streams_bands_remotely(client: Any, tmp_path: Path) -> None:
     import tifffile
 
