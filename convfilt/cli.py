@@ -518,7 +518,7 @@ def _streamed(
     reader, layout = route.reader, route.layout
     assert reader is not None
     func = streaming.make_filter(reader.has_alpha, None)  # the road: route.plan's
-    lanes, where = tiles.LANES, ""
+    lanes, where = tiles.lanes_for(layout.strategy), ""
     if client is not None:
         func = tiles.remote(client, func)
         count = tiles.workers(client)

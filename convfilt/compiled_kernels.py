@@ -145,7 +145,7 @@ def _separable_band(src, rows, cols, left, cval, factors, out, rounding, band, l
             _store(acc, out[r0 + r].reshape(span), low, high)
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def direct(src, rows, cols, left, cval, taps, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
     """Correlate ``src`` with a kernel given as taps (rows, column offsets, weights) into
     ``out``, the bands shared by the cores; with ``rounding`` True (None: a float ``out``),
@@ -154,14 +154,14 @@ def direct(src, rows, cols, left, cval, taps, out, rounding, band, low, high):  
         _direct_band(src, rows, cols, left, cval, taps, out, rounding, band, low, high, b)
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, nogil=True)
 def direct_serial(src, rows, cols, left, cval, taps, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
     """``direct`` on the calling thread alone (small calls: no worker to wait for)."""
     for b in range((out.shape[0] + band - 1) // band):
         _direct_band(src, rows, cols, left, cval, taps, out, rounding, band, low, high, b)
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def separable(src, rows, cols, left, cval, factors, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
     """Correlate ``src`` with the rank-one kernel ``outer(column, row)``, the bands shared
     by the cores; rounding as ``direct``."""
@@ -169,7 +169,7 @@ def separable(src, rows, cols, left, cval, factors, out, rounding, band, low, hi
         _separable_band(src, rows, cols, left, cval, factors, out, rounding, band, low, high, b)
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, nogil=True)
 def separable_serial(src, rows, cols, left, cval, factors, out, rounding, band, low, high):  # type: ignore[no-untyped-def]
     """``separable`` on the calling thread alone."""
     for b in range((out.shape[0] + band - 1) // band):

@@ -891,6 +891,7 @@ def plan(
     method: str | None = None,
     runs: int = 0,
     largest: float | None = None,
+    output: np.dtype | type | str | None = None,
 ) -> Plan:
     """Choose a strategy for correlating an image of ``image_shape`` with ``kernel``.
 
@@ -918,6 +919,9 @@ def plan(
     largest : float, optional
         max|image|, where the caller has measured it: it decides whether a float32
         transform can overflow (unmeasured, it is assumed not to).
+    output : dtype, optional
+        The result's dtype where it is not the working one: an integer image's own, its
+        result rounded back to it in a pass that every road but the compiled one prices.
 
     Returns
     -------
@@ -962,6 +966,8 @@ def plan(
     if largest is not None and not np.isfinite(largest):
         raise UsageError(f"largest must be a finite max|image|, got {largest}")
     problem = _problem(size, channels, [k], np.dtype(dtype), largest=largest)
+    if output is not None:
+        problem = replace(problem, output=np.dtype(output).name)
     return _decide(problem, strategy, shape, mode, check_tolerance(tolerance), runs=runs)[0]
 
 

@@ -628,8 +628,10 @@ def _plan(
     image_shape: tuple[int, ...], kernel: NDArray, *, dtype: np.dtype, **options: Any
 ) -> engine.Plan:
     """The whole image's plan, for a dask image (tiles.whole_road): in the working dtype
-    these filters compute in."""
-    return engine.plan(image_shape, kernel, dtype=_Depth.of(np.dtype(dtype)).work, **options)
+    these filters compute in, an integer image's result rounded back to its dtype."""
+    stored = np.dtype(dtype) if np.dtype(dtype).kind in "iu" else None
+    work = _Depth.of(np.dtype(dtype)).work
+    return engine.plan(image_shape, kernel, dtype=work, output=stored, **options)
 
 
 @tiles.dask_aware(_gaussian_of, plan=_plan)

@@ -22,6 +22,7 @@ import queue
 import shutil
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,6 +284,22 @@ class _Atomic:
                 self.temp.unlink()
 
 
+def _take_rows(pieces: deque[NDArray[Any]], count: int) -> NDArray[Any]:
+    """The first ``count`` rows held in ``pieces`` (arrays of rows, in order), removed from
+    them: a view when one piece holds them all."""
+    taken = []
+    while count:
+        first = pieces[0]
+        if len(first) <= count:
+            taken.append(pieces.popleft())
+            count -= len(first)
+        else:
+            taken.append(first[:count])
+            pieces[0] = first[count:]
+            count = 0
+    return taken[0] if len(taken) == 1 else np.concatenate(taken)
+
+
 class TiffSink:
     """Write a tiled (Big)TIFF from bands of rows given in order (``write(start, rows)``).
 
@@ -320,24 +337,32 @@ class TiffSink:
         raise ConvfiltError(f"{self.target}: {fallback}")
 
     def _tiles(self) -> Iterator[NDArray[Any]]:
-        """The output's tiles in row-major order, cut from the bands as they arrive."""
+        """The output's tiles in row-major order, cut from the bands as they arrive: each row
+        of tiles copied once from the bands' rows it spans (no growing buffer), and only the
+        edge tiles padded."""
         height, width = self.shape[:2]
         tail = self.shape[2:]
-        pending = np.empty((0, width, *tail), dtype=self.dtype)
-        done = 0
+        pieces: deque[NDArray[Any]] = deque()
+        held = done = 0
         while done < height:
-            while len(pending) < min(TILE, height - done):
+            need = min(TILE, height - done)
+            while held < need:
                 rows = self._rows.get()
                 if rows is None:
                     return
-                pending = np.concatenate([pending, rows.reshape(-1, width, *tail)])
-            band, pending = pending[:TILE], pending[TILE:]
+                pieces.append(rows.reshape(-1, width, *tail))
+                held += len(pieces[-1])
+            band = _take_rows(pieces, need)
+            held -= need
             for c0 in range(0, width, TILE):
-                tile = np.zeros((TILE, TILE, *tail), dtype=self.dtype)
                 piece = band[:, c0 : c0 + TILE]
+                if piece.shape[:2] == (TILE, TILE):
+                    yield np.ascontiguousarray(piece)
+                    continue
+                tile = np.zeros((TILE, TILE, *tail), dtype=self.dtype)
                 tile[: piece.shape[0], : piece.shape[1]] = piece
                 yield tile
-            done += len(band)
+            done += need
 
     def _encode(self) -> None:
         import tifffile
@@ -522,7 +547,10 @@ def route(
             "Zarr are written by tiles; name a .tif or .zarr output"
         )
     reader = open_rows(source)
-    plan = engine.plan(reader.shape, kernel, dtype=work, mode=mode, strategy=strategy, runs=1)
+    stored = reader.dtype if reader.dtype.kind in "iu" else None  # results rounded back to it
+    plan = engine.plan(
+        reader.shape, kernel, dtype=work, mode=mode, strategy=strategy, runs=1, output=stored
+    )
     if plan.strategy in names.TRANSFORMS and reader.dtype == np.float32:
         largest = _largest(reader)  # whether a float32 transform can overflow
         plan = engine.plan(

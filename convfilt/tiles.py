@@ -51,13 +51,35 @@ from .errors import ConvfiltError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 LANES = 2  # bands filtered at once (the reference machine has 2 cores)
+# ... except on a road whose kernels share each band among every core themselves
+ONE_LANE = frozenset({"compiled"})
+
+
+def lanes_for(strategy: str) -> int:
+    """Bands filtered at once on ``strategy``: one where its kernels use every core (two
+    lanes of them measured slower: docs/performance.md, §8), else :data:`LANES`."""
+    return 1 if strategy in ONE_LANE else LANES
+
+
 ALIGN = 64  # bands start at multiples of this: the engine's largest banded step (cost.py)
 MIN_ROWS = ALIGN  # the smallest band
 FIXED_BYTES = 48 * 2**20  # interpreter, libraries and the engine's own buffers
+# what a road keeps resident besides: numba, LLVM and the compiled road's machine code, about
+# 130 MB once its kernels have run (docs/performance.md, §8)
+RESIDENT_BYTES = {"compiled": 128 * 2**20}
+
+
+def fixed_bytes(strategy: str) -> int:
+    """Bytes a run holds whatever its bands: :data:`FIXED_BYTES` and the road's resident
+    code (:data:`RESIDENT_BYTES`)."""
+    return FIXED_BYTES + RESIDENT_BYTES.get(strategy, 0)
+
+
 # float copies of one band row that a filter holds at once, per road: the channel in its
 # working dtype, its premultiplied and filtered copies, the engine's output plane; a
-# transform holds its padded input and complex spectrum on top
-WORK_COPIES = {"direct": 4, "separable": 4, "compiled": 4, "overlap-add": 6, "fft": 10}
+# transform holds its padded input and complex spectrum on top; the compiled road reads the
+# stored pixels and rounds as it writes, so only its output plane
+WORK_COPIES = {"direct": 4, "separable": 4, "compiled": 1, "overlap-add": 6, "fft": 10}
 # a transform road wants bands much taller than its halo (the halo is recomputed per band)
 HALO_SHARE = {"direct": 2, "separable": 2, "compiled": 2, "overlap-add": 8, "fft": 8}
 
@@ -214,13 +236,14 @@ def bands(height: int, rows: int, reach: int, mode: str) -> Iterator[Band]:
 def working_set(
     shape: tuple[int, ...], dtype: np.dtype, *, strategy: str = "direct", work_itemsize: int = 4
 ) -> int:
-    """Bytes one band row costs: the bands read ahead, filtered (:data:`LANES` at once) and
-    being written, plus each filter's float copies."""
+    """Bytes one band row costs: the bands read ahead, filtered (:func:`lanes_for` at once)
+    and being written, plus each filter's float copies."""
     width = shape[1]
     channels = shape[2] if len(shape) == 3 else 1
     stored = width * channels * np.dtype(dtype).itemsize
     work = WORK_COPIES.get(strategy, 10) * width * work_itemsize
-    return (2 * LANES + 2) * stored + LANES * work
+    lanes = lanes_for(strategy)
+    return (2 * lanes + 2) * stored + lanes * work
 
 
 def whole_image_bytes(
@@ -230,7 +253,7 @@ def whole_image_bytes(
     width = shape[1]
     stored = width * (shape[2] if len(shape) == 3 else 1) * np.dtype(dtype).itemsize
     per_row = 2 * stored + WORK_COPIES.get(strategy, 10) * width * work_itemsize
-    return FIXED_BYTES + shape[0] * per_row
+    return fixed_bytes(strategy) + shape[0] * per_row
 
 
 def layout(
@@ -256,14 +279,15 @@ def layout(
     per_row = working_set(shape, dtype, strategy=strategy, work_itemsize=work_itemsize)
     floor = max(MIN_ROWS, HALO_SHARE.get(strategy, 8) * reach)
     floor = -(-floor // ALIGN) * ALIGN
-    need = FIXED_BYTES + (min(floor, height) + 2 * reach) * per_row
+    fixed = fixed_bytes(strategy)
+    need = fixed + (min(floor, height) + 2 * reach) * per_row
     if budget < need:
         raise UsageError(
             f"memory budget {format_size(budget)} is too small for one band of this image: "
             f"it needs at least {format_size(need)}",
             parameters=["memory"],
         )
-    fits = (budget - FIXED_BYTES) // per_row - 2 * reach
+    fits = (budget - fixed) // per_row - 2 * reach
     rows = max(floor, fits // ALIGN * ALIGN)
     return Layout(height, shape[1], min(rows, -(-height // ALIGN) * ALIGN), reach, strategy)
 
