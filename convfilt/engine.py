@@ -891,7 +891,8 @@ def plan(
     method: str | None = None,
     runs: int = 0,
     largest: float | None = None,
-    output: np.dtype | type | str | None = None,
+    work: np.dtype | type | str | None = None,
+    stored: bool = False,
 ) -> Plan:
     """Choose a strategy for correlating an image of ``image_shape`` with ``kernel``.
 
@@ -919,9 +920,12 @@ def plan(
     largest : float, optional
         max|image|, where the caller has measured it: it decides whether a float32
         transform can overflow (unmeasured, it is assumed not to).
-    output : dtype, optional
-        The result's dtype where it is not the working one: an integer image's own, its
-        result rounded back to it in a pass that every road but the compiled one prices.
+    work : dtype, optional
+        The working dtype, where the caller computes in another than ``dtype``'s own (the
+        filters compute 8- and 16-bit images in float32).
+    stored : bool, optional
+        The result is rounded back to an integer image's dtype (as the filters return it):
+        a pass that every road but the compiled one prices.
 
     Returns
     -------
@@ -965,9 +969,10 @@ def plan(
         raise UsageError(f"runs must be an int >= 0, got {runs!r}", parameters=["runs"])
     if largest is not None and not np.isfinite(largest):
         raise UsageError(f"largest must be a finite max|image|, got {largest}")
-    problem = _problem(size, channels, [k], np.dtype(dtype), largest=largest)
-    if output is not None:
-        problem = replace(problem, output=np.dtype(output).name)
+    working = None if work is None else np.dtype(work)
+    problem = _problem(
+        size, channels, [k], np.dtype(dtype), largest=largest, work=working, stored=stored
+    )
     return _decide(problem, strategy, shape, mode, check_tolerance(tolerance), runs=runs)[0]
 
 

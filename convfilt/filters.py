@@ -629,9 +629,8 @@ def _plan(
 ) -> engine.Plan:
     """The whole image's plan, for a dask image (tiles.whole_road): in the working dtype
     these filters compute in, an integer image's result rounded back to its dtype."""
-    stored = np.dtype(dtype) if np.dtype(dtype).kind in "iu" else None
     work = _Depth.of(np.dtype(dtype)).work
-    return engine.plan(image_shape, kernel, dtype=work, output=stored, **options)
+    return engine.plan(image_shape, kernel, dtype=dtype, work=work, stored=True, **options)
 
 
 @tiles.dask_aware(_gaussian_of, plan=_plan)

@@ -25,6 +25,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -529,7 +530,9 @@ def route(
     zarr_io = Path(source).suffix.lower() == ".zarr" or Path(target).suffix.lower() == ".zarr"
     shape, dtype = _header(source)
     work = np.float64 if dtype == np.float64 else np.float32
-    road = engine.plan(shape, kernel, dtype=work, mode=mode, strategy=strategy).strategy
+    road = engine.plan(
+        shape, kernel, dtype=dtype, work=work, stored=True, mode=mode, strategy=strategy
+    ).strategy
     need = tiles.whole_image_bytes(shape, dtype, strategy=road)
     if need <= budget and not zarr_io:
         return Route(need, budget)
@@ -547,22 +550,20 @@ def route(
             "Zarr are written by tiles; name a .tif or .zarr output"
         )
     reader = open_rows(source)
-    stored = reader.dtype if reader.dtype.kind in "iu" else None  # results rounded back to it
-    plan = engine.plan(
-        reader.shape, kernel, dtype=work, mode=mode, strategy=strategy, runs=1, output=stored
+    # the bands' own problem: the stored pixels, the working dtype, results rounded back
+    planner = partial(
+        engine.plan, reader.shape, kernel, dtype=reader.dtype, work=work, stored=True, mode=mode
     )
+    plan = planner(strategy=strategy, runs=1)
+    cut = partial(tiles.layout, reader.shape, reader.dtype, reach=kernel.shape[0] // 2)
+    if strategy == names.AUTO and not tiles.fits(cut, budget, plan.strategy):
+        # a road whose resident code the budget cannot hold (compiled): the cheapest that fits
+        roads = sorted(plan.estimates, key=plan.estimates.__getitem__)
+        plan = planner(strategy=next((r for r in roads if tiles.fits(cut, budget, r)), roads[0]))
     if plan.strategy in names.TRANSFORMS and reader.dtype == np.float32:
         largest = _largest(reader)  # whether a float32 transform can overflow
-        plan = engine.plan(
-            reader.shape, kernel, dtype=work, mode=mode, strategy=strategy, largest=largest
-        )
-    layout = tiles.layout(
-        reader.shape,
-        reader.dtype,
-        reach=kernel.shape[0] // 2,
-        budget=budget,
-        strategy=plan.strategy,
-    )
+        plan = planner(strategy=strategy, largest=largest)
+    layout = cut(budget=budget, strategy=plan.strategy)
     return Route(need, budget, reader, layout, plan)
 
 

@@ -256,6 +256,15 @@ def whole_image_bytes(
     return fixed_bytes(strategy) + shape[0] * per_row
 
 
+def fits(cut: Callable[..., Layout], budget: int, strategy: str) -> bool:
+    """Whether ``cut(budget=, strategy=)`` (a :func:`layout`) finds a band within ``budget``."""
+    try:
+        cut(budget=budget, strategy=strategy)
+    except UsageError:
+        return False
+    return True
+
+
 def layout(
     shape: tuple[int, ...],
     dtype: np.dtype,
