@@ -23,8 +23,8 @@ import shutil
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -554,17 +554,37 @@ def route(
     planner = partial(
         engine.plan, reader.shape, kernel, dtype=reader.dtype, work=work, stored=True, mode=mode
     )
-    plan = planner(strategy=strategy, runs=1)
     cut = partial(tiles.layout, reader.shape, reader.dtype, reach=kernel.shape[0] // 2)
-    if strategy == names.AUTO and not tiles.fits(cut, budget, plan.strategy):
-        # a road whose resident code the budget cannot hold (compiled): the cheapest that fits
-        roads = sorted(plan.estimates, key=plan.estimates.__getitem__)
-        plan = planner(strategy=next((r for r in roads if tiles.fits(cut, budget, r)), roads[0]))
+    fitting = partial(_fitting_plan, planner, cut, budget, strategy)
+    plan = fitting(runs=1)
     if plan.strategy in names.TRANSFORMS and reader.dtype == np.float32:
-        largest = _largest(reader)  # whether a float32 transform can overflow
-        plan = planner(strategy=strategy, largest=largest)
+        plan = fitting(largest=_largest(reader))  # whether a float32 transform can overflow
     layout = cut(budget=budget, strategy=plan.strategy)
     return Route(need, budget, reader, layout, plan)
+
+
+def _fitting_plan(
+    planner: Callable[..., Any],
+    cut: Callable[..., tiles.Layout],
+    budget: int,
+    strategy: str,
+    **facts: Any,
+) -> Any:
+    """``planner``'s plan (an ``engine.Plan``) for ``strategy``; on auto, if the budget
+    cannot hold a band of the chosen road (the compiled road's resident code), the cheapest
+    road that fits."""
+    plan = planner(strategy=strategy, **facts)
+    if strategy != names.AUTO or tiles.fits(cut, budget, plan.strategy):
+        return plan
+    roads = sorted(plan.estimates, key=plan.estimates.__getitem__)
+    room = [road for road in roads if tiles.fits(cut, budget, road)]
+    if not room:
+        return plan  # the layout says what the budget lacks
+    why = (
+        f"{room[0]}: the cheapest road whose bands fit the memory budget ({plan.strategy}'s "
+        "resident code does not)"
+    )
+    return replace(planner(strategy=room[0], **facts), reason=why)
 
 
 def _is_tiff(source: str) -> bool:
