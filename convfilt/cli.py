@@ -1634,12 +1634,16 @@ def main() -> None:
     on one thread (``OPENBLAS_NUM_THREADS``, unless the user set it, before numpy loads), as
     band lanes and Dask workers run it: OpenBLAS's threaded products round some shapes
     differently (1 ulp), which would make a streamed or remote run's bytes differ from an
-    in-memory one's, and its threads spin on a busy machine (docs/performance.md, §8).
+    in-memory one's, and its threads spin on a busy machine (docs/performance.md, §8). For
+    the same reason the compiled road's OpenMP threads sleep when idle rather than spin
+    (``OMP_WAIT_POLICY=passive``, unless set): between bands they took the cores the reading
+    and writing threads needed.
     SIGTERM and SIGHUP unwind like SIGINT (:class:`Terminated`), so no temporary file is left.
     """
     from .memory import retain_freed_blocks
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     _catch_termination()
     _route_library_chatter()
     try:
