@@ -17,7 +17,7 @@ from convfilt import engine, filters, kernels, tiles
 from convfilt.errors import UsageError
 
 SETTINGS = settings(max_examples=30, deadline=None)
-BANDED = ("direct", "separable")
+BANDED = ("direct", "separable", "compiled")
 
 
 def tolerance(data: np.ndarray) -> float:
@@ -52,7 +52,7 @@ def filter_calls(draw: st.DrawFn, has_alpha: bool) -> tuple[tiles.BandFilter, in
     """(filter, reach, mode, strategy) for one of the public filters, any mode and road."""
     mode = draw(st.sampled_from(engine.MODES))
     kind = draw(st.sampled_from(["gaussian", "box", "unsharp", "kernel"]))
-    roads = ["auto", "direct", "fft", "overlap-add"]
+    roads = ["auto", "direct", "fft", "overlap-add", "compiled"]
     strategy = draw(st.sampled_from([*roads, "separable"] if kind != "kernel" else roads))
     common: dict[str, Any] = {"mode": mode, "strategy": strategy, "has_alpha": has_alpha}
     if kind in ("gaussian", "unsharp"):
