@@ -554,37 +554,40 @@ def route(
     planner = partial(
         engine.plan, reader.shape, kernel, dtype=reader.dtype, work=work, stored=True, mode=mode
     )
-    cut = partial(tiles.layout, reader.shape, reader.dtype, reach=kernel.shape[0] // 2)
-    fitting = partial(_fitting_plan, planner, cut, budget, strategy)
+    reach = kernel.shape[0] // 2
+    least = partial(tiles.least_budget, reader.shape, reader.dtype, reach=reach)
+    fitting = partial(_fitting_plan, planner, least, budget, strategy)
     plan = fitting(runs=1)
     if plan.strategy in names.TRANSFORMS and reader.dtype == np.float32:
         plan = fitting(largest=_largest(reader))  # whether a float32 transform can overflow
-    layout = cut(budget=budget, strategy=plan.strategy)
+    layout = tiles.layout(
+        reader.shape, reader.dtype, reach=reach, budget=budget, strategy=plan.strategy
+    )
     return Route(need, budget, reader, layout, plan)
 
 
 def _fitting_plan(
     planner: Callable[..., Any],
-    cut: Callable[..., tiles.Layout],
+    least: Callable[..., int],
     budget: int,
     strategy: str,
     **facts: Any,
 ) -> Any:
     """``planner``'s plan (an ``engine.Plan``) for ``strategy``; on auto, if the budget
     cannot hold a band of the chosen road (the compiled road's resident code), the cheapest
-    road that fits."""
+    road that fits, or where none fits, the one that needs least (its layout says how much).
+    ``least(strategy=)`` is that road's smallest budget (``tiles.least_budget``)."""
     plan = planner(strategy=strategy, **facts)
-    if strategy != names.AUTO or tiles.fits(cut, budget, plan.strategy):
+    if strategy != names.AUTO or least(strategy=plan.strategy) <= budget:
         return plan
     roads = sorted(plan.estimates, key=plan.estimates.__getitem__)
-    room = [road for road in roads if tiles.fits(cut, budget, road)]
-    if not room:
-        return plan  # the layout says what the budget lacks
+    room = [road for road in roads if least(strategy=road) <= budget]
+    road = room[0] if room else min(roads, key=lambda r: least(strategy=r))
     why = (
-        f"{room[0]}: the cheapest road whose bands fit the memory budget ({plan.strategy}'s "
+        f"{road}: the cheapest road whose bands fit the memory budget ({plan.strategy}'s "
         "resident code does not)"
     )
-    return replace(planner(strategy=room[0], **facts), reason=why)
+    return replace(planner(strategy=road, **facts), reason=why)
 
 
 def _is_tiff(source: str) -> bool:

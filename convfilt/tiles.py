@@ -256,13 +256,32 @@ def whole_image_bytes(
     return fixed_bytes(strategy) + shape[0] * per_row
 
 
-def fits(cut: Callable[..., Layout], budget: int, strategy: str) -> bool:
-    """Whether ``cut(budget=, strategy=)`` (a :func:`layout`) finds a band within ``budget``."""
-    try:
-        cut(budget=budget, strategy=strategy)
-    except UsageError:
-        return False
-    return True
+@dataclass(frozen=True)
+class _BandCost:
+    """What a band of an image costs on a road (:func:`layout`): bytes per band row, the
+    smallest band's rows, the bytes held whatever the bands, and the smallest budget."""
+
+    per_row: int
+    floor: int
+    fixed: int
+    least: int
+
+
+def _band_cost(
+    shape: tuple[int, ...], dtype: np.dtype, reach: int, strategy: str, work_itemsize: int
+) -> _BandCost:
+    per_row = working_set(shape, dtype, strategy=strategy, work_itemsize=work_itemsize)
+    floor = max(MIN_ROWS, HALO_SHARE.get(strategy, 8) * reach)
+    floor = -(-floor // ALIGN) * ALIGN
+    fixed = fixed_bytes(strategy)
+    return _BandCost(per_row, floor, fixed, fixed + (min(floor, shape[0]) + 2 * reach) * per_row)
+
+
+def least_budget(
+    shape: tuple[int, ...], dtype: np.dtype, *, reach: int, strategy: str, work_itemsize: int = 4
+) -> int:
+    """The smallest ``budget`` :func:`layout` accepts for this image on ``strategy``."""
+    return _band_cost(shape, dtype, reach, strategy, work_itemsize).least
 
 
 def layout(
@@ -285,19 +304,15 @@ def layout(
         If ``budget`` cannot hold the smallest band (the message says the minimum).
     """
     height = shape[0]
-    per_row = working_set(shape, dtype, strategy=strategy, work_itemsize=work_itemsize)
-    floor = max(MIN_ROWS, HALO_SHARE.get(strategy, 8) * reach)
-    floor = -(-floor // ALIGN) * ALIGN
-    fixed = fixed_bytes(strategy)
-    need = fixed + (min(floor, height) + 2 * reach) * per_row
-    if budget < need:
+    cost = _band_cost(shape, dtype, reach, strategy, work_itemsize)
+    if budget < cost.least:
         raise UsageError(
             f"memory budget {format_size(budget)} is too small for one band of this image: "
-            f"it needs at least {format_size(need)}",
+            f"it needs at least {format_size(cost.least)}",
             parameters=["memory"],
         )
-    fits = (budget - fixed) // per_row - 2 * reach
-    rows = max(floor, fits // ALIGN * ALIGN)
+    fits = (budget - cost.fixed) // cost.per_row - 2 * reach
+    rows = max(cost.floor, fits // ALIGN * ALIGN)
     return Layout(height, shape[1], min(rows, -(-height // ALIGN) * ALIGN), reach, strategy)
 
 

@@ -339,3 +339,33 @@ def test_streamed_explain_reports_the_one_road(tmp_path: Path) -> None:
                          budget=53 * 2**20).plan.strategy  # fmt: skip
     assert f"bands of 256x300 (halo 10 rows) through {road}" in result.output
     assert result.output.count("(chosen)") == 1 and "forced by" not in result.output
+
+
+def test_a_budget_no_road_fits_names_the_least_any_road_needs(
+    tmp_path: Path, big_rgb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled road (its one-time cost paid, so the planner's first pick) keeps ~128 MiB
+    of code resident: a budget too small for every road is told the least any road needs,
+    not the compiled road's."""
+    from convfilt import engine, kernels
+
+    monkeypatch.setattr(engine, "_compiled_one_time", lambda problem, constants: 0.0)
+    source, _ = big_rgb
+    kernel = np.outer(kernels.gaussian_1d(2.0), kernels.gaussian_1d(2.0))
+    header = tifffile.TiffFile(source)
+    shape, dtype = header.pages.first.shape, header.pages.first.dtype
+    header.close()
+    plan = engine.plan(shape, kernel, dtype=dtype, work=np.float32, stored=True)
+    assert plan.strategy == "compiled"
+    least = {
+        road: tiles.least_budget(shape, dtype, reach=8, strategy=road) for road in plan.estimates
+    }
+    smallest = min(least.values())
+    assert smallest < least["compiled"]
+    budget = smallest - 2**20
+    with pytest.raises(UsageError, match=f"needs at least {tiles.format_size(smallest)}"):
+        streams.route(str(source), str(tmp_path / "o.tif"), kernel, mode="reflect",
+                      strategy="auto", budget=budget)  # fmt: skip
+    route = streams.route(str(source), str(tmp_path / "o.tif"), kernel, mode="reflect",
+                          strategy="auto", budget=least["compiled"] - 2**20)  # fmt: skip
+    assert route.plan.strategy != "compiled" and "resident code" in route.plan.reason
