@@ -353,7 +353,7 @@ def test_a_budget_no_road_fits_names_the_least_any_road_needs(
     source, _ = big_rgb
     kernel = np.outer(kernels.gaussian_1d(2.0), kernels.gaussian_1d(2.0))
     header = tifffile.TiffFile(source)
-    shape, dtype = header.pages.first.shape, header.pages.first.dtype
+    shape, dtype = header.pages.first.shape, np.dtype(header.pages.first.dtype)
     header.close()
     plan = engine.plan(shape, kernel, dtype=dtype, work=np.float32, stored=True)
     assert plan.strategy == "compiled"
