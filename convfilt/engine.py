@@ -516,10 +516,16 @@ def _prepare_compiled(problem: Problem, constants: cost.Constants) -> Runner:
 def _compiled_one_time(problem: Problem, constants: cost.Constants) -> float:
     """What the compiled road's first call would still pay in this process: numba's import,
     and loading (cache warm) or compiling (cache cold) this specialisation."""
+    form = cost.compiled_form(problem.shape, problem.factors is not None)
+    return _unpaid(form, problem.source, problem.output, constants)
+
+
+def _unpaid(form: str, source: str, output: str, constants: cost.Constants) -> float:
+    """The one-time cost still unpaid in this process for the compiled ``form`` kernel on
+    ``source`` images into ``output`` arrays (0 once this process has run it)."""
     from . import compiled
 
-    form = cost.compiled_form(problem.shape, problem.factors is not None)
-    if compiled.loaded(problem.source, problem.output, form):
+    if compiled.loaded(source, output, form):
         return 0.0
     return cost.compiled_one_time(
         constants, imported=compiled.imported(), cached=compiled.code_cached(form)
@@ -824,15 +830,8 @@ def rent_compiled_kernel(form: str, source: str, saving: float) -> bool:
     longer: yes once its one-time cost (numba's import, its machine code) is paid in this
     process, or when this call's saving and what earlier calls forwent reach that cost (the
     roads' ski rental, one account: ``_amortise``); else this saving is counted."""
-    from . import compiled
-
-    if compiled.loaded(source, "float64", form):
-        return True
-    constants = calibration.load_constants()
-    one_time = cost.compiled_one_time(
-        constants, imported=compiled.imported(), cached=compiled.code_cached(form)
-    )
-    return _rent(saving, one_time, count=True)
+    one_time = _unpaid(form, source, "float64", calibration.load_constants())
+    return one_time == 0.0 or _rent(saving, one_time, count=True)
 
 
 def _decide(
