@@ -1,6 +1,6 @@
 """``python -m convfilt`` runs the command-line tool."""
 
-from convfilt.cli import main
+from convfilt.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -7,6 +7,7 @@ starts fast.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -70,6 +71,11 @@ class OneLineErrors(TyperGroup):
             raise SystemExit(exc.exit_code) from None
         except click.Abort:
             report.error("aborted")
+            raise SystemExit(1) from None
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # --help or --version onto a full disk (commands: cli_errors)
+            report.error(f"{exc.filename or '<stdout>'}: cannot write ({exc.strerror or exc})")
             raise SystemExit(1) from None
         raise SystemExit(code if isinstance(code, int) else 0)
 
@@ -1626,7 +1632,7 @@ def _route_library_chatter() -> None:
 
 
 def main() -> None:
-    """Entry point for ``python -m convfilt`` and the console script.
+    """Run the command line in this process (the work of :func:`run`, the process's entry).
 
     The one place that changes process-wide state: the allocator keeps freed blocks
     (``memory.retain_freed_blocks``; ``CONVFILT_MALLOC=system`` opts out), since every
@@ -1651,3 +1657,47 @@ def main() -> None:
         app(prog_name="convfilt")
     except Terminated as exc:  # outside a command (while starting up): quietly, with the code
         raise SystemExit(128 + exc.signum) from None
+
+
+def run() -> None:
+    """Entry point for ``python -m convfilt`` and the console script: :func:`main`, then the
+    process ends without Python's teardown.
+
+    Tearing down the interpreter (freeing every module's objects, numba's and LLVM's among
+    them) took ~0.2 s after a compiled-road run, a tenth of a 12288² streamed blur
+    (docs/performance.md, §12), and produces nothing: every output is already committed and
+    synced when a command returns. So the last exit handler (registered first) flushes
+    standard output and error, shuts logging down and ends the process with the command's
+    status. Everything else still runs before it: threads are joined, and the exit handlers
+    registered during the command (temporary folders, Dask's) run. A flush that fails (a full
+    disk behind a redirect) leaves the normal exit to report it. :func:`main` itself does not
+    do this, so that a caller running it in-process keeps its own exit.
+    """
+    status: list[int] = []
+    atexit.register(_end_without_teardown, status)
+    try:
+        main()
+    except SystemExit as done:
+        status.append(_exit_status(done.code))
+        raise
+
+
+def _exit_status(code: object) -> int:
+    """The status Python gives ``SystemExit(code)``: 0 for None, the int, else 1 (a message)."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+def _end_without_teardown(status: list[int]) -> None:
+    """End the process now with ``status`` (see :func:`run`), once its output is flushed."""
+    if not status:  # an unexpected exception: Python's own exit reports it
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return
+    logging.shutdown()
+    os._exit(status[0])

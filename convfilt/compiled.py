@@ -55,6 +55,10 @@ BAND_BYTES = 2**18  # a band's extended rows: a quarter of a core's L2, room for
 # costs more than they save there, and on a loaded machine a descheduled worker held a
 # 512² call for 20-100 ms (benchmarks/planner.py, docs/performance.md).
 SERIAL_WORK = 2**22
+# Fewest output rows a band takes, whatever its width: a row over BAND_BYTES made bands of one
+# row, each filling kh - 1 halo rows for it (a 12288-wide RGB blur, sigma 2: 28% slower than
+# bands of 8-16 rows; docs/performance.md, section 12).
+LEAST_BAND_ROWS = 8
 
 
 # (image dtype, output dtype, form) specialisations this process has run: loaded
@@ -100,11 +104,12 @@ def _look_for_code(form: str) -> bool:
         return False
 
 
-def band_rows(extended_width: int, itemsize: int, height: int) -> int:
-    """Output rows per band: ``BAND_BYTES`` of extended rows, and at least four bands per
-    core where the image has the rows (so that a core slowed by another process holds up
-    less of the call)."""
-    by_bytes = max(1, BAND_BYTES // max(1, extended_width * itemsize))
+def band_rows(extended_width: int, itemsize: int, height: int, kh: int) -> int:
+    """Output rows per band: ``BAND_BYTES`` of extended rows, but at least ``kh - 1`` and
+    :data:`LEAST_BAND_ROWS` (a band fills its ``kh - 1`` halo rows too, so the fill is at
+    most doubled), and at least four bands per core where the image has the rows (so that a
+    core slowed by another process holds up less of the call)."""
+    by_bytes = max(BAND_BYTES // max(1, extended_width * itemsize), kh - 1, LEAST_BAND_ROWS)
     per_core = -(-height // (4 * threads()))
     return max(1, min(by_bytes, per_core))
 
@@ -161,7 +166,7 @@ def correlate(
     if out.shape != expected or not (out.flags.c_contiguous and src.flags.c_contiguous):
         # the kernels do not check their bounds: a wrong shape would read past the buffers
         raise ValueError(f"compiled.correlate: out must be C-contiguous {expected}")
-    band = band_rows(len(cols) * channels, work.itemsize, out.shape[0])
+    band = band_rows(len(cols) * channels, work.itemsize, out.shape[0], kh)
     rounding, low, high = None, 0.0, 0.0
     if out.dtype.kind in "iu":
         info = np.iinfo(out.dtype.name)

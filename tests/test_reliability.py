@@ -139,6 +139,17 @@ def test_dev_full_under_stdout_fails_for_every_image_format(tmp_path: Path) -> N
         one_error_line(done, "<stdout>")
 
 
+@pytest.mark.parametrize("args", [("--help",), ("--version",), ("blur", "--help")])
+def test_help_and_version_onto_a_full_disk_are_one_line_exit_1(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    if not FULL_DISK.exists():
+        pytest.skip("no /dev/full here")
+    done = run(*args, cwd=tmp_path, stdout=FULL_DISK)
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, "<stdout>", "No space left")
+
+
 def test_the_written_file_is_complete_when_there_is_room(tmp_path: Path) -> None:
     noisy(tmp_path / "rgb.png")
     done = run("blur", "rgb.png", "-o", "x.jpg", cwd=tmp_path, file_limit=10_000_000)
