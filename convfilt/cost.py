@@ -61,6 +61,10 @@ DTYPES = names.FLOAT_DTYPES
 # --- tiling and threads (shared by the engine's strategies and the estimates below) ----------
 
 PARALLEL_FFT_SIZE = 2**19  # transforms of fewer points run on one thread (docs/performance.md, §5)
+# From this many points up to PARALLEL_FFT_SIZE, the kernels' transforms run on a second core
+# beside the image's (``concurrent_spectra``); below it handing them over (~20 µs) costs about
+# what it hides (a 256² transform takes ~140 µs; at 200² it was 10% slower).
+CONCURRENT_SPECTRA_SIZE = 2**16
 
 
 def available_cores() -> int:
@@ -83,6 +87,17 @@ def fft_workers(points: int) -> int:
 
 
 _thread_cap: ContextVar[int] = ContextVar("thread_cap", default=1 << 30)
+
+
+def concurrent_spectra(points: int) -> bool:
+    """Whether the whole-image FFT transforms its kernels on a second thread while the
+    caller's thread transforms the image: where each transform runs on one thread (below
+    ``PARALLEL_FFT_SIZE``), is large enough to pay for the handover
+    (``CONCURRENT_SPECTRA_SIZE``), and a second core is free (``transform_threads``). The
+    estimates then count one transform fewer: the kernels' transforms hide behind the image's
+    (a kernel's is cheaper, as its zero rows are not transformed; ``_fft_transforms``)."""
+    free = min(available_cores(), _thread_cap.get())
+    return CONCURRENT_SPECTRA_SIZE <= points < PARALLEL_FFT_SIZE and free >= 2
 
 
 @contextmanager
@@ -262,10 +277,12 @@ def _undivided(points: int, workers: int) -> float:
 
 
 def _fft_transforms(s: Shape) -> tuple[int, int, int]:
-    """(points per transform, threads per transform, transforms) of the whole-image FFT."""
+    """(points per transform, threads per transform, transforms) of the whole-image FFT; the
+    transforms that run beside others (``concurrent_spectra``) are not counted."""
     ph, pw = fft_size(s)
     points = ph * pw
-    return points, fft_workers(points), s.channels * (1 + s.kernels) + s.kernels
+    hidden = 1 if concurrent_spectra(points) else 0
+    return points, fft_workers(points), s.channels * (1 + s.kernels) + s.kernels - hidden
 
 
 def fft_work(s: Shape) -> float:

@@ -52,7 +52,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
-from . import calibration, cost, names, weighted
+from . import calibration, cost, names, pools, weighted
 from .errors import UsageError
 from .kernels import separate
 from .tiles import EXTENSIONS as EXTENSIONS  # re-exported: the boundary rule lives in tiles
@@ -421,15 +421,31 @@ def _kernel_spectra(problem: Problem, shape: tuple[int, int]) -> list[NDArray[np
     return [np.conjugate(spectrum, out=spectrum) for spectrum in spectra]
 
 
+def _kernel_spectra_soon(
+    problem: Problem, shape: tuple[int, int]
+) -> Callable[[], list[NDArray[np.complexfloating]]]:
+    """``_kernel_spectra``, started on a second thread where ``cost.concurrent_spectra`` says
+    so (the caller transforms the image meanwhile), else computed now; call the result to
+    have them."""
+    if not cost.concurrent_spectra(shape[0] * shape[1]):
+        spectra = _kernel_spectra(problem, shape)
+        return lambda: spectra
+    return _spectra_pool().submit(_kernel_spectra, problem, shape).result
+
+
+_spectra_pool = pools.LazyPool("convfilt-spectra", cost.available_cores).get
+
+
 def _prepare_fft(problem: Problem, constants: cost.Constants) -> Runner:
     import scipy.fft as sfft
 
     shape = cost.fft_size(problem.shape, sfft.next_fast_len)
-    spectra = _kernel_spectra(problem, shape)
+    kernel_spectra = _kernel_spectra_soon(problem, shape)
     h, w = problem.height, problem.width
 
     def run(source: Source, outs: Sequence[NDArray[np.floating]]) -> None:
         spectrum = _image_spectrum(source, shape, problem.dtype)
+        spectra = kernel_spectra()
         for index, (kernel, out) in enumerate(zip(spectra, outs, strict=True)):
             last = index == len(spectra) - 1
             product = np.multiply(spectrum, kernel, out=spectrum if last else None)

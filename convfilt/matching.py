@@ -18,7 +18,6 @@ References
 
 from __future__ import annotations
 
-import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ from typing import Any, Literal, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import compiled, cost, engine, names, tiles
+from . import compiled, cost, engine, names, pools, tiles
 from .errors import ConvfiltError, UsageError
 
 FloatArray = NDArray[np.float64]
@@ -1067,20 +1066,9 @@ def _refine(
     scores[ys, xs] = spec.combine(replace(terms, cross=cross, energy=energy))
 
 
-_workers: list[ThreadPoolExecutor] = []
-_workers_lock = threading.Lock()
-# a forked child inherits the pool but none of its threads: it starts a pool of its own
-os.register_at_fork(after_in_child=_workers.clear)
-
-
-def _pool() -> ThreadPoolExecutor:
-    """Threads for the window sums and the scores, one per core (numpy's loops release the
-    GIL, so they run alongside the caller's transforms and each other)."""
-    with _workers_lock:
-        if not _workers:
-            cores = cost.available_cores()
-            _workers.append(ThreadPoolExecutor(max_workers=cores, thread_name_prefix="convfilt"))
-        return _workers[0]
+# Threads for the window sums and the scores, one per core (numpy's loops release the GIL, so
+# they run alongside the caller's transforms and each other).
+_pool = pools.LazyPool("convfilt", cost.available_cores).get
 
 
 _TRANSFORMS = names.TRANSFORMS

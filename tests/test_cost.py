@@ -166,3 +166,20 @@ def test_fast_len_equals_scipy_next_fast_len(real: bool) -> None:
     assert [cost.fast_len(n, real) for n in lengths] == [
         scipy.fft.next_fast_len(n, real=real) for n in lengths
     ]
+
+
+def test_kernel_spectra_run_beside_the_image_only_where_that_pays() -> None:
+    low, high = cost.CONCURRENT_SPECTRA_SIZE, cost.PARALLEL_FFT_SIZE
+    second_core = cost.available_cores() >= 2
+    assert cost.concurrent_spectra(low) == second_core
+    assert cost.concurrent_spectra(high - 1) == second_core
+    assert not cost.concurrent_spectra(low - 1)  # the handover would cost what it hides
+    assert not cost.concurrent_spectra(high)  # each transform has every core already
+    with cost.transform_threads(1):  # the caller keeps the other cores busy
+        assert not cost.concurrent_spectra(low)
+    middle = cost.Shape(300, 300, 1, 1, 25, 25)  # 324² points: in the range
+    with cost.transform_threads(1):
+        alone = cost.fft_work(middle)
+    beside = cost.fft_work(middle)
+    hidden = alone * 2 / 3 if second_core else alone  # image and inverse; the kernel's hidden
+    assert beside == pytest.approx(hidden, rel=1e-12)

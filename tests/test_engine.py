@@ -511,3 +511,60 @@ def test_a_colour_image_with_nan_reports_its_plan_once() -> None:
         plans: list[engine.Plan] = []
         engine.correlate(x, np.ones((3, 3)), nan_policy=policy, on_plan=plans.append)
         assert len(plans) == 1, policy
+
+
+# --- the kernels' transforms on a second thread (cost.concurrent_spectra) ------------------------
+
+
+def _concurrent_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """An image and kernel whose whole-image transform is in the concurrent range."""
+    x = rng.random((300, 280), dtype=np.float32)
+    k = rng.standard_normal((25, 18)).astype(np.float32)
+    points = np.prod(cost.fft_size(cost.Shape(300, 280, 1, 1, 25, 18)))
+    if not cost.concurrent_spectra(int(points)):
+        pytest.skip("one core here: the kernels' transforms stay on the caller's thread")
+    return x, k
+
+
+@pytest.mark.parametrize("mode", ["reflect", "wrap", "constant", "nearest"])
+def test_kernel_spectra_beside_the_image_change_no_bit(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    x, k = _concurrent_case(np.random.default_rng(21))
+    rgb = np.stack([x, x[::-1], x[:, ::-1]], axis=-1)
+    beside = [engine.correlate(img, k, strategy="fft", mode=mode) for img in (x, rgb)]
+    valid = engine.correlate_valid(x, [k, k[::-1]], strategy="fft", dtype=np.float32)
+    monkeypatch.setattr(cost, "CONCURRENT_SPECTRA_SIZE", 2**62)
+    alone = [engine.correlate(img, k, strategy="fft", mode=mode) for img in (x, rgb)]
+    for a, b in zip(beside, alone, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(
+        valid,
+        engine.correlate_valid(x, [k, k[::-1]], strategy="fft", dtype=np.float32),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    truth = ndi.correlate(x.astype(np.float64), k.astype(np.float64), mode=mode)
+    assert_close(beside[0], truth, x, k)
+
+
+def _fft_in_child(x: np.ndarray, k: np.ndarray, queue: object) -> None:
+    queue.put(engine.correlate(x, k, strategy="fft"))  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_transforms_with_threads_of_its_own() -> None:
+    import multiprocessing
+
+    x, k = _concurrent_case(np.random.default_rng(22))
+    parent = engine.correlate(x, k, strategy="fft")  # the parent's pool exists now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_fft_in_child, args=(x, k, queue))
+    child.start()
+    try:
+        result = queue.get(timeout=60)  # the parent's pool threads are not in the child
+    finally:
+        child.join(timeout=60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(result, parent)
