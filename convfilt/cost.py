@@ -93,9 +93,12 @@ def concurrent_spectra(points: int) -> bool:
     """Whether the whole-image FFT transforms its kernels on a second thread while the
     caller's thread transforms the image: where each transform runs on one thread (below
     ``PARALLEL_FFT_SIZE``), is large enough to pay for the handover
-    (``CONCURRENT_SPECTRA_SIZE``), and a second core is free (``transform_threads``). The
-    estimates then count one transform fewer: the kernels' transforms hide behind the image's
-    (a kernel's is cheaper, as its zero rows are not transformed; ``_fft_transforms``)."""
+    (``CONCURRENT_SPECTRA_SIZE``), and a second core is free (``transform_threads``).
+
+    The estimates do not count the saving (~10% of the road's time where measured): they
+    already put mid-size transforms at 0.5-0.7 of their measured time, and taking one
+    transform off sent a fresh grid's cells to the FFT where the compiled road was 1.5-1.8x
+    faster (docs/performance.md, §12)."""
     free = min(available_cores(), _thread_cap.get())
     return CONCURRENT_SPECTRA_SIZE <= points < PARALLEL_FFT_SIZE and free >= 2
 
@@ -277,12 +280,10 @@ def _undivided(points: int, workers: int) -> float:
 
 
 def _fft_transforms(s: Shape) -> tuple[int, int, int]:
-    """(points per transform, threads per transform, transforms) of the whole-image FFT; the
-    transforms that run beside others (``concurrent_spectra``) are not counted."""
+    """(points per transform, threads per transform, transforms) of the whole-image FFT."""
     ph, pw = fft_size(s)
     points = ph * pw
-    hidden = 1 if concurrent_spectra(points) else 0
-    return points, fft_workers(points), s.channels * (1 + s.kernels) + s.kernels - hidden
+    return points, fft_workers(points), s.channels * (1 + s.kernels) + s.kernels
 
 
 def fft_work(s: Shape) -> float:

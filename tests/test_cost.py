@@ -180,6 +180,4 @@ def test_kernel_spectra_run_beside_the_image_only_where_that_pays() -> None:
     middle = cost.Shape(300, 300, 1, 1, 25, 25)  # 324² points: in the range
     with cost.transform_threads(1):
         alone = cost.fft_work(middle)
-    beside = cost.fft_work(middle)
-    hidden = alone * 2 / 3 if second_core else alone  # image and inverse; the kernel's hidden
-    assert beside == pytest.approx(hidden, rel=1e-12)
+    assert cost.fft_work(middle) == alone  # not counted: see concurrent_spectra
