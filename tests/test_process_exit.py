@@ -22,9 +22,8 @@ cli.{entry}()
 """
 
 
-def entry(name: str, *args: object, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    """``cli.<name>()`` as a process's entry, with ``args``; stdout and stderr captured."""
-    script = ENTRY.format(entry=name)
+def python(script: str, *args: object, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """``python -c SCRIPT ARGS`` in ``cwd``; stdout and stderr captured (bytes)."""
     return subprocess.run(
         [sys.executable, "-c", script, *map(str, args)],
         cwd=cwd,
@@ -32,6 +31,11 @@ def entry(name: str, *args: object, cwd: Path) -> subprocess.CompletedProcess[by
         timeout=120,
         check=False,
     )
+
+
+def entry(name: str, *args: object, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """``cli.<name>()`` as a process's entry, with ``args``."""
+    return python(ENTRY.format(entry=name), *args, cwd=cwd)
 
 
 @pytest.fixture
@@ -89,14 +93,7 @@ cli.run()
 def test_exit_handlers_registered_during_the_command_still_run(
     tmp_path: Path, picture: Path
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", HANDLER_DURING_THE_COMMAND],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = python(HANDLER_DURING_THE_COMMAND, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "marker").read_text() == "ran"
 
@@ -113,14 +110,7 @@ cli.run()
 
 
 def test_a_crash_keeps_pythons_own_exit(tmp_path: Path, picture: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", CRASH],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = python(CRASH, cwd=tmp_path)
     assert done.returncode == 1
-    assert "RuntimeError: a bug" in done.stderr
+    assert b"RuntimeError: a bug" in done.stderr
     assert not (tmp_path / "out.png").exists()
