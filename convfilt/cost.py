@@ -96,9 +96,9 @@ def concurrent_spectra(points: int) -> bool:
     (``CONCURRENT_SPECTRA_SIZE``), and a second core is free (``transform_threads``).
 
     The estimates do not count the saving (~10% of the road's time where measured): they
-    already put mid-size transforms at 0.5-0.7 of their measured time, and taking one
-    transform off sent a fresh grid's cells to the FFT where the compiled road was 1.5-1.8x
-    faster (docs/performance.md, §12)."""
+    already put the road at 0.70-0.95 of its measured time in this range, and taking a whole
+    transform off (a third) sent a fresh grid's cells to the FFT where the compiled road was
+    1.5-1.8x faster (docs/performance.md, §12)."""
     free = min(available_cores(), _thread_cap.get())
     return CONCURRENT_SPECTRA_SIZE <= points < PARALLEL_FFT_SIZE and free >= 2
 
