@@ -766,7 +766,8 @@ def calibrate(
             kernel = rng.random((n, n))
         start = time.perf_counter()
         repeat = 1 if budget_s < 5 else 3
-        seconds = _time(partial(engine.correlate, image, kernel, strategy=strategy), repeat)
+        with cost.spectra_on_the_callers_thread():  # the road the estimates price
+            seconds = _time(partial(engine.correlate, image, kernel, strategy=strategy), repeat)
         spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
         points.setdefault(key, []).append((cost.Shape(side, side, 1, 1, n, n), seconds))
     if progress is not None:

@@ -74,7 +74,7 @@ class OneLineErrors(TyperGroup):
             raise SystemExit(1) from None
         except BrokenPipeError:
             raise
-        except OSError as exc:  # --help or --version onto a full disk (commands: cli_errors)
+        except OSError as exc:  # --help or --version onto a full disk (commands have cli_errors)
             report.error(f"{exc.filename or '<stdout>'}: cannot write ({exc.strerror or exc})")
             raise SystemExit(1) from None
         raise SystemExit(code if isinstance(code, int) else 0)
@@ -1666,20 +1666,33 @@ def run() -> None:
     Tearing down the interpreter (freeing every module's objects, numba's and LLVM's among
     them) took ~0.2 s after a compiled-road run, a tenth of a 12288² streamed blur
     (docs/performance.md, §12), and produces nothing: every output is already committed and
-    synced when a command returns. So the last exit handler (registered first) flushes
-    standard output and error, shuts logging down and ends the process with the command's
-    status. Everything else still runs before it: threads are joined, and the exit handlers
-    registered during the command (temporary folders, Dask's) run. A flush that fails (a full
-    disk behind a redirect) leaves the normal exit to report it. :func:`main` itself does not
-    do this, so that a caller running it in-process keeps its own exit.
+    synced when a command returns (convfilt keeps no file open past its command). So an exit
+    handler registered here, which runs after the handlers registered during the command
+    (temporary folders, Dask's) and once threads are joined, flushes standard output and
+    error, shuts logging down (its handler, registered at import, would otherwise not run)
+    and ends the process with the command's status. A flush that fails (a full disk behind a
+    redirect) leaves the normal exit to report it.
+
+    Only when no other handler was registered before this entry (:func:`_only_loggings`): a
+    site hook's (coverage's subprocess measurement, a profiler's) makes the process end the
+    normal way. For a process's entry only: run in-process, it would end the host process;
+    :func:`main` is the in-process call.
     """
     status: list[int] = []
-    atexit.register(_end_without_teardown, status)
+    if _only_loggings():
+        atexit.register(_end_without_teardown, status)
     try:
         main()
     except SystemExit as done:
         status.append(_exit_status(done.code))
         raise
+
+
+def _only_loggings() -> bool:
+    """Whether the only exit handler registered so far is logging's (``convfilt.cli`` imports
+    logging); False where this Python does not say (``atexit._ncallbacks``)."""
+    count = getattr(atexit, "_ncallbacks", None)
+    return count is not None and count() <= 1
 
 
 def _exit_status(code: object) -> int:

@@ -105,13 +105,26 @@ def _look_for_code(form: str) -> bool:
 
 
 def band_rows(extended_width: int, itemsize: int, height: int, kh: int) -> int:
-    """Output rows per band: ``BAND_BYTES`` of extended rows, but at least ``kh - 1`` and
-    :data:`LEAST_BAND_ROWS` (a band fills its ``kh - 1`` halo rows too, so the fill is at
-    most doubled), and at least four bands per core where the image has the rows (so that a
-    core slowed by another process holds up less of the call)."""
-    by_bytes = max(BAND_BYTES // max(1, extended_width * itemsize), kh - 1, LEAST_BAND_ROWS)
+    """Output rows per band: :func:`_rows_wanted`, but at most a quarter of a core's share of
+    ``height`` where the image has the rows (so that a core slowed by another process holds
+    up less of the call)."""
     per_core = -(-height // (4 * threads()))
-    return max(1, min(by_bytes, per_core))
+    return max(1, min(_rows_wanted(extended_width, itemsize, kh), per_core))
+
+
+def _rows_wanted(extended_width: int, itemsize: int, kh: int) -> int:
+    """``BAND_BYTES`` of extended rows, but at least ``kh - 1`` and :data:`LEAST_BAND_ROWS`
+    (a band fills its ``kh - 1`` halo rows too, so the fill is at most doubled)."""
+    return max(BAND_BYTES // max(1, extended_width * itemsize), kh - 1, LEAST_BAND_ROWS)
+
+
+def scratch_bytes(width: int, channels: int, itemsize: int, kh: int) -> int:
+    """The most the kernels' band buffers hold at once for an image ``width`` wide with a
+    ``kh``-row kernel (as wide): each thread's band of extended rows at :func:`_rows_wanted`
+    (an upper bound: :func:`band_rows` may take fewer)."""
+    extended = (width + kh - 1) * channels
+    rows = _rows_wanted(extended, itemsize, kh)
+    return threads() * (rows + kh - 1) * extended * itemsize
 
 
 def _kernels() -> ModuleType:

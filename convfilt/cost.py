@@ -89,18 +89,35 @@ def fft_workers(points: int) -> int:
 _thread_cap: ContextVar[int] = ContextVar("thread_cap", default=1 << 30)
 
 
+_spectra_beside: ContextVar[bool] = ContextVar("spectra_beside", default=True)
+
+
+@contextmanager
+def spectra_on_the_callers_thread() -> Iterator[None]:
+    """Within the block (and this thread or task), the FFT road makes its kernels' spectra on
+    the caller's thread: ``calibrate`` times the road as the estimates price it (without
+    :func:`concurrent_spectra`'s saving)."""
+    token = _spectra_beside.set(False)
+    try:
+        yield
+    finally:
+        _spectra_beside.reset(token)
+
+
 def concurrent_spectra(points: int) -> bool:
     """Whether the whole-image FFT transforms its kernels on a second thread while the
     caller's thread transforms the image: where each transform runs on one thread (below
     ``PARALLEL_FFT_SIZE``), is large enough to pay for the handover
-    (``CONCURRENT_SPECTRA_SIZE``), and a second core is free (``transform_threads``).
+    (``CONCURRENT_SPECTRA_SIZE``), a second core is free (``transform_threads``), and the
+    caller has not asked otherwise (:func:`spectra_on_the_callers_thread`).
 
-    The estimates do not count the saving (~10% of the road's time where measured): they
+    The estimates do not count the saving (5-10% of the road's time in most cells measured): they
     already put the road at 0.70-0.95 of its measured time in this range, and taking a whole
     transform off (a third) sent a fresh grid's cells to the FFT where the compiled road was
     1.5-1.8x faster (docs/performance.md, §12)."""
     free = min(available_cores(), _thread_cap.get())
-    return CONCURRENT_SPECTRA_SIZE <= points < PARALLEL_FFT_SIZE and free >= 2
+    wanted = _spectra_beside.get()
+    return wanted and CONCURRENT_SPECTRA_SIZE <= points < PARALLEL_FFT_SIZE and free >= 2
 
 
 @contextmanager

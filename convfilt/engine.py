@@ -426,14 +426,40 @@ def _kernel_spectra_soon(
 ) -> Callable[[], list[NDArray[np.complexfloating]]]:
     """``_kernel_spectra``, started on a second thread where ``cost.concurrent_spectra`` says
     so (the caller transforms the image meanwhile), else computed now; call the result to
-    have them."""
-    if not cost.concurrent_spectra(shape[0] * shape[1]):
+    have them. The thread transforms under the caller's scipy.fft backend (``set_backend``),
+    so both transforms come from one backend."""
+    pending = None
+    if cost.concurrent_spectra(shape[0] * shape[1]):
+        backend = _fft_backend_state()
+        if backend is not None:
+            pending = _spectra_pool.submit(_kernel_spectra_under, backend, problem, shape)
+    if pending is None:
         spectra = _kernel_spectra(problem, shape)
         return lambda: spectra
-    return _spectra_pool().submit(_kernel_spectra, problem, shape).result
+    return pending.result
 
 
-_spectra_pool = pools.LazyPool("convfilt-spectra", cost.available_cores).get
+_spectra_pool = pools.LazyPool("convfilt-spectra", cost.available_cores)
+
+
+def _fft_backend_state() -> Any:
+    """The calling thread's scipy.fft backends (uarray's state), or None where this scipy
+    does not expose it: the spectra are then made on the caller's thread."""
+    try:
+        from scipy._lib._uarray import get_state
+    except ImportError:  # pragma: no cover - a scipy without uarray's state
+        return None
+    return get_state()
+
+
+def _kernel_spectra_under(
+    backend: Any, problem: Problem, shape: tuple[int, int]
+) -> list[NDArray[np.complexfloating]]:
+    """``_kernel_spectra`` under the scipy.fft backends ``backend`` (another thread's)."""
+    from scipy._lib._uarray import set_state
+
+    with set_state(backend):
+        return _kernel_spectra(problem, shape)
 
 
 def _prepare_fft(problem: Problem, constants: cost.Constants) -> Runner:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
@@ -873,7 +873,7 @@ class _Sums:
             # run on the others; whoever finishes first helps with the sums' remaining bands
             own_mean = spec.energy == "centred"
             running = _WindowEnergy(plane, scene_mean, probe_h, probe_w, own_mean=own_mean)
-            running.start(_pool())
+            running.start(_pool)
             transforms = cost.transform_threads(cost.available_cores() - 1)
         largest = max(float(np.max(centred)), -float(np.min(centred)))
         known = largest if np.isfinite(largest) else None  # inf: float32 overflowed, see above
@@ -1008,7 +1008,7 @@ def _ncc_map(
         lower = best_score - cross_error / float(denominator.flat[best])
         return _Band(lower, best_score, float(np.min(denominator)) * _SURE < cross_error)
 
-    seen = list(_pool().map(score, bands)) if len(bands) > 1 else [score(bands[0])]
+    seen = _pool.map(score, bands) if len(bands) > 1 else [score(bands[0])]
     found = [band for band in seen if band is not None]
     if cross_error is None:
         return scores, none
@@ -1068,7 +1068,7 @@ def _refine(
 
 # Threads for the window sums and the scores, one per core (numpy's loops release the GIL, so
 # they run alongside the caller's transforms and each other).
-_pool = pools.LazyPool("convfilt", cost.available_cores).get
+_pool = pools.LazyPool("convfilt", cost.available_cores)
 
 
 _TRANSFORMS = names.TRANSFORMS
@@ -1142,8 +1142,9 @@ class _WindowEnergy:
         self._lock = threading.Lock()
         self._helper: Future[None] | None = None
 
-    def start(self, pool: ThreadPoolExecutor) -> _WindowEnergy:
-        """Let a worker of ``pool`` start on the bands."""
+    def start(self, pool: pools.LazyPool) -> _WindowEnergy:
+        """Let a worker of ``pool`` start on the bands (none once the interpreter is shutting
+        down: the caller then computes them all in ``result``)."""
         self._helper = pool.submit(self.work)
         return self
 

@@ -533,7 +533,7 @@ def route(
     road = engine.plan(
         shape, kernel, dtype=dtype, work=work, stored=True, mode=mode, strategy=strategy
     ).strategy
-    need = tiles.whole_image_bytes(shape, dtype, strategy=road)
+    need = tiles.whole_image_bytes(shape, dtype, strategy=road, reach=kernel.shape[0] // 2)
     if need <= budget and not zarr_io:
         return Route(need, budget)
     if not (_is_tiff(source) or Path(source).suffix.lower() == ".zarr"):

@@ -45,7 +45,7 @@ from typing import Any, Protocol, TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from . import names
+from . import compiled, names
 from .cost import transform_threads
 from .errors import ConvfiltError, UsageError
 
@@ -69,10 +69,19 @@ FIXED_BYTES = 48 * 2**20  # interpreter, libraries and the engine's own buffers
 RESIDENT_BYTES = {"compiled": 128 * 2**20}
 
 
-def fixed_bytes(strategy: str) -> int:
-    """Bytes a run holds whatever its bands: :data:`FIXED_BYTES` and the road's resident
-    code (:data:`RESIDENT_BYTES`)."""
-    return FIXED_BYTES + RESIDENT_BYTES.get(strategy, 0)
+# what a road's kernels hold besides, for (width, channels, work itemsize, kernel rows): the
+# compiled road's per-thread band buffers (wide rows make them several MB)
+SCRATCH_BYTES: dict[str, Callable[[int, int, int, int], int]] = {"compiled": compiled.scratch_bytes}
+
+
+def fixed_bytes(strategy: str, shape: tuple[int, ...], reach: int, work_itemsize: int = 4) -> int:
+    """Bytes a run of an image of ``shape`` holds whatever its bands: :data:`FIXED_BYTES`,
+    the road's resident code (:data:`RESIDENT_BYTES`) and its kernels' scratch
+    (:data:`SCRATCH_BYTES`, for a kernel of ``2 * reach + 1`` rows)."""
+    scratch = SCRATCH_BYTES.get(strategy)
+    channels = shape[2] if len(shape) == 3 else 1
+    extra = scratch(shape[1], channels, work_itemsize, 2 * reach + 1) if scratch else 0
+    return FIXED_BYTES + RESIDENT_BYTES.get(strategy, 0) + extra
 
 
 # float copies of one band row that a filter holds at once, per road: the channel in its
@@ -247,13 +256,19 @@ def working_set(
 
 
 def whole_image_bytes(
-    shape: tuple[int, ...], dtype: np.dtype, *, strategy: str = "direct", work_itemsize: int = 4
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    *,
+    strategy: str = "direct",
+    work_itemsize: int = 4,
+    reach: int = 0,
 ) -> int:
-    """Bytes a whole-image (in memory) run needs: input, output and one filter's copies."""
+    """Bytes a whole-image (in memory) run needs: input, output and one filter's copies (and
+    what :func:`fixed_bytes` holds for a kernel reaching ``reach`` rows)."""
     width = shape[1]
     stored = width * (shape[2] if len(shape) == 3 else 1) * np.dtype(dtype).itemsize
     per_row = 2 * stored + WORK_COPIES.get(strategy, 10) * width * work_itemsize
-    return fixed_bytes(strategy) + shape[0] * per_row
+    return fixed_bytes(strategy, shape, reach, work_itemsize) + shape[0] * per_row
 
 
 @dataclass(frozen=True)
@@ -273,7 +288,7 @@ def _band_cost(
     per_row = working_set(shape, dtype, strategy=strategy, work_itemsize=work_itemsize)
     floor = max(MIN_ROWS, HALO_SHARE.get(strategy, 8) * reach)
     floor = -(-floor // ALIGN) * ALIGN
-    fixed = fixed_bytes(strategy)
+    fixed = fixed_bytes(strategy, shape, reach, work_itemsize)
     return _BandCost(per_row, floor, fixed, fixed + (min(floor, shape[0]) + 2 * reach) * per_row)
 
 
@@ -450,7 +465,7 @@ def apply(
     """
     shape = tuple(image.shape)
     if rows is None:
-        budget = budget or whole_image_bytes(shape, image.dtype, strategy=strategy)
+        budget = budget or whole_image_bytes(shape, image.dtype, strategy=strategy, reach=reach)
         rows = layout(shape, image.dtype, reach=reach, budget=budget, strategy=strategy).rows
     chosen = Layout(shape[0], shape[1], rows, reach, strategy)
     if opaque is None and image.ndim == 3 and shape[2] > 1:
@@ -534,7 +549,10 @@ class BandCall:
 
 
 def _run_band(pixels: NDArray[Any], func: BandFilter, band: Band) -> NDArray[Any]:
-    return func(np.asarray(pixels), band=band)
+    """One Dask task's band; its transforms on one thread (the scheduler runs a task per
+    core), as the bands of :func:`run`."""
+    with transform_threads(1):
+        return func(np.asarray(pixels), band=band)
 
 
 def on_dask(

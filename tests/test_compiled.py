@@ -296,3 +296,40 @@ def test_the_energy_kernel_refuses_a_wrong_band_or_output() -> None:
     for out, start in ((np.empty((13, 27)), 0), (good, 4), (good, 16), (good[:, ::2], 0)):
         with pytest.raises(ValueError, match="window_energy_band"):
             compiled.window_energy_band(plane, 0.0, (8, 5), True, 0.0, start, out)
+
+
+def test_wide_rows_get_bands_of_several_rows_within_the_per_core_share() -> None:
+    wide = (12288 + 16) * 3  # one extended row: 147 KiB of float32, over BAND_BYTES alone
+    assert compiled.band_rows(wide, 4, 10_000, 17) == 16  # kh - 1
+    assert compiled.band_rows(wide, 4, 10_000, 3) == compiled.LEAST_BAND_ROWS
+    assert compiled.band_rows(64, 4, 10_000, 3) == compiled.BAND_BYTES // (64 * 4)  # narrow
+    share = -(-40 // (4 * compiled.threads()))
+    assert compiled.band_rows(wide, 4, 40, 41) == share  # a short image: a quarter per core
+
+
+@pytest.mark.parametrize("form", ["separable", "direct"])
+def test_the_band_height_changes_no_value(monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    rng = np.random.default_rng(9)
+    x = (rng.random((70, 5000, 3)) * 255).astype(np.uint8)  # rows of 59 KiB as float32
+    g = gaussian_1d(2.0)
+    kernel = np.outer(g, g) if form == "separable" else rng.random((7, 9))
+    default = engine.correlate(x, kernel, strategy="compiled")
+    monkeypatch.setattr(compiled, "band_rows", lambda *_: 1)  # the old bands of one row
+    np.testing.assert_array_equal(engine.correlate(x, kernel, strategy="compiled"), default)
+    reference = ndi.correlate(x.astype(np.float64), kernel[:, :, None], mode="reflect")
+    assert np.abs(default.astype(np.float64) - np.rint(reference)).max() <= 1
+
+
+def test_the_band_buffers_are_counted_in_a_streamed_runs_memory() -> None:
+    from convfilt import tiles
+
+    shape = (40_000, 40_000, 3)
+    base = tiles.FIXED_BYTES + tiles.RESIDENT_BYTES["compiled"]
+    scratch = compiled.scratch_bytes(40_000, 3, 4, 41)
+    assert tiles.fixed_bytes("compiled", shape, 20) == base + scratch
+    # one buffer of 40 + 40 extended rows of 40040 x 3 float32 per thread: ~38 MB each
+    assert scratch == compiled.threads() * 80 * 40_040 * 3 * 4
+    assert tiles.fixed_bytes("separable", shape, 20) == tiles.FIXED_BYTES
+    wide = tiles.least_budget(shape, np.dtype(np.uint8), reach=20, strategy="compiled")
+    narrow = tiles.least_budget(shape, np.dtype(np.uint8), reach=1, strategy="compiled")
+    assert wide - narrow >= scratch - compiled.scratch_bytes(40_000, 3, 4, 3)

@@ -177,6 +177,9 @@ def test_kernel_spectra_run_beside_the_image_only_where_that_pays() -> None:
     assert not cost.concurrent_spectra(high)  # each transform has every core already
     with cost.transform_threads(1):  # the caller keeps the other cores busy
         assert not cost.concurrent_spectra(low)
+    with cost.spectra_on_the_callers_thread():  # calibrate: the road as the estimates price it
+        assert not cost.concurrent_spectra(low)
+    assert cost.concurrent_spectra(low) == second_core
     middle = cost.Shape(300, 300, 1, 1, 25, 25)  # 324² points: in the range
     with cost.transform_threads(1):
         alone = cost.fft_work(middle)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -532,7 +533,16 @@ def test_kernel_spectra_beside_the_image_change_no_bit(
 ) -> None:
     x, k = _concurrent_case(np.random.default_rng(21))
     rgb = np.stack([x, x[::-1], x[:, ::-1]], axis=-1)
+    made_on: list[str] = []
+    spectra = engine._kernel_spectra
+
+    def spy(*args: object) -> object:
+        made_on.append(threading.current_thread().name)
+        return spectra(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_kernel_spectra", spy)
     beside = [engine.correlate(img, k, strategy="fft", mode=mode) for img in (x, rgb)]
+    assert made_on and all(name.startswith("convfilt-spectra") for name in made_on)
     valid = engine.correlate_valid(x, [k, k[::-1]], strategy="fft", dtype=np.float32)
     monkeypatch.setattr(cost, "CONCURRENT_SPECTRA_SIZE", 2**62)
     alone = [engine.correlate(img, k, strategy="fft", mode=mode) for img in (x, rgb)]
@@ -560,11 +570,37 @@ def test_a_forked_child_transforms_with_threads_of_its_own() -> None:
     parent = engine.correlate(x, k, strategy="fft")  # the parent's pool exists now
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
-    child = context.Process(target=_fft_in_child, args=(x, k, queue))
+    child = context.Process(target=_fft_in_child, args=(x, k, queue), daemon=True)
     child.start()
     try:
         result = queue.get(timeout=60)  # the parent's pool threads are not in the child
     finally:
         child.join(timeout=60)
+        if child.is_alive():  # hung on a pool without threads: fail, do not hang pytest
+            child.kill()
     assert child.exitcode == 0
     np.testing.assert_array_equal(result, parent)
+
+
+LATE_THREAD = """
+import threading, time
+import numpy as np
+from convfilt import engine, matching
+x = np.random.default_rng(0).random((300, 280), dtype=np.float32)
+k = np.random.default_rng(1).random((25, 18)).astype(np.float32)
+early = engine.correlate(x, k, strategy="fft")
+def late():  # still running once the main thread has returned: pools take no more work
+    time.sleep(0.5)
+    assert np.array_equal(engine.correlate(x, k, strategy="fft"), early)
+    matching.match_template(x, x[40:90, 60:120].copy())
+    print("late call ok", flush=True)
+threading.Thread(target=late).start()
+"""
+
+
+def test_a_thread_still_filtering_at_interpreter_shutdown_is_served() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_THREAD], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "late call ok" in done.stdout

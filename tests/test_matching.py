@@ -438,7 +438,7 @@ def test_window_energy_shared_by_threads_equals_one_thread(energy_road: str) -> 
         return take()
 
     job._next_band = spy  # type: ignore[method-assign]
-    job.start(matching._pool())
+    job.start(matching._pool)
     assert worker_started.wait(timeout=10)
     np.testing.assert_array_equal(job.result(), alone)
     assert any(name != threading.main_thread().name for name in takers)

@@ -50,7 +50,8 @@ def picture(tmp_path: Path) -> Path:
     [
         ("--help",),
         ("--version",),
-        ("kernel", "gaussian", "--sigma", "1.5"),
+        ("kernel", "sobel-x"),
+        ("kernel", "sobel-x", "--json"),
         ("blur", "in.png", "--sigma", "2", "-o", "-", "--format", "png"),
         ("blur", "missing.png"),
         ("blur", "in.png", "--sigma", "-1"),
@@ -114,3 +115,54 @@ def test_a_crash_keeps_pythons_own_exit(tmp_path: Path, picture: Path) -> None:
     assert done.returncode == 1
     assert b"RuntimeError: a bug" in done.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+TEARDOWN = """
+import sys
+from pathlib import Path
+from convfilt import cli
+class Marker:
+    def __del__(self):  # runs when the interpreter tears the module down
+        Path("torn-down").write_text("yes")
+marker = Marker()
+sys.argv = ["convfilt", "kernel", "sobel-x"]
+cli.{entry}()
+"""
+
+
+@pytest.mark.parametrize(("name", "torn_down"), [("run", False), ("main", True)])
+def test_the_entry_skips_the_teardown_and_main_does_not(
+    tmp_path: Path, name: str, torn_down: bool
+) -> None:
+    done = python(TEARDOWN.format(entry=name), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert b"sobel" in done.stdout.lower()
+    assert (tmp_path / "torn-down").exists() == torn_down
+
+
+EARLIER_HANDLER = """
+import atexit, sys
+from pathlib import Path
+atexit.register(Path("earlier").write_text, "ran")  # as a site hook (coverage) would
+from convfilt import cli
+sys.argv = ["convfilt", "kernel", "sobel-x"]
+cli.run()
+"""
+
+
+def test_a_handler_registered_before_the_entry_keeps_the_normal_exit(tmp_path: Path) -> None:
+    done = python(EARLIER_HANDLER, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "earlier").read_text() == "ran"
+
+
+def test_importing_the_command_line_registers_only_loggings_exit_handler(tmp_path: Path) -> None:
+    """What the fast end rests on (cli._only_loggings): were an import to register a handler,
+    or weakref's, every command would end the normal way, or lose that handler's work."""
+    script = (
+        "import atexit, weakref\n"
+        "import convfilt.cli\n"
+        "print(atexit._ncallbacks(), weakref.finalize._registered_with_atexit)"
+    )
+    done = python(script, cwd=tmp_path)
+    assert done.stdout.split() == [b"1", b"False"], done.stderr
