@@ -111,10 +111,10 @@ def concurrent_spectra(points: int) -> bool:
     (``CONCURRENT_SPECTRA_SIZE``), a second core is free (``transform_threads``), and the
     caller has not asked otherwise (:func:`spectra_on_the_callers_thread`).
 
-    The estimates do not count the saving (5-10% of the road's time in most cells measured): they
-    already put the road at 0.70-0.95 of its measured time in this range, and taking a whole
-    transform off (a third) sent a fresh grid's cells to the FFT where the compiled road was
-    1.5-1.8x faster (docs/performance.md, §12)."""
+    The estimates do not count the saving (5-10% of the road's time in most cells measured):
+    they already put the road at 0.70-0.95 of its measured time in this range, and taking a
+    whole transform off (a third) sent a fresh grid's cells to the FFT where the compiled
+    road was 1.5-1.8x faster (docs/performance.md, §12)."""
     free = min(available_cores(), _thread_cap.get())
     wanted = _spectra_beside.get()
     return wanted and CONCURRENT_SPECTRA_SIZE <= points < PARALLEL_FFT_SIZE and free >= 2
