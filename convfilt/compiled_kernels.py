@@ -183,26 +183,33 @@ def separable_serial(src, rows, cols, left, cval, factors, out, rounding, band, 
 def _along_rows(line, width, sums, prefix, suffix):  # type: ignore[no-untyped-def]
     """``sums[x] = line[x] + ... + line[x + width - 1]`` for the valid x (van Herk / Gil-Werman
     blocks of ``width``: a window is the suffix of the block it starts in plus the prefix of
-    the next, so every partial sum holds only the window's own entries). The blocks' running
-    sums advance side by side (independent adds, no chain of dependent ones)."""
+    the next, so every partial sum holds only the window's own entries). Each block's prefix
+    and suffix sums run side by side in registers, and the windows are formed block by block
+    (no division per entry): 1.35-2x faster than interleaving the blocks (docs/performance.md,
+    §12), the same sums in the same order."""
     n = line.shape[0]
     blocks = n // width
     for b in range(blocks):
-        prefix[b * width] = line[b * width]
-        suffix[b * width + width - 1] = line[b * width + width - 1]
-    for k in range(1, width):
-        for b in range(blocks):
-            i = b * width + k
-            prefix[i] = prefix[i - 1] + line[i]
-            j = b * width + width - 1 - k
-            suffix[j] = suffix[j + 1] + line[j]
+        s = b * width
+        forward, backward = line[s], line[s + width - 1]
+        prefix[s], suffix[s + width - 1] = forward, backward
+        for k in range(1, width):
+            forward += line[s + k]
+            prefix[s + k] = forward
+            backward += line[s + width - 1 - k]
+            suffix[s + width - 1 - k] = backward
     whole = blocks * width
     if whole < n:  # the last, partial block: only its prefix serves a window
-        prefix[whole] = line[whole]
+        forward = line[whole]
+        prefix[whole] = forward
         for i in range(whole + 1, n):
-            prefix[i] = prefix[i - 1] + line[i]
-    for x in range(n - width + 1):
-        sums[x] = suffix[x] if x % width == 0 else suffix[x] + prefix[x + width - 1]
+            forward += line[i]
+            prefix[i] = forward
+    valid = n - width + 1
+    for start in range(0, valid, width):
+        sums[start] = suffix[start]  # the window is the whole block
+        for x in range(start + 1, min(start + width, valid)):
+            sums[x] = suffix[x] + prefix[x + width - 1]
 
 
 @njit(cache=True, fastmath=False)
