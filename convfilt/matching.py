@@ -1358,11 +1358,7 @@ def find_matches(
     if values.ndim != 2 or values.size == 0:
         raise UsageError(f"scores must be a non-empty 2-D map, got shape {values.shape}")
     probe_h, probe_w = (int(n) for n in probe_shape[:2])
-    reach_y, reach_x = (
-        (max(1, (probe_h + 1) // 2), max(1, (probe_w + 1) // 2))
-        if min_distance is None
-        else (min_distance, min_distance)
-    )
+    reach_y, reach_x = suppression_reach((probe_h, probe_w), min_distance)
     oriented = sign * values
     if not np.isfinite(oriented).all():  # NaN: windows without a score, never a match
         oriented = np.where(np.isnan(oriented), -np.inf, oriented)
@@ -1387,6 +1383,29 @@ def find_matches(
     ]
 
 
+def suppression_reach(probe_shape: tuple[int, int], min_distance: int | None) -> tuple[int, int]:
+    """How near (rows, columns) to a kept match :func:`find_matches` drops other peaks:
+    ``min_distance`` both ways, else half the probe's height and width (at least 1)."""
+    if min_distance is not None:
+        return min_distance, min_distance
+    return max(1, (probe_shape[0] + 1) // 2), max(1, (probe_shape[1] + 1) // 2)
+
+
+def peaks_needed(top: int, reach: tuple[int, int]) -> int:
+    """How many of a part's best local maxima (and ties) hold every peak that the whole map's
+    greedy suppression keeps (:func:`find_matches` with ``top`` and ``reach``): a kept peak
+    has fewer better peaks than ``top x (2·reach_y - 1) x (2·reach_x - 1) + 1``, since each
+    of them is kept or within reach of one of the fewer than ``top`` kept before it."""
+    return top * (2 * reach[0] - 1) * (2 * reach[1] - 1) + 1
+
+
+def best_peaks(values: FloatArray, keep: int) -> NDArray[np.bool_]:
+    """Which of ``values`` are among the best ``keep`` (ties with the last one included)."""
+    if len(values) <= keep:
+        return np.ones(len(values), dtype=bool)
+    return values >= np.partition(values, -keep)[-keep]
+
+
 def _matches_on_dask(
     scores: Any,
     probe_shape: tuple[int, ...],
@@ -1398,10 +1417,9 @@ def _matches_on_dask(
     """:func:`find_matches` on a dask score map: one global suppression across chunk seams.
 
     Each chunk (with a one-score halo, so local maxima see their neighbours across seams)
-    hands in its best ``top x (2·reach_y - 1) x (2·reach_x - 1) + 1`` peaks (and ties): a peak
-    the whole map's greedy suppression keeps has fewer better peaks than that, since each of
-    them is kept or within reach of one of the < ``top`` kept ones. So the result is the
-    whole map's, computed chunk by chunk. Only the kept peaks' 3x3 neighbourhoods are read
+    hands in its best :func:`peaks_needed` peaks (and ties), which hold every peak the whole
+    map's greedy suppression keeps. So the result is the whole map's, computed chunk by
+    chunk. Only the kept peaks' 3x3 neighbourhoods are read
     again, for their subpixel parabolas.
     """
     import dask
@@ -1410,14 +1428,10 @@ def _matches_on_dask(
     if scores.ndim != 2 or 0 in scores.shape:
         raise UsageError(f"scores must be a non-empty 2-D map, got shape {scores.shape}")
     probe_h, probe_w = (int(n) for n in probe_shape[:2])
-    reach = (
-        (max(1, (probe_h + 1) // 2), max(1, (probe_w + 1) // 2))
-        if min_distance is None
-        else (min_distance, min_distance)
-    )
+    reach = suppression_reach((probe_h, probe_w), min_distance)
     oriented = sign * scores.astype(np.float64)
     haloed = da.overlap.overlap(oriented, depth=1, boundary=-np.inf)
-    keep = top * (2 * reach[0] - 1) * (2 * reach[1] - 1) + 1
+    keep = peaks_needed(top, reach)
     floor = -np.inf if min_score is None else sign * min_score
     starts = [np.cumsum((0, *sizes[:-1])) for sizes in oriented.chunks]
     parts = [
@@ -1440,9 +1454,9 @@ def _chunk_peaks(
     coordinates."""
     ys, xs = np.nonzero(_peaks_inside(haloed))
     values = haloed[ys + 1, xs + 1]
-    chosen = values >= floor
-    if np.count_nonzero(chosen) > keep:
-        chosen &= values >= np.partition(values[chosen], -keep)[-keep]
+    above = values >= floor
+    ys, xs, values = ys[above], xs[above], values[above]
+    chosen = best_peaks(values, keep)
     return ys[chosen] + y0, xs[chosen] + x0, values[chosen]
 
 

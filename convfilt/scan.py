@@ -26,7 +26,6 @@ from .errors import UsageError
 from .matching import Match
 
 _FLOAT_COPIES = 10  # float64 planes per channel of a tile that scoring holds at once
-_CANDIDATES = 64  # local maxima kept per tile: this many per requested match, at least
 
 
 @dataclass(frozen=True)
@@ -94,9 +93,9 @@ def scan_matches(
     Returns
     -------
     list of Match
-        Best first, as :func:`~convfilt.matching.find_matches` on the whole map would give
-        (exactly so while no tile has more than ``_CANDIDATES · top`` local maxima above
-        ``min_score``: only that many are kept per tile).
+        Best first, as :func:`~convfilt.matching.find_matches` on the whole map gives: each
+        tile hands in its best ``matching.peaks_needed`` local maxima (and ties), which hold
+        every peak the whole map's suppression keeps.
 
     Examples
     --------
@@ -117,7 +116,8 @@ def scan_matches(
         )
     cells = tiling(scene.shape, probe_values.shape, np.dtype(scene.dtype).itemsize, budget)
     map_rows, map_cols = scene_height - height + 1, scene_width - width + 1
-    keep = _CANDIDATES * top
+    reach = matching.suppression_reach((height, width), min_distance)
+    keep = matching.peaks_needed(top, reach)
     sign = 1.0 if matching.higher_is_better(method) else -1.0
     found: list[_Candidate] = []
     unscored = False
@@ -191,9 +191,8 @@ def _tile_candidates(
     peaks[:, :cell_x] = False
     peaks[:, cell_x + cells.cols :] = False
     ys, xs = np.nonzero(peaks)
-    if len(ys) > keep:
-        best = np.argpartition(-oriented[ys, xs], keep)[:keep]
-        ys, xs = ys[best], xs[best]
+    best = matching.best_peaks(oriented[ys, xs], keep)
+    ys, xs = ys[best], xs[best]
     return [
         _Candidate(
             float(oriented[y, x]),
@@ -237,11 +236,7 @@ def _select(
     oriented ``threshold``: ``find_matches``' own (``matching._suppress``), candidates in
     the whole map's row-major order so that ties break the same way."""
     height, width = probe_shape
-    reach = (
-        (max(1, (height + 1) // 2), max(1, (width + 1) // 2))
-        if min_distance is None
-        else (min_distance, min_distance)
-    )
+    reach = matching.suppression_reach(probe_shape, min_distance)
     kept = sorted(
         (c for c in found if threshold is None or c.oriented >= threshold),
         key=lambda c: (c.y, c.x),
