@@ -133,9 +133,7 @@ def _crowded_scene() -> tuple[np.ndarray, np.ndarray]:
     scene = rng.random((400, 400)).astype(np.float32)
     yy, xx = np.mgrid[0:78, 0:78]
     texture = np.sin(2 * np.pi * yy / 3) * np.cos(2 * np.pi * xx / 3)
-    scene[81:159, 81:159] = (0.5 + 0.4 * texture + 0.02 * rng.random((78, 78))).astype(
-        np.float32
-    )
+    scene[81:159, 81:159] = (0.5 + 0.4 * texture + 0.02 * rng.random((78, 78))).astype(np.float32)
     probe = scene[100:140, 100:140].copy()
     scene[100:140, 180:220] = 0.5 * probe + 0.5 * rng.random((40, 40)).astype(np.float32)
     return scene, probe
