@@ -41,15 +41,27 @@ STREAM_SUFFIXES = (".tif", ".tiff", ".zarr")
 DTYPES = ("uint8", "uint16", "float32")
 # compressions written as they were read; any other (JPEG, ...) is written as deflate
 KEPT_COMPRESSIONS = ("NONE", "ADOBE_DEFLATE", "DEFLATE", "LZW", "ZSTD", "PACKBITS", "LZMA")
-# tags carried from the source beyond resolution, ICC and description: name -> (code, type)
+# tags carried from the source, as they are, beyond resolution, ICC and description: names,
+# dates, XMP, GeoTIFF georeferencing (scale, tie points, transformation, keys and their double
+# and ASCII parameters) and GDAL's metadata and nodata value
 CARRIED_TAGS = {
-    "DocumentName": (269, "s"),
-    "Make": (271, "s"),
-    "Model": (272, "s"),
-    "PageName": (285, "s"),
-    "Artist": (315, "s"),
-    "HostComputer": (316, "s"),
-    "Copyright": (33432, "s"),
+    269: "DocumentName",
+    271: "Make",
+    272: "Model",
+    285: "PageName",
+    306: "DateTime",
+    315: "Artist",
+    316: "HostComputer",
+    700: "XMP",
+    33432: "Copyright",
+    33550: "ModelPixelScaleTag",
+    33922: "ModelTiepointTag",
+    34264: "ModelTransformationTag",
+    34735: "GeoKeyDirectoryTag",
+    34736: "GeoDoubleParamsTag",
+    34737: "GeoAsciiParamsTag",
+    42112: "GDAL_METADATA",
+    42113: "GDAL_NODATA",
 }
 BIGTIFF_ABOVE = 2**32 - 2**25  # bytes: classic TIFF offsets are 32-bit
 
@@ -173,11 +185,7 @@ def _meta_of(page: Any, bigtiff: bool) -> Meta:
     tags = page.tags
     compression = page.compression.name
     kept = compression if compression in KEPT_COMPRESSIONS else "ADOBE_DEFLATE"
-    extras = []
-    for name, (code, kind) in CARRIED_TAGS.items():
-        value = tags.valueof(name)
-        if isinstance(value, str) and value:
-            extras.append((code, kind, 0, value, True))
+    extras = [_carried(tags[code]) for code in CARRIED_TAGS if code in tags]
     resolution = None
     if 282 in tags and 283 in tags:
         resolution = (tags[282].value, tags[283].value)
@@ -193,6 +201,14 @@ def _meta_of(page: Any, bigtiff: bool) -> Meta:
         extratags=tuple(extras),
         bigtiff=bigtiff,
     )
+
+
+def _carried(tag: Any) -> tuple[int, Any, int, Any, bool]:
+    """A source tag as tifffile's ``extratags`` entry: text as text (tifffile counts it),
+    anything else with its own type and count."""
+    if isinstance(tag.value, str):
+        return (tag.code, "s", 0, tag.value, True)
+    return (tag.code, int(tag.dtype), tag.count, tag.value, True)
 
 
 class ZarrRows:

@@ -96,6 +96,37 @@ def test_streamed_file_equals_the_in_memory_filter(
         assert len(page.extrasamples) == (1 if channels in (2, 4) else 0)
 
 
+GEOTIFF_TAGS: list[tuple[int, int | str, int, Any]] = [
+    (33550, 12, 3, (0.5, 0.5, 0.0)),  # ModelPixelScale
+    (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 4100000.0, 0.0)),  # ModelTiepoint
+    (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633)),  # GeoKeys
+    (34737, "s", 0, "WGS 84 / UTM zone 33N|"),  # GeoAsciiParams
+    (42112, "s", 0, "<GDALMetadata></GDALMetadata>"),  # GDAL_METADATA
+    (42113, "s", 0, "0"),  # GDAL_NODATA
+    (306, "s", 0, "2026:11:29 12:00:00"),  # DateTime
+    (700, 1, 11, b"<x:xmpmeta/"),  # XMP
+]
+
+
+def test_a_streamed_geotiff_keeps_its_georeferencing_and_metadata(tmp_path: Path) -> None:
+    source, target = tmp_path / "in.tif", tmp_path / "out.tif"
+    pixels = (np.random.default_rng(3).random((203, 150, 3)) * 255).astype(np.uint8)
+    tags = [(*tag, True) for tag in GEOTIFF_TAGS]
+    tifffile.imwrite(source, pixels, tile=(64, 64), photometric="rgb", extratags=tags)
+    reader = streams.TiffRows(source)
+    route = streams.Route(0, 0, reader, tiles.Layout(203, 150, 64, 12, "separable"))
+    blur = partial(filters.gaussian_blur, sigma=3.0)
+    streams.filter_file(route, target, blur, mode="reflect", force=False)
+    with tifffile.TiffFile(source) as before, tifffile.TiffFile(target) as after:
+        for code, *_ in GEOTIFF_TAGS:
+            was, now = before.pages.first.tags[code].value, after.pages.first.tags[code].value
+            assert (now if isinstance(now, str | bytes) else tuple(now)) == (
+                was if isinstance(was, str | bytes) else tuple(was)
+            ), code
+        keys = after.pages.first.geotiff_tags
+        assert keys is not None and keys["ProjectedCSTypeGeoKey"] == 32633
+
+
 def test_bigtiff_input_stays_bigtiff(tmp_path: Path) -> None:
     source, target = tmp_path / "in.tif", tmp_path / "out.tif"
     make_tiff(source, "uint8", 3, {"tile": (32, 32), "bigtiff": True})
