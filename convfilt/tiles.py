@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -722,11 +723,11 @@ def connect(address: str) -> Any:
             "a scheduler needs distributed: pip install 'convfilt[dask]'", parameters=["scheduler"]
         ) from None
     try:
-        client = distributed.Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:
+        client = _client_within(distributed, address, CONNECT_SECONDS)
+    except Exception as exc:  # refused, unresolved, silent, or not speaking Dask at all
         raise ConvfiltError(
             f"scheduler {address}: cannot connect within {CONNECT_SECONDS} s "
-            f"({type(exc).__name__})",
+            f"({type(exc).__name__}; is it a Dask scheduler?)",
             parameters=["scheduler"],
         ) from None
     try:
@@ -738,6 +739,35 @@ def connect(address: str) -> Any:
             parameters=["scheduler"],
         ) from None
     return client
+
+
+def _client_within(distributed: Any, address: str, seconds: float) -> Any:
+    """``distributed.Client(address)``, given up after ``seconds`` (plus one for its own
+    timeout to fire): its timeout covers opening the connection, not the handshake, so an
+    address that accepts a connection and never answers (a web server, a busy port) held the
+    command forever. The attempt runs on a daemon thread, left behind if it never returns.
+
+    Raises
+    ------
+    TimeoutError
+        If no client came within the time; else whatever the attempt raised.
+    """
+    outcome: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(distributed.Client(address, timeout=seconds, set_as_default=False))
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=attempt, name="convfilt-connect", daemon=True)
+    thread.start()
+    thread.join(seconds + 1)
+    if not outcome:
+        raise TimeoutError(f"no answer from {address}")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def workers(client: Any) -> int:

@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 from PIL import Image
 from typer.testing import CliRunner
 
-from convfilt import engine, filters, names
-from convfilt.errors import UsageError
+from convfilt import engine, filters, names, tiles
+from convfilt.errors import ConvfiltError, UsageError
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
@@ -495,3 +495,55 @@ def test_a_worker_dying_at_every_try_fails_in_one_line_and_writes_nothing(
     assert (tmp_path / "tasks" / "doomed").exists()  # the task killed at every try
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.tif", "tasks"]
         + ([] if streamed else ["in.png"]))  # fmt: skip
+
+
+@pytest.fixture
+def silent_port() -> Any:
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.fixture
+def babbling_port() -> Any:
+    """A port that greets every connection with something other than Dask (an SSH banner)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                peer, _ = server.accept()
+            except OSError:
+                continue
+            peer.sendall(b"SSH-2.0-OpenSSH_9.2\r\n" + bytes(range(256)) * 64)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.mark.parametrize("port", ["silent_port", "babbling_port"])
+def test_a_scheduler_address_that_is_no_scheduler_is_answered_in_seconds(
+    port: str, request: pytest.FixtureRequest
+) -> None:
+    address = f"tcp://127.0.0.1:{request.getfixturevalue(port)}"
+    start = time.perf_counter()
+    with pytest.raises(ConvfiltError, match="cannot connect within 5 s") as caught:
+        tiles.connect(address)
+    assert time.perf_counter() - start < tiles.CONNECT_SECONDS + 5
+    assert "memory" not in str(caught.value)  # a garbage frame is not an out-of-memory
