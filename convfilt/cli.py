@@ -398,7 +398,8 @@ def _targets(command: str, inputs: list[str], dest: _Destination) -> list[str | 
     if len(set(files)) < len(files):
         raise UsageError("two inputs would write the same output; use -o or rename one")
     for target in targets:  # unknown extension or --format: refuse before any work
-        images.output_format(str(target), dest.format)
+        if Path(target).suffix.lower() != ".zarr":  # a Zarr folder: written by streams
+            images.output_format(str(target), dest.format)
     replacing_the_input = len(inputs) == 1 and dest.out is not None and dest.force  # -o IN -f
     for target in [] if replacing_the_input else files:  # no output may replace an input
         for source in inputs:

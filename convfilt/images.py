@@ -1089,17 +1089,19 @@ def resolve_output(
 
 
 def check_writable(target: Path, *, force: bool, option: str | None = None) -> Path:
-    """UsageError unless ``target`` may be written: no folder or special file (device, FIFO)
-    there, no file there unless ``force``, and its folder exists. ``option``, the name of the
-    caller's parameter that holds ``target`` (e.g. "csv"), prefixes the message.
+    """UsageError unless ``target`` may be written: no folder (but a ``.zarr`` array's) or
+    special file (device, FIFO) there, nothing there unless ``force``, and its folder exists.
+    ``option``, the name of the caller's parameter that holds ``target`` (e.g. "csv"),
+    prefixes the message.
 
     Called before long work, so a bad output fails at once, and again by the writer.
     """
     where = f"{option} {target}" if option else str(target)
     named = [option] if option else []
-    if target.is_dir():
+    array_folder = target.suffix.lower() == ".zarr" and target.is_dir()  # a Zarr array's own
+    if target.is_dir() and not array_folder:
         raise UsageError(f"{where}: is a folder; name an output file", parameters=named)
-    if target.exists() and not target.is_file():
+    if target.exists() and not (target.is_file() or array_folder):
         raise UsageError(
             f"{where}: not a regular file; name a file (or '-' for stdout)", parameters=named
         )

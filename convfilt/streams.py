@@ -290,7 +290,10 @@ class _Atomic:
             return
         from . import images
 
-        images._move_into_place(str(self.temp), self.target, self.force)
+        try:
+            images._move_into_place(str(self.temp), self.target, self.force)
+        finally:  # linked into place (no force) leaves the temporary's name behind
+            self.discard()
 
     def discard(self) -> None:
         """Remove the temporary (after a failure or an interrupt)."""
@@ -553,6 +556,11 @@ def route(
     if need <= budget and not zarr_io:
         return Route(need, budget)
     if not (_is_tiff(source) or Path(source).suffix.lower() == ".zarr"):
+        if need <= budget:  # it fits: only its Zarr output asked for bands
+            raise UsageError(
+                f"{target}: a Zarr output is written band by band, from a TIFF or Zarr input; "
+                f"{source} is decoded whole - write it to an image file, or convert it to .tif"
+            )
         pixels = "x".join(str(n) for n in shape[:2])
         raise ConvfiltError(
             f"{source}: a {pixels} image needs ~{tiles.format_size(need)} in memory, over the "

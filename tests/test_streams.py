@@ -227,6 +227,41 @@ def test_cli_streams_and_matches_the_in_memory_run(tmp_path: Path, big_rgb) -> N
     a, b = tifffile.imread(tmp_path / "s.tif"), tifffile.imread(tmp_path / "m.tif")
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, filters.gaussian_blur(pixels, 2.0, strategy="separable"))
+    assert not list(tmp_path.glob(".cf*"))  # no temporary left beside the outputs
+
+
+def test_cli_writes_and_reads_zarr_arrays(tmp_path: Path, big_rgb) -> None:
+    pytest.importorskip("zarr")
+    source, pixels = big_rgb
+    road = ["--strategy", "separable"]
+    out = tmp_path / "out.zarr"
+    done = runner.invoke(app, ["blur", str(source), "-o", str(out), *road])
+    assert done.exit_code == 0, done.output
+    expected = filters.gaussian_blur(pixels, 2.0, strategy="separable")
+    reader = streams.open_rows(out)
+    try:
+        np.testing.assert_array_equal(reader[0 : pixels.shape[0]], expected)
+    finally:
+        reader.close()
+    again = runner.invoke(app, ["blur", str(out), "--sigma", "1", *road])  # out-blur.zarr
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "out-blur.zarr").is_dir()
+    refused = runner.invoke(app, ["blur", str(source), "-o", str(out), *road])
+    assert refused.exit_code == 2 and "exists" in refused.output
+    forced = runner.invoke(app, ["blur", str(source), "-o", str(out), "--force", "--sigma", "3"])
+    assert forced.exit_code == 0, forced.output
+    reader = streams.open_rows(out)
+    try:
+        assert not np.array_equal(reader[0 : pixels.shape[0]], expected)  # the new blur
+    finally:
+        reader.close()
+    Image.fromarray(pixels[:50, :60]).save(tmp_path / "small.png")
+    whole = runner.invoke(
+        app, ["blur", str(tmp_path / "small.png"), "-o", str(tmp_path / "p.zarr")]
+    )
+    assert whole.exit_code == 2 and "decoded whole" in whole.output
+    assert not (tmp_path / "p.zarr").exists()
+    assert not list(tmp_path.glob(".cf*"))
 
 
 ARGS = ["--memory", "50M", "--amount", "2", "--explain"]
