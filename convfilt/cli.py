@@ -1201,7 +1201,7 @@ def match(
         matching.check_peak_options(top=top, min_distance=min_distance, min_score=min_score)
         _check_match_inputs([scene, probe, mask, scene_mask], as_json=as_json, as_csv=as_csv)
         outputs = _match_outputs(scene, annotate=annotate, heatmap=heatmap, force=force)
-        streamed = _match_stream_route(scene, memory)
+        streamed = _match_stream_route(scene, memory, explain)
         if streamed is not None:
             in_memory = {"--annotate": annotate, "--heatmap": heatmap, "--gray": gray,
                          "--scales": scales, "--angles": angles,
@@ -1210,7 +1210,7 @@ def match(
                 streamed, (scene, probe, mask), in_memory,
                 method=method, max_pixels=max_pixels, min_score=min_score,
                 options={"top": top, "min_distance": min_distance, "min_overlap": min_overlap},
-                output=_output_form(as_json, as_csv), started=started,
+                output=_output_form(as_json, as_csv), started=started, explain=explain,
             )  # fmt: skip
             return
         loaded = _match_inputs(
@@ -1260,17 +1260,31 @@ def _check_match_inputs(inputs: list[str], *, as_json: bool, as_csv: bool) -> No
         raise UsageError("--json and --csv do not go together; give one")
 
 
-def _match_stream_route(scene: str, memory: str | None) -> tuple[Any, int] | None:
+def _match_stream_route(scene: str, memory: str | None, explain: bool) -> tuple[Any, int] | None:
     """A row reader and the budget when SCENE is a TIFF/Zarr whose matching working set
-    exceeds the memory budget; None: match it in memory as before."""
+    exceeds the memory budget; None: match it in memory as before. A scene of another format
+    (decoded whole) over the budget is refused up front, naming its size."""
     from . import scan, streams, tiles
+    from .errors import ConvfiltError
 
-    if not streams.is_stream_path(scene):
-        return None
     budget = tiles.parse_size(memory) if memory else tiles.default_budget()
     shape, _ = streams._header(scene)
-    if scan.whole_scene_bytes(shape) <= budget:
+    need = scan.whole_scene_bytes(shape)
+    if need <= budget:
+        if explain:
+            report.message(
+                f"{scene}: in memory: ~{tiles.format_size(need)} within the budget "
+                f"{tiles.format_size(budget)}"
+            )
         return None
+    if not streams.is_stream_path(scene):
+        pixels = "x".join(str(n) for n in shape[:2])
+        raise ConvfiltError(
+            f"{scene}: matching a {pixels} scene needs ~{tiles.format_size(need)}, over the "
+            f"budget of {tiles.format_size(budget)}; this format is decoded whole - convert it "
+            "to a TIFF or Zarr (.tif, .zarr), which are matched by tiles",
+            parameters=["memory"],
+        )
     return streams.open_rows(scene), budget
 
 
@@ -1285,11 +1299,12 @@ def _match_streamed(
     options: dict[str, Any],
     output: str,
     started: float,
+    explain: bool = False,
 ) -> None:
     """Match a streamed scene by tiles (convfilt.scan) and print the matches."""
     import time
 
-    from . import images, matching, scan
+    from . import images, matching, scan, tiles
     from .errors import ConvfiltError, UsageError
 
     reader, budget = streamed
@@ -1304,6 +1319,12 @@ def _match_streamed(
         picture = images.load(probe, max_pixels=max_pixels)
         pixels, alpha = matching.split_alpha(picture.pixels, picture.has_alpha)
         weights = _match_mask(mask, alpha, max_pixels=max_pixels)
+        if explain:
+            cells = scan.tiling(reader.shape, pixels.shape, reader.dtype.itemsize, budget)
+            report.message(
+                f"{scene}: streamed: scored by tiles of {cells.rows}x{cells.cols} placements, "
+                f"budget {tiles.format_size(budget)}"
+            )
         found = scan.scan_matches(
             reader, pixels, budget=budget, method=method, mask=weights,
             scene_has_alpha=reader.has_alpha, **options,

@@ -54,9 +54,12 @@ def tiling(
         band = (side + height + 1) * row_bytes  # the band of rows the tiles are cut from
         if tile + band <= budget:
             return Tiling(side, side)
+    from .tiles import format_size
+
+    least = (32 + height + 1) * ((32 + width + 1) * per_pixel + row_bytes)
     raise UsageError(
-        f"memory budget of {budget} bytes is too small to match a probe of "
-        f"{width}x{height} in tiles",
+        f"memory budget {format_size(budget)} is too small to match a probe of "
+        f"{width}x{height} in tiles: it needs at least {format_size(least)}",
         parameters=["memory"],
     )
 

@@ -146,3 +146,31 @@ def test_a_tile_crowded_with_peaks_keeps_the_whole_maps_matches(top: int) -> Non
     for budget in (2**20, 2**21, 2**22, 2**23):
         tiled = scan_matches(scene, probe, budget=budget, top=top)
         assert_same(tiled, whole, tol=1e-6)  # float32 maps: matches past the best unchecked
+
+
+def test_cli_match_memory_is_checked_and_reported_for_every_scene(tmp_path: Path) -> None:
+    import tifffile
+    from PIL import Image
+
+    scene, probe = pasted(7, (300, 280, 3))
+    scene8, probe8 = (np.rint(a * 255).astype(np.uint8) for a in (scene, probe))
+    Image.fromarray(scene8).save(tmp_path / "scene.png")
+    tifffile.imwrite(tmp_path / "scene.tif", scene8, tile=(64, 64), photometric="rgb")
+    Image.fromarray(probe8).save(tmp_path / "probe.png")
+    png, tif, probe_file = (str(tmp_path / n) for n in ("scene.png", "scene.tif", "probe.png"))
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(app, ["match", *args])
+
+    malformed = run(png, probe_file, "--memory", "12Q")
+    assert malformed.exit_code == 2 and "--memory" in malformed.output
+    whole = run(png, probe_file, "--memory", "6M")  # a PNG is decoded whole: refused up front
+    assert whole.exit_code == 1 and ".tif, .zarr" in whole.output and "300x280" in whole.output
+    assert whole.output.count("\n") == 1
+    small = run(tif, probe_file, "--memory", "100K")
+    assert small.exit_code == 2 and "needs at least" in small.output
+    tiled = run(tif, probe_file, "--memory", "6M", "--explain")
+    assert tiled.exit_code == 0, tiled.output
+    assert "streamed: scored by tiles of" in tiled.output
+    kept = run(png, probe_file, "--memory", "1G", "--explain")
+    assert kept.exit_code == 0 and "in memory: ~" in kept.output
