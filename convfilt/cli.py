@@ -1325,10 +1325,12 @@ def _match_streamed(
                 f"{scene}: streamed: scored by tiles of {cells.rows}x{cells.cols} placements, "
                 f"budget {tiles.format_size(budget)}"
             )
-        found = scan.scan_matches(
-            reader, pixels, budget=budget, method=method, mask=weights,
-            scene_has_alpha=reader.has_alpha, **options,
-        )  # fmt: skip
+        with report.progress_bar(Path(scene).name) as update:
+            found = scan.scan_matches(
+                reader, pixels, budget=budget, method=method, mask=weights,
+                scene_has_alpha=reader.has_alpha, **options,
+                progress=lambda done: update("tiles", done),
+            )  # fmt: skip
     finally:
         reader.close()
     sign = 1.0 if matching.higher_is_better(method) else -1.0

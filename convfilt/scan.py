@@ -14,7 +14,7 @@ matches as the whole scene in memory gives.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,7 @@ def scan_matches(
     min_score: float | None = None,
     min_distance: int | None = None,
     min_overlap: float = 0.5,
+    progress: Callable[[float], None] | None = None,
 ) -> list[Match]:
     """The best matches of ``probe`` in a scene read by rows, within ``budget`` bytes.
 
@@ -92,6 +93,8 @@ def scan_matches(
         As :func:`convfilt.matching.match_template` and :func:`~convfilt.matching.find_matches`.
     scene_has_alpha : bool
         Whether the scene's last channel is alpha (its weights mark unknown pixels).
+    progress : callable, optional
+        Called with the share of the score map done (0-1] after each band of tiles.
 
     Returns
     -------
@@ -138,6 +141,8 @@ def scan_matches(
                 )  # fmt: skip
             except matching.UnscoredError:  # a tile of unknown pixels: no candidates
                 unscored = True
+        if progress is not None:
+            progress(min(1.0, (top_row + cells.rows) / map_rows))
     if not found and unscored:
         raise matching.UnscoredError(
             "no window of the scene overlaps known pixels by min_overlap "

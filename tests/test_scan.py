@@ -174,3 +174,10 @@ def test_cli_match_memory_is_checked_and_reported_for_every_scene(tmp_path: Path
     assert "streamed: scored by tiles of" in tiled.output
     kept = run(png, probe_file, "--memory", "1G", "--explain")
     assert kept.exit_code == 0 and "in memory: ~" in kept.output
+
+
+def test_progress_is_told_after_every_band_of_tiles_up_to_the_whole_map() -> None:
+    scene, probe = pasted(8, (300, 260))
+    told: list[float] = []
+    scan_matches(scene, probe, budget=2**20, progress=told.append)
+    assert len(told) > 1 and told == sorted(told) and told[-1] == 1.0 and told[0] > 0
