@@ -200,6 +200,48 @@ def test_a_signal_while_writing_leaves_no_temporary_file(tmp_path: Path, name: s
     assert (tmp_path / "out.png").read_bytes() == b"the only good copy"
 
 
+# The same, while a streamed TIFF is written band by band (its second band being queued).
+SIGNAL_MIDSTREAM = """
+import os, signal, sys
+from convfilt import cli, streams
+real = streams.TiffSink.write
+bands = []
+def write(self, start, rows):
+    bands.append(start)
+    if len(bands) == 2:
+        os.kill(os.getpid(), signal.{name})
+    real(self, start, rows)
+streams.TiffSink.write = write
+sys.argv = ["convfilt", *sys.argv[1:]]
+cli.run()
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_streaming_leaves_the_old_output_and_no_temporary(
+    tmp_path: Path, name: str
+) -> None:
+    import tifffile
+
+    pixels = RNG.integers(0, 255, (2000, 1500, 3), dtype=np.uint8, endpoint=True)
+    tifffile.imwrite(tmp_path / "big.tif", pixels, tile=(64, 64), photometric="rgb")
+    (tmp_path / "out.tif").write_bytes(b"the only good copy")
+    args = ("blur", "big.tif", "-o", "out.tif", "--force", "--memory", "56M")
+    args += ("--strategy", "separable")
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_MIDSTREAM.format(name=name), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 128 + getattr(signal, name), done.stderr
+    one_error_line(done)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif", "out.tif"]
+    assert (tmp_path / "out.tif").read_bytes() == b"the only good copy"
+
+
 def test_an_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
     """Under ``nohup`` (SIGHUP ignored) a hang-up must not stop the work."""
     noisy(tmp_path / "rgb.png")
