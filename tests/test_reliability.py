@@ -226,8 +226,8 @@ def test_a_signal_while_streaming_leaves_the_old_output_and_no_temporary(
     pixels = RNG.integers(0, 255, (2000, 1500, 3), dtype=np.uint8, endpoint=True)
     tifffile.imwrite(tmp_path / "big.tif", pixels, tile=(64, 64), photometric="rgb")
     (tmp_path / "out.tif").write_bytes(b"the only good copy")
-    args = ("blur", "big.tif", "-o", "out.tif", "--force", "--memory", "56M")
-    args += ("--strategy", "separable")
+    args = ["blur", "big.tif", "-o", "out.tif", "--force", "--memory", "56M"]
+    args += ["--strategy", "separable"]
     done = subprocess.run(
         [sys.executable, "-c", SIGNAL_MIDSTREAM.format(name=name), *args],
         cwd=tmp_path,
