@@ -563,8 +563,8 @@ def route(
             )
         pixels = "x".join(str(n) for n in shape[:2])
         raise ConvfiltError(
-            f"{source}: a {pixels} image needs ~{tiles.format_size(need)} in memory, over the "
-            f"memory budget of {tiles.format_size(budget)}; this format is decoded whole - "
+            f"{source}: a {pixels} image needs ~{tiles.format_size(need)}, over the memory "
+            f"budget of {tiles.format_size(budget)}, and this format is decoded whole - "
             "convert it to a TIFF or Zarr (.tif, .zarr), which stream",
             parameters=["memory"],
         )
