@@ -99,9 +99,10 @@ def scan_matches(
     Returns
     -------
     list of Match
-        Best first, as :func:`~convfilt.matching.find_matches` on the whole map gives: each
-        tile hands in its best ``matching.peaks_needed`` local maxima (and ties), which hold
-        every peak the whole map's suppression keeps.
+        Best first, as :func:`~convfilt.matching.find_matches` on the whole map gives: a
+        peak the whole map's suppression keeps is among its best ``matching.peaks_needed``
+        local maxima, so each tile hands in its best that many (and ties), and no more than
+        that many over all tiles are held between bands.
 
     Examples
     --------
@@ -141,6 +142,7 @@ def scan_matches(
                 )  # fmt: skip
             except matching.UnscoredError:  # a tile of unknown pixels: no candidates
                 unscored = True
+        found = _best(found, keep)  # a kept peak is among the whole map's best `keep` too
         if progress is not None:
             progress(min(1.0, (top_row + cells.rows) / map_rows))
     if not found and unscored:
@@ -151,6 +153,15 @@ def scan_matches(
         )
     threshold = None if min_score is None else sign * min_score
     return _select(found, (height, width), top, min_distance, threshold)
+
+
+def _best(found: list[_Candidate], keep: int) -> list[_Candidate]:
+    """The best ``keep`` of ``found`` (ties included): so many are held at most between
+    bands, however many tiles the scene has."""
+    if len(found) <= keep:
+        return found
+    chosen = matching.best_peaks(np.array([c.oriented for c in found]), keep)
+    return [c for c, kept in zip(found, chosen.tolist(), strict=True) if kept]
 
 
 @dataclass(frozen=True)
