@@ -1392,11 +1392,13 @@ def suppression_reach(probe_shape: tuple[int, int], min_distance: int | None) ->
 
 
 def peaks_needed(top: int, reach: tuple[int, int]) -> int:
-    """How many of a part's best local maxima (and ties) hold every peak that the whole map's
-    greedy suppression keeps (:func:`find_matches` with ``top`` and ``reach``): a kept peak
-    has fewer better peaks than ``top x (2·reach_y - 1) x (2·reach_x - 1) + 1``, since each
-    of them is kept or within reach of one of the fewer than ``top`` kept before it."""
-    return top * (2 * reach[0] - 1) * (2 * reach[1] - 1) + 1
+    """How many of a part's first local maxima, in the greedy suppression's own order (best,
+    then row-major), hold every peak that the whole map's suppression keeps
+    (:func:`find_matches` with ``top`` and ``reach``): each peak before a kept one is kept or
+    within reach of one of the fewer than ``top`` kept before it, and a kept peak's box holds
+    ``(2·reach_y - 1) x (2·reach_x - 1)`` places, so at most ``(top - 1)`` boxes' worth come
+    first."""
+    return (top - 1) * (2 * reach[0] - 1) * (2 * reach[1] - 1) + 1
 
 
 def best_peaks(values: FloatArray, keep: int) -> NDArray[np.bool_]:

@@ -101,8 +101,8 @@ def scan_matches(
     list of Match
         Best first, as :func:`~convfilt.matching.find_matches` on the whole map gives: a
         peak the whole map's suppression keeps is among its best ``matching.peaks_needed``
-        local maxima, so each tile hands in its best that many (and ties), and no more than
-        that many over all tiles are held between bands.
+        local maxima in the suppression's own order (best, then row-major), so each tile
+        hands in its first that many, and no more than that many are held over all tiles.
 
     Examples
     --------
@@ -140,6 +140,7 @@ def scan_matches(
                         (first, method, mask, scene_has_alpha, min_overlap, keep),
                     )
                 )  # fmt: skip
+                found = _best(found, keep)
             except matching.UnscoredError:  # a tile of unknown pixels: no candidates
                 unscored = True
         found = _best(found, keep)  # a kept peak is among the whole map's best `keep` too
@@ -156,12 +157,11 @@ def scan_matches(
 
 
 def _best(found: list[_Candidate], keep: int) -> list[_Candidate]:
-    """The best ``keep`` of ``found`` (ties included): so many are held at most between
-    bands, however many tiles the scene has."""
+    """The first ``keep`` of ``found`` in the suppression's order (best, then row-major): so
+    many are held at most, however many tiles the scene has."""
     if len(found) <= keep:
         return found
-    chosen = matching.best_peaks(np.array([c.oriented for c in found]), keep)
-    return [c for c, kept in zip(found, chosen.tolist(), strict=True) if kept]
+    return sorted(found, key=lambda c: (-c.oriented, c.y, c.x))[:keep]
 
 
 @dataclass(frozen=True)
@@ -209,28 +209,26 @@ def _tile_candidates(
     peaks[cell_y + cells.rows :] = False
     peaks[:, :cell_x] = False
     peaks[:, cell_x + cells.cols :] = False
-    ys, xs = np.nonzero(peaks)
-    best = matching.best_peaks(oriented[ys, xs], keep)
-    ys, xs = ys[best], xs[best]
+    ys, xs = np.nonzero(peaks)  # row-major: the whole map's order within the tile
+    if len(ys) > keep:  # the first `keep` in the greedy's own order: best, then row-major
+        order = np.lexsort((xs, ys, -oriented[ys, xs]))[:keep]
+        ys, xs = ys[order], xs[order]
+    dy = matching._parabola_offsets(oriented, ys, xs, axis=0)
+    dx = matching._parabola_offsets(oriented, ys, xs, axis=1)
+    dy[(first + lo_y + ys == 0) | (first + lo_y + ys == map_shape[0] - 1)] = 0.0
+    dx[(lo_x + xs == 0) | (lo_x + xs == map_shape[1] - 1)] = 0.0
     return [
-        _Candidate(
-            float(oriented[y, x]),
-            float(scores[y, x]),
-            first + lo_y + int(y),
-            lo_x + int(x),
-            _edge_offset(oriented[:, x], int(y), first + lo_y, map_shape[0]),
-            _edge_offset(oriented[y, :], int(x), lo_x, map_shape[1]),
+        _Candidate(float(o), float(sc), first + lo_y + int(y), lo_x + int(x), float(a), float(b))
+        for o, sc, y, x, a, b in zip(
+            oriented[ys, xs].tolist(),
+            scores[ys, xs].tolist(),
+            ys.tolist(),
+            xs.tolist(),
+            dy.tolist(),
+            dx.tolist(),
+            strict=True,
         )
-        for y, x in zip(ys, xs, strict=True)
     ]
-
-
-def _edge_offset(line: NDArray[np.float64], index: int, start: int, length: int) -> float:
-    """The parabola's offset at ``index`` of a tile's line starting at map entry ``start``;
-    none at the whole map's first or last entry (as for the whole map)."""
-    if start + index in (0, length - 1) or index in (0, len(line) - 1):
-        return 0.0
-    return matching._parabola_offset(line, index)
 
 
 def _float32_if_exact(
