@@ -398,8 +398,10 @@ def _targets(command: str, inputs: list[str], dest: _Destination) -> list[str | 
     if len(set(files)) < len(files):
         raise UsageError("two inputs would write the same output; use -o or rename one")
     for target in targets:  # unknown extension or --format: refuse before any work
-        if Path(target).suffix.lower() != ".zarr":  # a Zarr folder: written by streams
+        if Path(target).suffix.lower() != ".zarr":
             images.output_format(str(target), dest.format)
+        elif dest.format is not None:  # a Zarr folder is written by streams, in no format
+            raise UsageError(f"{target}: --format {dest.format} contradicts a .zarr output")
     replacing_the_input = len(inputs) == 1 and dest.out is not None and dest.force  # -o IN -f
     for target in [] if replacing_the_input else files:  # no output may replace an input
         for source in inputs:
@@ -1263,7 +1265,7 @@ def _check_match_inputs(inputs: list[str], *, as_json: bool, as_csv: bool) -> No
 def _match_stream_route(scene: str, memory: str | None, explain: bool) -> tuple[Any, int] | None:
     """A row reader and the budget when SCENE is a TIFF/Zarr whose matching working set
     exceeds the memory budget; None: match it in memory as before. A scene of another format
-    (decoded whole) over the budget is refused up front, naming its size."""
+    (decoded whole) over a budget given with --memory is refused up front, naming its size."""
     from . import scan, streams, tiles
     from .errors import ConvfiltError
 
@@ -1278,6 +1280,8 @@ def _match_stream_route(scene: str, memory: str | None, explain: bool) -> tuple[
             )
         return None
     if not streams.is_stream_path(scene):
+        if memory is None:  # no budget asked for: a photo is matched in memory, as it was
+            return None
         pixels = "x".join(str(n) for n in shape[:2])
         raise ConvfiltError(
             f"{scene}: matching a {pixels} scene needs ~{tiles.format_size(need)}, over the "

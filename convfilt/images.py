@@ -1098,7 +1098,7 @@ def check_writable(target: Path, *, force: bool, option: str | None = None) -> P
     """
     where = f"{option} {target}" if option else str(target)
     named = [option] if option else []
-    array_folder = target.suffix.lower() == ".zarr" and target.is_dir()  # a Zarr array's own
+    array_folder = target.suffix.lower() == ".zarr" and (target / "zarr.json").is_file()
     if target.is_dir() and not array_folder:
         raise UsageError(f"{where}: is a folder; name an output file", parameters=named)
     if target.exists() and not (target.is_file() or array_folder):

@@ -204,10 +204,12 @@ def _meta_of(page: Any, bigtiff: bool) -> Meta:
 
 
 def _carried(tag: Any) -> tuple[int, Any, int, Any, bool]:
-    """A source tag as tifffile's ``extratags`` entry: text as text (tifffile counts it),
+    """A source tag as tifffile's ``extratags`` entry: text as text (tifffile counts it; as
+    UTF-8 bytes where it is not ASCII, which tifffile refuses as text: a GDAL ``°C``),
     anything else with its own type and count."""
     if isinstance(tag.value, str):
-        return (tag.code, "s", 0, tag.value, True)
+        text = tag.value if tag.value.isascii() else tag.value.encode("utf-8")
+        return (tag.code, "s", 0, text, True)
     return (tag.code, int(tag.dtype), tag.count, tag.value, True)
 
 
@@ -268,12 +270,7 @@ class _Atomic:
 
         self.target, self.force, self.folder = target, force, folder
         if folder:
-            if target.exists() and not force:
-                raise UsageError(
-                    f"{target}: exists; use force=True to overwrite", parameters=["force"]
-                )
-            if not target.parent.is_dir():
-                raise UsageError(f"{target}: folder {target.parent} does not exist")
+            images.check_writable(target, force=force)  # a Zarr array's folder, or nothing
             self.temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".cf", suffix=".tmp"))
         else:
             images.check_writable(target, force=force)
@@ -284,9 +281,11 @@ class _Atomic:
     def commit(self) -> None:
         """Move the finished temporary into place (replacing the target only with force)."""
         if self.folder:
-            if self.target.exists():
-                shutil.rmtree(self.target) if self.target.is_dir() else self.target.unlink()
-            os.rename(self.temp, self.target)
+            try:
+                self._swap_folder()
+            except BaseException:
+                self.discard()
+                raise
             return
         from . import images
 
@@ -294,6 +293,27 @@ class _Atomic:
             images._move_into_place(str(self.temp), self.target, self.force)
         finally:  # linked into place (no force) leaves the temporary's name behind
             self.discard()
+
+    def _swap_folder(self) -> None:
+        """Rename the finished folder into place. An old one (replaced only with force) is
+        first moved aside, and moved back if the rename fails, so one of them always stands
+        at the target; it is removed once the new one is in place."""
+        from . import images
+
+        images.check_writable(self.target, force=self.force)  # one may have appeared since
+        aside = None
+        if self.target.exists():
+            aside = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=".cf", suffix=".old"))
+            os.rename(self.target, aside / "old")
+        try:
+            os.rename(self.temp, self.target)
+        except OSError:
+            if aside is not None:
+                os.rename(aside / "old", self.target)
+            raise
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
 
     def discard(self) -> None:
         """Remove the temporary (after a failure or an interrupt)."""

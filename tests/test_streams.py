@@ -101,7 +101,7 @@ GEOTIFF_TAGS: list[tuple[int, int | str, int, Any]] = [
     (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 4100000.0, 0.0)),  # ModelTiepoint
     (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633)),  # GeoKeys
     (34737, "s", 0, "WGS 84 / UTM zone 33N|"),  # GeoAsciiParams
-    (42112, "s", 0, "<GDALMetadata></GDALMetadata>"),  # GDAL_METADATA
+    (42112, "s", 0, "<GDALMetadata>°C</GDALMetadata>".encode()),  # GDAL_METADATA, not ASCII
     (42113, "s", 0, "0"),  # GDAL_NODATA
     (306, "s", 0, "2026:11:29 12:00:00"),  # DateTime
     (700, 1, 11, b"<x:xmpmeta/"),  # XMP
@@ -255,6 +255,13 @@ def test_cli_writes_and_reads_zarr_arrays(tmp_path: Path, big_rgb) -> None:
         assert not np.array_equal(reader[0 : pixels.shape[0]], expected)  # the new blur
     finally:
         reader.close()
+    contradicted = runner.invoke(app, ["blur", str(source), "-o", "x.zarr", "--format", "png"])
+    assert contradicted.exit_code == 2 and "contradicts" in contradicted.output
+    (tmp_path / "plain.zarr").mkdir()  # a folder named .zarr that holds no Zarr array
+    (tmp_path / "plain.zarr" / "keep.txt").write_text("mine")
+    kept = runner.invoke(app, ["blur", str(source), "-o", str(tmp_path / "plain.zarr"), "-f"])
+    assert kept.exit_code == 2 and "is a folder" in kept.output
+    assert (tmp_path / "plain.zarr" / "keep.txt").read_text() == "mine"
     Image.fromarray(pixels[:50, :60]).save(tmp_path / "small.png")
     whole = runner.invoke(
         app, ["blur", str(tmp_path / "small.png"), "-o", str(tmp_path / "p.zarr")]
