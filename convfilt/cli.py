@@ -1267,7 +1267,6 @@ def _match_stream_route(scene: str, memory: str | None, explain: bool) -> tuple[
     exceeds the memory budget; None: match it in memory as before. A scene of another format
     (decoded whole) over a budget given with --memory is refused up front, naming its size."""
     from . import scan, streams, tiles
-    from .errors import ConvfiltError
 
     budget = tiles.parse_size(memory) if memory else tiles.default_budget()
     shape, _ = streams._header(scene)
@@ -1282,13 +1281,11 @@ def _match_stream_route(scene: str, memory: str | None, explain: bool) -> tuple[
     if not streams.is_stream_path(scene):
         if memory is None:  # no budget asked for: a photo is matched in memory, as it was
             return None
-        pixels = "x".join(str(n) for n in shape[:2])
-        raise ConvfiltError(
-            f"{scene}: matching a {pixels} scene needs ~{tiles.format_size(need)}, over the "
-            f"budget of {tiles.format_size(budget)}; this format is decoded whole - convert it "
-            "to a TIFF or Zarr (.tif, .zarr), which are matched by tiles",
-            parameters=["memory"],
-        )
+        raise tiles.over_budget(
+            scene, "matching a {} scene", shape, need, budget,
+            "this format is decoded whole - convert it to a TIFF or Zarr (.tif, .zarr), "
+            "which are matched by tiles",
+        )  # fmt: skip
     return streams.open_rows(scene), budget
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import cost, engine, filters, names, tiles
-from .errors import ConvfiltError, UsageError
+from .errors import UsageError
 
 FloatArray = NDArray[np.floating]
 
@@ -646,10 +646,8 @@ def check_memory(
     """
     need = memory_needed(shape, dtype, psf_shape, method)
     if need > budget:
-        pixels = "x".join(str(n) for n in shape[:2])
-        raise ConvfiltError(
-            f"{name}: deblurring a {pixels} image needs ~{tiles.format_size(need)}, over the "
-            f"memory budget of {tiles.format_size(budget)}; deconvolution works on "
-            "the whole image at once (it does not stream), so it needs a larger budget",
-            parameters=["memory"],
-        )
+        raise tiles.over_budget(
+            name, "deblurring a {} image", shape, need, budget,
+            "deconvolution works on the whole image at once (it does not stream), so it needs "
+            "a larger budget",
+        )  # fmt: skip

@@ -581,13 +581,11 @@ def route(
                 f"{target}: a Zarr output is written band by band, from a TIFF or Zarr input; "
                 f"{source} is decoded whole - write it to an image file, or convert it to .tif"
             )
-        pixels = "x".join(str(n) for n in shape[:2])
-        raise ConvfiltError(
-            f"{source}: a {pixels} image needs ~{tiles.format_size(need)}, over the memory "
-            f"budget of {tiles.format_size(budget)}, and this format is decoded whole - "
-            "convert it to a TIFF or Zarr (.tif, .zarr), which stream",
-            parameters=["memory"],
-        )
+        raise tiles.over_budget(
+            source, "a {} image", shape, need, budget,
+            "this format is decoded whole - convert it to a TIFF or Zarr (.tif, .zarr), "
+            "which stream",
+        )  # fmt: skip
     if not is_stream_path(target):
         raise UsageError(
             f"{target}: {source} streams (too large for the memory budget), and only TIFF and "

@@ -510,6 +510,20 @@ def format_size(size: float) -> str:
     return f"{int(size)} B"
 
 
+def over_budget(
+    name: str, subject: str, shape: tuple[int, ...], need: int, budget: int, remedy: str
+) -> ConvfiltError:
+    """The one-line refusal of work too large for the memory budget: ``name: <subject> a
+    WxH <image> needs ~N, over the memory budget of B; <remedy>`` (``subject`` holds ``{}``
+    where the size goes)."""
+    pixels = "x".join(str(n) for n in shape[:2])
+    return ConvfiltError(
+        f"{name}: {subject.format(pixels)} needs ~{format_size(need)}, over the memory budget "
+        f"of {format_size(budget)}; {remedy}",
+        parameters=["memory"],
+    )
+
+
 def available_memory() -> int | None:
     """Bytes of memory available now (Linux ``MemAvailable``), or None where unknown."""
     try:

@@ -60,6 +60,18 @@ def run(
             out.close()
 
 
+def script(cwd: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE ARGS`` in ``cwd`` (a script that drives convfilt's own entry)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def noisy(path: Path, shape: tuple[int, ...] = (96, 96, 3), dtype: type = np.uint8) -> Path:
     """Random pixels (they compress badly, so every format writes well over a few KB)."""
     info = np.iinfo(dtype)
@@ -185,14 +197,7 @@ BLUR_INTO_OUT = ("blur", "rgb.png", "-o", "out.png", "--force")
 def test_a_signal_while_writing_leaves_no_temporary_file(tmp_path: Path, name: str) -> None:
     noisy(tmp_path / "rgb.png")
     (tmp_path / "out.png").write_bytes(b"the only good copy")
-    done = subprocess.run(
-        [sys.executable, "-c", SIGNAL_MIDWAY.format(name=name), *BLUR_INTO_OUT],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = script(tmp_path, SIGNAL_MIDWAY.format(name=name), *BLUR_INTO_OUT)
     number = getattr(signal, name)
     assert done.returncode == 128 + number, done.stderr
     one_error_line(done)
@@ -228,14 +233,7 @@ def test_a_signal_while_streaming_leaves_the_old_output_and_no_temporary(
     (tmp_path / "out.tif").write_bytes(b"the only good copy")
     args = ["blur", "big.tif", "-o", "out.tif", "--force", "--memory", "56M"]
     args += ["--strategy", "separable"]
-    done = subprocess.run(
-        [sys.executable, "-c", SIGNAL_MIDSTREAM.format(name=name), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = script(tmp_path, SIGNAL_MIDSTREAM.format(name=name), *args)
     assert done.returncode == 128 + getattr(signal, name), done.stderr
     one_error_line(done)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif", "out.tif"]
@@ -245,15 +243,8 @@ def test_a_signal_while_streaming_leaves_the_old_output_and_no_temporary(
 def test_an_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
     """Under ``nohup`` (SIGHUP ignored) a hang-up must not stop the work."""
     noisy(tmp_path / "rgb.png")
-    script = "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n" + SIGNAL_MIDWAY
-    done = subprocess.run(
-        [sys.executable, "-c", script.format(name="SIGHUP"), "blur", "rgb.png", "-o", "o.png"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    ignoring = "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n" + SIGNAL_MIDWAY
+    done = script(tmp_path, ignoring.format(name="SIGHUP"), "blur", "rgb.png", "-o", "o.png")
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "rgb.png"]
 
