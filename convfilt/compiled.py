@@ -30,13 +30,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from . import calibration
+from . import calibration, cost, names
 
 
 def cache_folder() -> Path | None:
@@ -104,11 +107,14 @@ def _look_for_code(form: str) -> bool:
         return False
 
 
-def band_rows(extended_width: int, itemsize: int, height: int, kh: int) -> int:
+def band_rows(
+    extended_width: int, itemsize: int, height: int, kh: int, cores: int | None = None
+) -> int:
     """Output rows per band: :func:`_rows_wanted`, but at most a quarter of a core's share of
     ``height`` where the image has the rows (so that a core slowed by another process holds
-    up less of the call)."""
-    per_core = -(-height // (4 * threads()))
+    up less of the call); ``cores``: the threads that share the bands (default
+    :func:`threads`)."""
+    per_core = -(-height // (4 * (threads() if cores is None else cores)))
     return max(1, min(_rows_wanted(extended_width, itemsize, kh), per_core))
 
 
@@ -179,26 +185,41 @@ def correlate(
     if out.shape != expected or not (out.flags.c_contiguous and src.flags.c_contiguous):
         # the kernels do not check their bounds: a wrong shape would read past the buffers
         raise ValueError(f"compiled.correlate: out must be C-contiguous {expected}")
-    band = band_rows(len(cols) * channels, work.itemsize, out.shape[0], kh)
     rounding, low, high = None, 0.0, 0.0
     if out.dtype.kind in "iu":
-        info = np.iinfo(out.dtype.name)
+        info = np.iinfo(cost.dtype_name(out.dtype))
         rounding, low, high = True, float(info.min), float(info.max)
     rows64, cols64 = rows.astype(np.int64, copy=False), cols.astype(np.int64, copy=False)
     if isinstance(kernel, tuple):
-        factors = (np.ascontiguousarray(kernel[0]), np.ascontiguousarray(kernel[1]))
-        run = jit.separable if out.size * (kh + kw) > SERIAL_WORK else jit.separable_serial
-        run(src, rows64, cols64, left, cval, factors, out, rounding, band, low, high)
-        _loaded.add((src.dtype.name, out.dtype.name, "separable"))
-        return
-    taps = (
-        np.repeat(np.arange(kh, dtype=np.int64), kw),
-        np.tile(np.arange(kw, dtype=np.int64) * channels, kh),
-        np.ascontiguousarray(kernel).reshape(-1),
-    )
-    run = jit.direct if out.size * kh * kw > SERIAL_WORK else jit.direct_serial
-    run(src, rows64, cols64, left, cval, taps, out, rounding, band, low, high)
-    _loaded.add((src.dtype.name, out.dtype.name, "direct"))
+        form, work_done = names.SEPARABLE, out.size * (kh + kw)
+        weights: tuple[NDArray[Any], ...] = tuple(np.ascontiguousarray(f) for f in kernel)
+    else:
+        form, work_done = names.DIRECT, out.size * kh * kw
+        weights = (*_tap_offsets(kh, kw, channels), np.ascontiguousarray(kernel).reshape(-1))
+    parallel = work_done > SERIAL_WORK
+    run = _RUNNERS[form, parallel](jit)
+    band = band_rows(len(cols) * channels, work.itemsize, out.shape[0], kh, None if parallel else 1)
+    run(src, rows64, cols64, left, cval, weights, out, rounding, band, low, high)
+    _loaded.add((cost.dtype_name(src.dtype), cost.dtype_name(out.dtype), form))
+
+
+# (form, parallel) -> the kernel that runs it, from the imported kernels module
+_RUNNERS: dict[tuple[str, bool], Callable[[ModuleType], Callable[..., None]]] = {
+    (names.SEPARABLE, True): lambda jit: jit.separable,
+    (names.SEPARABLE, False): lambda jit: jit.separable_serial,
+    (names.DIRECT, True): lambda jit: jit.direct,
+    (names.DIRECT, False): lambda jit: jit.direct_serial,
+}
+
+
+@lru_cache(maxsize=64)
+def _tap_offsets(kh: int, kw: int, channels: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Each tap's row and (interleaved) column offset, row-major, for the direct kernel;
+    remembered (building them cost a small image's call more than its taps). Left writable:
+    numba compiles read-only arrays as a type of their own, and the kernels only read them."""
+    rows = np.repeat(np.arange(kh, dtype=np.int64), kw)
+    cols = np.tile(np.arange(kw, dtype=np.int64) * channels, kh)
+    return rows, cols
 
 
 def window_energy_band(
@@ -228,7 +249,7 @@ def window_energy_band(
             f"multiple of {height} within it, the plane C-contiguous"
         )
     jit.energy_band(plane, float(centre), height, width, own_mean, flat, start, out)
-    _loaded.add((plane.dtype.name, "float64", ENERGY))
+    _loaded.add((cost.dtype_name(plane.dtype), "float64", ENERGY))
 
 
 ENERGY = "energy_band"  # the form name of matching's window energies (``loaded``, ``code_cached``)

@@ -45,7 +45,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache, partial
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -132,15 +131,12 @@ class Source:
         rows = self.rows[start:stop]
         w = self.plane.shape[1]
         inner = target[:, self.left : self.left + w]
-        # copy runs of consecutive input rows as slices; a cval row (-1) is a run of its own
-        cuts = np.flatnonzero((np.diff(rows) != 1) | (rows[:-1] < 0)) + 1
-        bounds = [0, *cuts.tolist(), len(rows)]
-        for begin, end in pairwise(bounds):
-            first = int(rows[begin])
-            if first < 0:
-                target[begin:end] = self.cval
-            else:
-                inner[begin:end] = self.plane[first : first + end - begin]
+        done = 0
+        for begin, end in _runs(rows):  # the image's own rows in order: copied as slices
+            self._gather(target, inner, rows, done, begin)
+            inner[begin:end] = self.plane[rows[begin] : rows[begin] + end - begin]
+            done = end
+        self._gather(target, inner, rows, done, len(rows))
         for side in (slice(0, self.left), slice(self.left + w, self.width)):
             index = self.cols[side]
             if len(index) == 0:
@@ -150,6 +146,24 @@ class Source:
             else:
                 target[:, side] = inner[:, index]
         return target
+
+    def _gather(
+        self,
+        target: NDArray[np.floating],
+        inner: NDArray[np.floating],
+        rows: NDArray[np.intp],
+        begin: int,
+        end: int,
+    ) -> None:
+        """Rows ``begin:end`` of ``target`` that are no run of ``_runs`` (a boundary's
+        reflected or wrapped rows, cval rows): one gather of their input rows, cval where -1."""
+        if begin >= end:
+            return
+        wanted = rows[begin:end]
+        inner[begin:end] = self.plane[np.maximum(wanted, 0)]
+        outside = wanted < 0
+        if outside.any():
+            target[begin:end][outside] = self.cval
 
     def whole(self, dtype: np.dtype) -> NDArray[np.floating]:
         """The whole extended plane in ``dtype``: the plane itself when nothing extends it."""
@@ -163,6 +177,22 @@ class Source:
         if plain:
             return self.plane  # type: ignore[return-value]
         return self.fill(0, self.height, np.empty((self.height, self.width), dtype=dtype))
+
+
+# Shortest stretch of consecutive input rows that ``Source.fill`` copies as a slice: shorter
+# ones (a reflected boundary's rows run backwards, one row each) go into one gather, which
+# measured 2-3x faster than a slice copy per row for an 80x80 image's 24 halo rows.
+LEAST_RUN = 4
+
+
+def _runs(rows: NDArray[np.intp]) -> list[tuple[int, int]]:
+    """(begin, end) of each stretch of at least ``LEAST_RUN`` consecutive input rows in
+    ``rows`` (no cval rows, -1), in order."""
+    cuts = np.flatnonzero((np.diff(rows) != 1) | (rows[:-1] < 0)) + 1
+    starts = np.concatenate(([0], cuts))
+    ends = np.concatenate((cuts, [len(rows)]))
+    long = (ends - starts >= LEAST_RUN) & (rows[starts] >= 0)
+    return list(zip(starts[long].tolist(), ends[long].tolist(), strict=True))
 
 
 # --- the problem every strategy sees ----------------------------------------------------------
@@ -194,13 +224,12 @@ class Problem:
     @cached_property
     def norms(self) -> cost.KernelNorms:
         """The kernels' norms the error bounds need (the largest over the kernels)."""
-        l1 = max(float(np.abs(k).sum()) for k in self.kernels)
+        each = [_kernel_facts(k, self.dtype).norms for k in self.kernels]
         if self.factors is None:
-            return cost.KernelNorms(l1)
-        pairs = list(zip(self.kernels, self.factors, strict=True))
-        factored = max(float(np.abs(c).sum() * np.abs(r).sum()) for _, (c, r) in pairs)
-        residual = max(float(np.abs(k - np.outer(c, r)).sum()) for k, (c, r) in pairs)
-        return cost.KernelNorms(l1, factored, residual)
+            return cost.KernelNorms(max(n.l1 for n in each))
+        return cost.KernelNorms(
+            max(n.l1 for n in each), max(n.factored for n in each), max(n.residual for n in each)
+        )
 
     @cached_property
     def shape(self) -> cost.Shape:
@@ -687,16 +716,38 @@ def _check_mode_strategy(mode: str, strategy: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _KernelFacts:
+    """What planning needs of one kernel: its rank-one factors (None if it has none), whether
+    every tap is an integer, and its norms (``cost.KernelNorms``)."""
+
+    factors: tuple[NDArray[np.float64], NDArray[np.float64]] | None
+    integer: bool
+    norms: cost.KernelNorms
+
+
+def _kernel_facts(kernel: NDArray[np.float64], dtype: np.dtype) -> _KernelFacts:
+    """``_KernelFacts`` of ``kernel`` separated for ``dtype``, remembered for the kernels of
+    recent calls (a batch of images, a band per call, the channels: the same kernel again):
+    separating it cost a small image's call more than filtering it."""
+    k = np.asarray(kernel, np.float64)
+    return _facts_of(k.tobytes(), k.shape, dtype)
+
+
 @lru_cache(maxsize=64)
-def _separate(
-    values: bytes, shape: tuple[int, int], dtype: np.dtype
-) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
-    """``kernels.separate`` of the float64 kernel ``values``, remembered for the kernels of
-    recent calls (a batch of images, a band per call: the same kernel again); read-only."""
-    factors = separate(np.frombuffer(values, dtype=np.float64).reshape(shape), dtype)
-    for factor in factors or ():
+def _facts_of(values: bytes, shape: tuple[int, int], dtype: np.dtype) -> _KernelFacts:
+    k = np.frombuffer(values, dtype=np.float64).reshape(shape)
+    factors = separate(k, dtype)
+    l1 = float(np.abs(k).sum())
+    if factors is None:
+        return _KernelFacts(None, bool((k == np.round(k)).all()), cost.KernelNorms(l1))
+    for factor in factors:
         factor.flags.writeable = False
-    return factors
+    column, row = factors
+    factored = float(np.abs(column).sum() * np.abs(row).sum())
+    residual = float(np.abs(k - np.outer(column, row)).sum())
+    norms = cost.KernelNorms(l1, factored, residual)
+    return _KernelFacts(factors, bool((k == np.round(k)).all()), norms)
 
 
 def _problem(
@@ -714,13 +765,12 @@ def _problem(
     max|x| of a float image (else the dtype's range, infinite for floats); ``work``
     overrides the working dtype; ``stored``: an integer image's result in its own dtype."""
     dt = working_dtype(image_dtype) if work is None else work
-    separated = [_separate(np.asarray(k, np.float64).tobytes(), k.shape, dt) for k in kernels]
-    factors = [f for f in separated if f is not None]
-    integer_kernels = all(bool(np.all(k == np.round(k))) for k in kernels)
+    facts = [_kernel_facts(k, dt) for k in kernels]
+    factors = [f.factors for f in facts if f.factors is not None]
     integer_cval = cval is None or float(cval).is_integer()
     magnitude = _value_bound(image_dtype) if largest is None else largest
     magnitude = max(magnitude, 0.0 if cval is None else abs(cval))
-    bound = magnitude * max(float(np.abs(k).sum()) for k in kernels)
+    bound = magnitude * max(f.norms.l1 for f in facts)
     return Problem(
         height=out_shape[0],
         width=out_shape[1],
@@ -728,10 +778,10 @@ def _problem(
         kernels=tuple(kernels),
         dtype=dt,
         factors=tuple(factors) if len(factors) == len(kernels) else None,
-        exact=image_dtype.kind in "biu" and integer_kernels and integer_cval,
+        exact=image_dtype.kind in "biu" and all(f.integer for f in facts) and integer_cval,
         bound=bound,
-        source=image_dtype.name,
-        output=(image_dtype if stored and image_dtype.kind in "iu" else dt).name,
+        source=cost.dtype_name(image_dtype),
+        output=cost.dtype_name(image_dtype if stored and image_dtype.kind in "iu" else dt),
     )
 
 
@@ -913,7 +963,7 @@ def _decide(
         reason=reason,
         image_shape=image_shape,
         kernel_shape=(problem.kh, problem.kw),
-        dtype=problem.dtype.name,
+        dtype=cost.dtype_name(problem.dtype),
         mode=mode,
         notes=tuple(notes),
         error_bounds=bounds,
@@ -1251,7 +1301,7 @@ def _filter_finite(
     cols = extension_indices(x.shape[1], *pads[1], mode)
     source = Source(x, rows, cols, pads[1][0], float(cval))
     out = _run(road.prepare(problem, constants), road.interleaved, problem, source)
-    if problem.output != problem.dtype.name and not road.interleaved:
+    if problem.output != cost.dtype_name(problem.dtype) and not road.interleaved:
         return to_output(out, np.dtype(problem.output))  # rounded and clipped
     if problem.exact and out.dtype.kind == "f":
         np.rint(out, out=out)

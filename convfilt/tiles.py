@@ -133,7 +133,16 @@ EXTENSIONS: dict[str, Callable[[NDArray[np.intp], int], NDArray[np.intp]]] = {
 
 def extension_indices(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
     """Input index of each of the ``before + n + after`` extended positions (-1 for cval)."""
-    return EXTENSIONS[mode](np.arange(-before, n + after, dtype=np.intp), n)
+    return _extension_table(n, before, after, mode).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _extension_table(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
+    """``extension_indices``, remembered read-only (a small image's call spent more on
+    building its two tables than on a 3x3 kernel's taps); callers get a copy."""
+    table = EXTENSIONS[mode](np.arange(-before, n + after, dtype=np.intp), n)
+    table.flags.writeable = False
+    return table
 
 
 @dataclass(frozen=True)

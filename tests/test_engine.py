@@ -604,3 +604,64 @@ def test_a_thread_still_filtering_at_interpreter_shutdown_is_served() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "late call ok" in done.stdout
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.integers(1, 30),
+    st.integers(1, 12),
+    st.integers(0, 40),
+    st.integers(0, 40),
+    st.sampled_from(engine.MODES),
+    st.data(),
+)
+def test_source_fill_is_the_extension_by_definition(
+    height: int, width: int, before: int, after: int, mode: str, data: st.DataObject
+) -> None:
+    """``Source.fill`` (slices for runs of rows, one gather for the rest) writes each extended
+    row and column exactly where the boundary rule says, cval where it says -1, for any band
+    of the extended rows: halos longer than the image, single rows, wrap's jumps."""
+    plane = np.arange(height * width, dtype=np.float64).reshape(height, width) + 1.0
+    rows = engine.extension_indices(height, before, after, mode)
+    left = data.draw(st.integers(0, 5))
+    cols = engine.extension_indices(width, left, data.draw(st.integers(0, 5)), mode)
+    start = data.draw(st.integers(0, len(rows) - 1))
+    stop = data.draw(st.integers(start + 1, len(rows)))
+    source = engine.Source(plane, rows, cols, left, -7.0)
+    out = np.full((stop - start + 2, len(cols) + 3), np.nan)
+    filled = source.fill(start, stop, out)
+    padded = np.vstack([plane, np.full((1, width), -7.0)])  # index -1: the cval row
+    expected = padded[rows[start:stop]]
+    expected = np.hstack([expected, np.full((len(expected), 1), -7.0)])[:, cols]
+    assert np.array_equal(filled, expected)
+    assert np.isnan(out[stop - start :]).all() and np.isnan(out[:, len(cols) :]).all()
+
+
+def test_extension_indices_hands_out_copies() -> None:
+    """The boundary tables are remembered; a caller that writes into one it was given
+    changes no later call's table."""
+    first = engine.extension_indices(9, 3, 2, "reflect")
+    first[:] = 0
+    again = engine.extension_indices(9, 3, 2, "reflect")
+    assert again.tolist() == [2, 1, 0, *range(9), 8, 7]
+
+
+@pytest.mark.parametrize("separable", [True, False])
+def test_kernel_facts_by_definition(separable: bool) -> None:
+    """The remembered kernel facts (factors, integer taps, norms) are what the definitions
+    give, for a rank-one kernel and one that is not."""
+    rng = np.random.default_rng(5)
+    column, row = rng.integers(-3, 4, 5).astype(float), rng.integers(-3, 4, 7).astype(float)
+    kernel = np.outer(column, row) if separable else rng.standard_normal((5, 7))
+    facts = engine._kernel_facts(kernel, np.dtype(np.float64))
+    assert facts.integer == separable
+    assert facts.norms.l1 == pytest.approx(np.abs(kernel).sum())
+    if not separable:
+        assert facts.factors is None and facts.norms.factored == facts.norms.residual == 0.0
+        return
+    assert facts.factors is not None
+    c, r = facts.factors
+    np.testing.assert_allclose(np.outer(c, r), kernel, atol=1e-12)
+    assert facts.norms.factored == pytest.approx(np.abs(c).sum() * np.abs(r).sum())
+    assert facts.norms.residual == pytest.approx(np.abs(kernel - np.outer(c, r)).sum())
+    assert not c.flags.writeable and not r.flags.writeable
