@@ -474,8 +474,8 @@ class KernelNorms:
 
 @cache
 def dtype_name(dtype: np.dtype | type | str) -> str:
-    """``np.dtype(dtype).name``, remembered: numpy builds the name in Python each time
-    (about 2 µs here, several times a plan)."""
+    """``np.dtype(dtype).name``, remembered: numpy builds the name in Python on every
+    access, several times a plan (docs/performance.md, §13)."""
     return np.dtype(dtype).name
 
 

@@ -45,6 +45,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache, partial
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -131,12 +132,15 @@ class Source:
         rows = self.rows[start:stop]
         w = self.plane.shape[1]
         inner = target[:, self.left : self.left + w]
-        done = 0
-        for begin, end in _runs(rows):  # the image's own rows in order: copied as slices
-            self._gather(target, inner, rows, done, begin)
-            inner[begin:end] = self.plane[rows[begin] : rows[begin] + end - begin]
-            done = end
-        self._gather(target, inner, rows, done, len(rows))
+        # copy runs of consecutive input rows as slices; a cval row (-1) is a run of its own
+        cuts = np.flatnonzero((np.diff(rows) != 1) | (rows[:-1] < 0)) + 1
+        bounds = [0, *cuts.tolist(), len(rows)]
+        for begin, end in pairwise(bounds):
+            first = int(rows[begin])
+            if first < 0:
+                target[begin:end] = self.cval
+            else:
+                inner[begin:end] = self.plane[first : first + end - begin]
         for side in (slice(0, self.left), slice(self.left + w, self.width)):
             index = self.cols[side]
             if len(index) == 0:
@@ -146,24 +150,6 @@ class Source:
             else:
                 target[:, side] = inner[:, index]
         return target
-
-    def _gather(
-        self,
-        target: NDArray[np.floating],
-        inner: NDArray[np.floating],
-        rows: NDArray[np.intp],
-        begin: int,
-        end: int,
-    ) -> None:
-        """Rows ``begin:end`` of ``target`` that are no run of ``_runs`` (a boundary's
-        reflected or wrapped rows, cval rows): one gather of their input rows, cval where -1."""
-        if begin >= end:
-            return
-        wanted = rows[begin:end]
-        inner[begin:end] = self.plane[np.maximum(wanted, 0)]
-        outside = wanted < 0
-        if outside.any():
-            target[begin:end][outside] = self.cval
 
     def whole(self, dtype: np.dtype) -> NDArray[np.floating]:
         """The whole extended plane in ``dtype``: the plane itself when nothing extends it."""
@@ -177,22 +163,6 @@ class Source:
         if plain:
             return self.plane  # type: ignore[return-value]
         return self.fill(0, self.height, np.empty((self.height, self.width), dtype=dtype))
-
-
-# Shortest stretch of consecutive input rows that ``Source.fill`` copies as a slice: shorter
-# ones (a reflected boundary's rows run backwards, one row each) go into one gather, which
-# measured 2-3x faster than a slice copy per row for an 80x80 image's 24 halo rows.
-LEAST_RUN = 4
-
-
-def _runs(rows: NDArray[np.intp]) -> list[tuple[int, int]]:
-    """(begin, end) of each stretch of at least ``LEAST_RUN`` consecutive input rows in
-    ``rows`` (no cval rows, -1), in order."""
-    cuts = np.flatnonzero((np.diff(rows) != 1) | (rows[:-1] < 0)) + 1
-    starts = np.concatenate(([0], cuts))
-    ends = np.concatenate((cuts, [len(rows)]))
-    long = (ends - starts >= LEAST_RUN) & (rows[starts] >= 0)
-    return list(zip(starts[long].tolist(), ends[long].tolist(), strict=True))
 
 
 # --- the problem every strategy sees ----------------------------------------------------------
@@ -210,6 +180,7 @@ class Problem:
     factors: tuple[tuple[NDArray[np.float64], NDArray[np.float64]], ...] | None
     exact: bool  # integer image, kernels and cval: round the result
     bound: float  # max|x| · Σ|k| (from the dtype's range for integer images), inf if unknown
+    norms: cost.KernelNorms  # what the error bounds need of the kernels (``_norms``)
     source: str = "float64"  # the image's dtype
     output: str = "float64"  # the result's: ``dtype``, or an integer image's own (``stored``)
 
@@ -220,16 +191,6 @@ class Problem:
     @cached_property
     def kw(self) -> int:
         return int(self.kernels[0].shape[1])
-
-    @cached_property
-    def norms(self) -> cost.KernelNorms:
-        """The kernels' norms the error bounds need (the largest over the kernels)."""
-        each = [_kernel_facts(k, self.dtype).norms for k in self.kernels]
-        if self.factors is None:
-            return cost.KernelNorms(max(n.l1 for n in each))
-        return cost.KernelNorms(
-            max(n.l1 for n in each), max(n.factored for n in each), max(n.residual for n in each)
-        )
 
     @cached_property
     def shape(self) -> cost.Shape:
@@ -736,18 +697,29 @@ def _kernel_facts(kernel: NDArray[np.float64], dtype: np.dtype) -> _KernelFacts:
 
 @lru_cache(maxsize=64)
 def _facts_of(values: bytes, shape: tuple[int, int], dtype: np.dtype) -> _KernelFacts:
+    """``_kernel_facts`` of the float64 kernel ``values`` of ``shape`` (its factors made
+    read-only: the cache hands them to every later call)."""
     k = np.frombuffer(values, dtype=np.float64).reshape(shape)
     factors = separate(k, dtype)
+    integer = bool((k == np.round(k)).all())
     l1 = float(np.abs(k).sum())
     if factors is None:
-        return _KernelFacts(None, bool((k == np.round(k)).all()), cost.KernelNorms(l1))
+        return _KernelFacts(None, integer, cost.KernelNorms(l1))
     for factor in factors:
         factor.flags.writeable = False
     column, row = factors
     factored = float(np.abs(column).sum() * np.abs(row).sum())
     residual = float(np.abs(k - np.outer(column, row)).sum())
-    norms = cost.KernelNorms(l1, factored, residual)
-    return _KernelFacts(factors, bool((k == np.round(k)).all()), norms)
+    return _KernelFacts(factors, integer, cost.KernelNorms(l1, factored, residual))
+
+
+def _norms(each: list[cost.KernelNorms], *, separable: bool) -> cost.KernelNorms:
+    """The norms of several kernels for the error bounds: the largest of each term, and the
+    factored terms only if every kernel is ``separable``."""
+    l1 = max(n.l1 for n in each)
+    if not separable:
+        return cost.KernelNorms(l1)
+    return cost.KernelNorms(l1, max(n.factored for n in each), max(n.residual for n in each))
 
 
 def _problem(
@@ -770,7 +742,8 @@ def _problem(
     integer_cval = cval is None or float(cval).is_integer()
     magnitude = _value_bound(image_dtype) if largest is None else largest
     magnitude = max(magnitude, 0.0 if cval is None else abs(cval))
-    bound = magnitude * max(f.norms.l1 for f in facts)
+    norms = _norms([f.norms for f in facts], separable=len(factors) == len(kernels))
+    bound = magnitude * norms.l1
     return Problem(
         height=out_shape[0],
         width=out_shape[1],
@@ -780,6 +753,7 @@ def _problem(
         factors=tuple(factors) if len(factors) == len(kernels) else None,
         exact=image_dtype.kind in "biu" and all(f.integer for f in facts) and integer_cval,
         bound=bound,
+        norms=norms,
         source=cost.dtype_name(image_dtype),
         output=cost.dtype_name(image_dtype if stored and image_dtype.kind in "iu" else dt),
     )

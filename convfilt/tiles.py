@@ -132,15 +132,26 @@ EXTENSIONS: dict[str, Callable[[NDArray[np.intp], int], NDArray[np.intp]]] = {
 
 
 def extension_indices(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
-    """Input index of each of the ``before + n + after`` extended positions (-1 for cval)."""
-    return _extension_table(n, before, after, mode).copy()
+    """Input index of each of the ``before + n + after`` extended positions (-1 for cval).
+
+    Tables up to ``REMEMBERED_TABLE`` entries are remembered (a small image's call spent
+    more on building its two tables than on a 3x3 kernel's taps) and handed out as copies;
+    longer ones (a tall streamed image) are built each time, so no cache holds them."""
+    if n + before + after > REMEMBERED_TABLE:
+        return _extension(n, before, after, mode)
+    return _remembered_extension(n, before, after, mode).copy()
+
+
+REMEMBERED_TABLE = 2**14  # entries: 128 KiB a table at most, 32 tables
+
+
+def _extension(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
+    return EXTENSIONS[mode](np.arange(-before, n + after, dtype=np.intp), n)
 
 
 @functools.lru_cache(maxsize=32)
-def _extension_table(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
-    """``extension_indices``, remembered read-only (a small image's call spent more on
-    building its two tables than on a 3x3 kernel's taps); callers get a copy."""
-    table = EXTENSIONS[mode](np.arange(-before, n + after, dtype=np.intp), n)
+def _remembered_extension(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
+    table = _extension(n, before, after, mode)
     table.flags.writeable = False
     return table
 

@@ -646,22 +646,95 @@ def test_extension_indices_hands_out_copies() -> None:
     assert again.tolist() == [2, 1, 0, *range(9), 8, 7]
 
 
-@pytest.mark.parametrize("separable", [True, False])
-def test_kernel_facts_by_definition(separable: bool) -> None:
-    """The remembered kernel facts (factors, integer taps, norms) are what the definitions
-    give, for a rank-one kernel and one that is not."""
-    rng = np.random.default_rng(5)
-    column, row = rng.integers(-3, 4, 5).astype(float), rng.integers(-3, 4, 7).astype(float)
-    kernel = np.outer(column, row) if separable else rng.standard_normal((5, 7))
+def test_tall_boundary_tables_are_not_kept() -> None:
+    """A tall streamed image's table is built for its call and held by no cache."""
+    from convfilt import tiles
+
+    tiles._remembered_extension.cache_clear()
+    tall = tiles.REMEMBERED_TABLE
+    table = engine.extension_indices(tall, 2, 2, "mirror")
+    assert table.tolist() == [2, 1, *range(tall), tall - 2, tall - 3]
+    assert tiles._remembered_extension.cache_info().currsize == 0
+    engine.extension_indices(100, 2, 2, "mirror")
+    assert tiles._remembered_extension.cache_info().currsize == 1
+
+
+LAPLACIAN = [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        np.outer([1.0, -2.0, 3.0, 0.0, 1.0], [2.0, 1.0, -1.0]),  # integer, rank one
+        np.outer(gaussian_1d(1.3), gaussian_1d(0.7)),  # rank one, not integer
+        np.array(LAPLACIAN),  # integer, not rank one
+        np.random.default_rng(5).standard_normal((5, 7)),  # neither
+    ],
+    ids=["integer-rank-one", "gaussian", "laplacian", "random"],
+)
+def test_kernel_facts_by_definition(kernel: np.ndarray) -> None:
+    """The remembered kernel facts are the definitions' answers: integer taps whatever the
+    rank, the norms, and factors whose product is the kernel (read-only: they are shared)."""
     facts = engine._kernel_facts(kernel, np.dtype(np.float64))
-    assert facts.integer == separable
+    assert facts.integer == bool((kernel == np.round(kernel)).all())
     assert facts.norms.l1 == pytest.approx(np.abs(kernel).sum())
-    if not separable:
-        assert facts.factors is None and facts.norms.factored == facts.norms.residual == 0.0
+    assert (facts.factors is None) == (separate(kernel, np.float64) is None)
+    if facts.factors is None:
+        assert facts.norms.factored == facts.norms.residual == 0.0
         return
-    assert facts.factors is not None
     c, r = facts.factors
     np.testing.assert_allclose(np.outer(c, r), kernel, atol=1e-12)
     assert facts.norms.factored == pytest.approx(np.abs(c).sum() * np.abs(r).sum())
     assert facts.norms.residual == pytest.approx(np.abs(kernel - np.outer(c, r)).sum())
     assert not c.flags.writeable and not r.flags.writeable
+
+
+@pytest.mark.parametrize("first", ["float32", "float64"])
+def test_kernel_facts_are_kept_per_dtype_and_shape(first: str) -> None:
+    """A kernel that is rank one within float32's tolerance but not float64's is separated
+    for each dtype on its own, in either order; the same bytes in another shape are another
+    kernel."""
+    rng = np.random.default_rng(8)
+    kernel = np.outer(rng.standard_normal(6), rng.standard_normal(4))
+    kernel += 1e-7 * rng.standard_normal(kernel.shape)
+    engine._facts_of.cache_clear()
+    order = [first, "float64" if first == "float32" else "float32"]
+    facts = {name: engine._kernel_facts(kernel, np.dtype(name)) for name in order}
+    assert facts["float32"].factors is not None
+    assert facts["float64"].factors is None
+    other = engine._kernel_facts(kernel.reshape(4, 6), np.dtype(np.float64))
+    assert other.norms.l1 == pytest.approx(facts["float64"].norms.l1)
+    assert separate(kernel.reshape(4, 6), np.float64) is None and other.factors is None
+    wide = engine._kernel_facts(np.ones((1, 6)), np.dtype(np.float64))
+    tall = engine._kernel_facts(np.ones((6, 1)), np.dtype(np.float64))
+    assert wide.factors is not None and tall.factors is not None
+    assert wide.factors[0].shape == (1,) and tall.factors[0].shape == (6,)
+
+
+def test_problem_norms_take_the_largest_term_over_the_kernels() -> None:
+    """With several kernels (``correlate_valid``), each norm is the largest over the kernels
+    (the largest l1 not in the first kernel, the only residual not in the largest); one
+    kernel that is not rank one drops the factored terms."""
+    rng = np.random.default_rng(9)
+    noisy = np.outer(rng.standard_normal(3), rng.standard_normal(3))
+    noisy += 1e-6 * rng.standard_normal((3, 3))  # rank one within float32's tolerance
+    kernels = [
+        noisy,
+        np.outer([1.0, 1.0, 1.0], [3.0, 3.0, 3.0]),
+        np.outer([4.0, -4.0, 0.5], [0.3, 0.9, -0.2]),
+    ]
+    problem = engine._problem((30, 30), 1, kernels, np.dtype(np.float32))
+    each = [engine._kernel_facts(k, np.dtype(np.float32)) for k in kernels]
+    assert all(f.factors is not None for f in each)
+    assert problem.norms.l1 == max(np.abs(k).sum() for k in kernels) == 27.0
+    assert problem.norms.factored == max(f.norms.factored for f in each)
+    assert problem.norms.residual == each[0].norms.residual > 0
+    mixed = engine._problem((30, 30), 1, [*kernels[:2], np.array(LAPLACIAN)], np.dtype(np.float32))
+    assert mixed.factors is None and mixed.norms == cost.KernelNorms(27.0)
+
+
+def test_serial_bands_ask_for_no_threads() -> None:
+    """The serial kernel's bands: the rows wanted, at most a quarter of the image (one core)."""
+    wanted = compiled._rows_wanted(64, 4, 3)
+    assert compiled.band_rows(64, 4, 400, 3, 1) == min(wanted, 100)
+    assert compiled.band_rows(64, 4, 40, 3, 1) == 10
