@@ -106,7 +106,7 @@ def test_separable_bound_counts_the_factorization() -> None:
 
 
 def test_tolerance_skips_roads_whose_bound_exceeds_it() -> None:
-    kernel = np.random.default_rng(7).random((15, 15))
+    kernel = np.random.default_rng(7).random((31, 31))
     kernel /= kernel.sum()
     loose = engine.plan((2048, 2048), kernel, dtype=np.float32)
     assert loose.strategy in ("fft", "overlap-add")  # the cheapest at this size

@@ -277,7 +277,8 @@ def test_rgba_scene_with_transparent_band_and_rgb_probe(tmp_path: Path) -> None:
     alpha[:, 30:45] = 0
     rgba = np.dstack([scene, alpha])
     rgba[:, 30:45, :3] = 255  # what hides behind alpha 0 must not count
-    rgba[44, 75, 3] = 0  # a transparent pixel inside the planted copy
+    rgba[44, 75, 3] = 0  # a transparent pixel inside the planted copy, hiding another colour
+    rgba[44, 75, :3] = 255 - rgba[44, 75, :3]
     Image.fromarray(rgba).save(tmp_path / "scene.png")
     Image.fromarray(probe).save(tmp_path / "probe.png")
     found = match_json(
@@ -287,7 +288,7 @@ def test_rgba_scene_with_transparent_band_and_rgb_probe(tmp_path: Path) -> None:
     heat = np.asarray(Image.open(tmp_path / "heat.png"))
     assert (heat[50, 38] == 128).all()  # windows inside the transparent band: no score
     none = match_json(tmp_path / "scene.png", tmp_path / "probe.png", "--scene-mask", "none")
-    assert none["matches"][0]["score"] < 1.0
+    assert none["matches"][0]["score"] < 0.999  # the hidden colour counts without the mask
 
 
 def test_nan_float_tiff_scene_and_scene_mask_file(tmp_path: Path) -> None:
