@@ -146,11 +146,13 @@ REMEMBERED_TABLE = 2**14  # entries: 128 KiB a table at most, 32 tables
 
 
 def _extension(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
+    """``extension_indices``, built."""
     return EXTENSIONS[mode](np.arange(-before, n + after, dtype=np.intp), n)
 
 
 @functools.lru_cache(maxsize=32)
 def _remembered_extension(n: int, before: int, after: int, mode: str) -> NDArray[np.intp]:
+    """``extension_indices``, remembered read-only (callers get copies)."""
     table = _extension(n, before, after, mode)
     table.flags.writeable = False
     return table
