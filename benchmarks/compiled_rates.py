@@ -1,13 +1,15 @@
 """The compiled road's per-call rates, fitted on a grid of images and kernels (issue 14).
 
 Run ``.venv/bin/python -m benchmarks.compiled_rates [--dtype float32] [--seed S]``: times
-``engine.convolve(strategy="compiled")`` (best of ``--repeat`` calls after a warm-up) on
-grey images of sides 128-2048 with random kernels of sides 3-33 (every tap: the direct form)
-and Gaussians (two passes: the separable form), then fits ``seconds ≈ rate · multiply-adds +
-pass · values moved + fixed`` (``cost.compiled_work``, ``cost.compiled_passes``; the same
+``engine.convolve(strategy="compiled")`` (the best of ``--repeat`` calls after a warm-up, where
+``calibrate`` takes medians: on a quiet machine the two give the same rates within the
+run-to-run spread) on grey images of sides 128-2048 with random kernels of sides 3-33 (every
+tap: the direct form) and Gaussians of sigma 1, 3 and 6 (9, 25 and 49 taps, two passes: the
+separable form), then fits ``seconds ≈ rate · multiply-adds + pass · values moved + fixed`` (``cost.compiled_work``, ``cost.compiled_passes``; the same
 non-negative fit as ``calibrate``, relative residuals). Prints each cell's time and the fit's
 estimate, and the three constants as JSON (``compiled_{dtype}``, ``compiled_pass_{dtype}``,
-``compiled_fixed`` of ``cost_defaults.json``). The machine is shared: run it twice and compare.
+``compiled_fixed`` of ``cost_defaults.json``; the fixed term is one constant for both dtypes).
+The machine is shared: run it twice and compare.
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ def main(argv: list[str] | None = None) -> None:
     work, passes, seconds, labels = [], [], [], []
     for side, kernel in cells(rng):
         image = rng.random((side, side)).astype(dtype)
-        plan = engine.plan(image.shape, kernel, dtype=dtype, strategy=names.COMPILED)
         problem = engine._problem((side, side), 1, [kernel[::-1, ::-1]], dtype)
         shape = problem.shape
         run = partial(engine.convolve, image, kernel, strategy=names.COMPILED)
@@ -56,7 +57,6 @@ def main(argv: list[str] | None = None) -> None:
         work.append(cost.compiled_work(shape))
         passes.append(cost.compiled_passes(shape))
         labels.append(f"{side:5d} {kernel.shape[0]:3d} {cost.compiled_form(shape, shape.rank_one)}")
-        assert plan.strategy == names.COMPILED
     rate, pass_rate, fixed = fit_terms([work, passes, [1.0] * len(work)], seconds)
     print("    N   n form          ms   fit ms  fit/ms")
     for label, w, p, t in zip(labels, work, passes, seconds, strict=True):
