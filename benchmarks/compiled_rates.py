@@ -5,11 +5,12 @@ Run ``.venv/bin/python -m benchmarks.compiled_rates [--dtype float32] [--seed S]
 ``calibrate`` takes medians: on a quiet machine the two give the same rates within the
 run-to-run spread) on grey images of sides 128-2048 with random kernels of sides 3-33 (every
 tap: the direct form) and Gaussians of sigma 1, 3 and 6 (9, 25 and 49 taps, two passes: the
-separable form), then fits ``seconds ≈ rate · multiply-adds + pass · values moved + fixed`` (``cost.compiled_work``, ``cost.compiled_passes``; the same
-non-negative fit as ``calibrate``, relative residuals). Prints each cell's time and the fit's
-estimate, and the three constants as JSON (``compiled_{dtype}``, ``compiled_pass_{dtype}``,
-``compiled_fixed`` of ``cost_defaults.json``; the fixed term is one constant for both dtypes).
-The machine is shared: run it twice and compare.
+separable form), then fits ``seconds ≈ rate · multiply-adds + pass · values moved + fixed``
+(``cost.compiled_work``, ``cost.compiled_passes``; the same non-negative fit as
+``calibrate``, relative residuals). Prints each cell's time and the fit's estimate, and the
+three constants as JSON (``compiled_{dtype}``, ``compiled_pass_{dtype}``, ``compiled_fixed``
+of ``cost_defaults.json``; the fixed term is one constant for both dtypes). The machine is
+shared: run it twice and compare.
 """
 
 from __future__ import annotations
