@@ -733,7 +733,7 @@ def test_problem_norms_take_the_largest_term_over_the_kernels() -> None:
     assert mixed.factors is None and mixed.norms == cost.KernelNorms(27.0)
 
 
-def test_serial_bands_ask_for_no_threads() -> None:
+def test_serial_band_rows_are_sized_for_one_core() -> None:
     """The serial kernel's bands: the rows wanted, at most a quarter of the image (one core)."""
     wanted = compiled._rows_wanted(64, 4, 3)
     assert compiled.band_rows(64, 4, 400, 3, 1) == min(wanted, 100)
