@@ -15,6 +15,9 @@ difference of each peer from convfilt's map (to show they compute the same thing
 are wall times on a shared machine: compare ratios within one run, not absolute numbers across
 runs. The compiled road's one-time cost (numba's import, the window energies' machine code) is
 paid before the cells, as in any process after its first large scenes: the steady state.
+
+``--energies`` times instead, per cell, the window energies alone (the compiled kernel on one
+thread, as the pool worker runs it beside the transforms).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -61,16 +65,44 @@ def contenders(scene: np.ndarray, probe: np.ndarray) -> dict[str, Callable[[], n
     }
 
 
+def scene_and_probe(
+    rng: np.random.Generator, size: int, probe_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random texture (the NCC maps well conditioned everywhere) and a crop of it."""
+    noise = rng.random((size, size))
+    scene = ((noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1)) / 3).astype(np.float32)
+    top = size // 3
+    return scene, scene[top : top + probe_size, top : top + probe_size].copy()
+
+
+def energies(cells: list[tuple[int, int]], repeat: int) -> None:
+    """Print the median time of each cell's window energies on one thread (compiled)."""
+    from convfilt.matching import _window_energy
+
+    rng = np.random.default_rng(0)
+    print(f"median of {repeat} runs, ms; window energies (own mean), one thread")
+    for size, probe_size in cells:
+        scene, _ = scene_and_probe(rng, size, probe_size)
+        centre = float(scene.mean())
+        run = partial(_window_energy, scene, centre, probe_size, probe_size, own_mean=True)
+        ms = median_ms(run, repeat)
+        print(f"{size:>5} {probe_size:>5} {ms:>9.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two small cells, 3 runs each")
     parser.add_argument("--repeat", type=int, default=None, help="timed runs per cell")
+    parser.add_argument("--energies", action="store_true", help="time the window energies")
     args = parser.parse_args(argv)
     cells = QUICK if args.quick else FULL
     repeat = args.repeat or (3 if args.quick else 5)
     rng = np.random.default_rng(0)
     warm = np.zeros((64, 64), np.float32)
     compiled.window_energy_band(warm, 0.0, (8, 8), True, 0.0, 0, np.empty((57, 57)))
+    if args.energies:
+        energies(cells, repeat)
+        return
     header = (
         f"{'N':>5} {'probe':>5} {'convfilt':>9} {'skimage':>9} {'opencv':>9}"
         f" {'sk/cf':>6} {'cf/cv':>6} {'|sk-cf|':>8} {'|cv-cf|':>8}"
@@ -79,11 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     sk_ratios, cv_ratios = [], []
     for size, probe_size in cells:
-        # a smooth random texture, so that the NCC maps are well conditioned everywhere
-        noise = rng.random((size, size))
-        scene = ((noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1)) / 3).astype(np.float32)
-        top = size // 3
-        probe = scene[top : top + probe_size, top : top + probe_size].copy()
+        scene, probe = scene_and_probe(rng, size, probe_size)
         runs = contenders(scene, probe)
         ms = {name: median_ms(run, 1 if size >= 4096 else repeat) for name, run in runs.items()}
         maps = {name: run() for name, run in runs.items()}

@@ -180,36 +180,47 @@ def separable_serial(src, rows, cols, left, cval, factors, out, rounding, band, 
 
 
 @njit(cache=True, fastmath=False)
-def _along_rows(line, width, sums, prefix, suffix):  # type: ignore[no-untyped-def]
-    """``sums[x] = line[x] + ... + line[x + width - 1]`` for the valid x (van Herk / Gil-Werman
-    blocks of ``width``: a window is the suffix of the block it starts in plus the prefix of
-    the next, so every partial sum holds only the window's own entries). Each block's prefix
-    and suffix sums run side by side in registers, and the windows are formed block by block
-    (no division per entry): 1.35-2x faster than interleaving the blocks (docs/performance.md,
-    §12), the same sums in the same order."""
-    n = line.shape[0]
-    blocks = n // width
-    for b in range(blocks):
-        s = b * width
-        forward, backward = line[s], line[s + width - 1]
-        prefix[s], suffix[s + width - 1] = forward, backward
-        for k in range(1, width):
-            forward += line[s + k]
-            prefix[s + k] = forward
-            backward += line[s + width - 1 - k]
-            suffix[s + width - 1 - k] = backward
-    whole = blocks * width
-    if whole < n:  # the last, partial block: only its prefix serves a window
-        forward = line[whole]
-        prefix[whole] = forward
-        for i in range(whole + 1, n):
-            forward += line[i]
-            prefix[i] = forward
-    valid = n - width + 1
-    for start in range(0, valid, width):
-        sums[start] = suffix[start]  # the window is the whole block
-        for x in range(start + 1, min(start + width, valid)):
-            sums[x] = suffix[x] + prefix[x + width - 1]
+def _pairs(level, span, length, into):  # type: ignore[no-untyped-def]
+    """``into[x] = level[x] + level[x + span]`` for x < length - span (one doubling level).
+    Both operands are slices indexed from 0: a shifted index (which numba would check for
+    wrap-around) keeps LLVM from vectorizing the loop."""
+    near = level[: length - span]
+    far = level[span:length]
+    for x in range(length - span):
+        into[x] = near[x] + far[x]
+
+
+@njit(cache=True, fastmath=False)
+def _along_rows(line, width, one, two, sums):  # type: ignore[no-untyped-def]
+    """``sums[x] = line[x] + ... + line[x + width - 1]`` for the valid x, by doubling, as
+    ``matching._sliding_sums`` and bit for bit the same: level k holds sums of 2**k
+    neighbours, and a window adds the levels of the binary digits of ``width``, lowest
+    first. Every window is a pairwise sum of its own entries (its rounding is relative to
+    them alone), and every pass is a vectorized loop over the row (a running sum along the
+    row would be one chain of dependent adds). ``one`` and ``two`` are scratch rows as
+    long as ``line``."""
+    count = line.shape[0] - width + 1
+    level, length, spare, other = line, line.shape[0], one, two
+    span, offset, digits, started = 1, 0, width, False
+    while True:
+        if digits & 1:
+            piece = level[offset : offset + count]
+            if started:
+                for x in range(count):
+                    sums[x] += piece[x]
+            else:
+                sums[:count] = piece
+                started = True
+            offset += span
+        digits >>= 1
+        if not digits:
+            return
+        if digits == 1 and not started:  # the next level is the window: written there
+            _pairs(level, span, span + count, sums)
+            return
+        _pairs(level, span, length, spare)
+        level, length, spare, other = spare, length - span, other, spare
+        span *= 2
 
 
 @njit(cache=True, fastmath=False)
@@ -217,12 +228,15 @@ def _add_row(row, centre, own_mean, running):  # type: ignore[no-untyped-def]
     """Add one row's ``d = row - centre`` (float64) into the running column sums: d and d²
     side by side with ``own_mean``, else d² alone."""
     cols = row.shape[0]
-    for x in range(cols):
-        d = np.float64(row[x]) - centre
-        if own_mean:
-            running[x] += d
-            running[cols + x] += d * d
-        else:
+    if own_mean:
+        ones, squares = running[:cols], running[cols:]
+        for x in range(cols):
+            d = np.float64(row[x]) - centre
+            ones[x] += d
+            squares[x] += d * d
+    else:
+        for x in range(cols):
+            d = np.float64(row[x]) - centre
             running[x] += d * d
 
 
@@ -235,8 +249,10 @@ def energy_band(plane, centre, height, width, own_mean, flat, r0, out):  # type:
 
     Down the columns, van Herk blocks of ``height`` rows aligned on ``r0``: the suffix sums
     of rows ``r0 : r0 + height`` and the prefix sums of the next block give every window of
-    the band, each input row read once; along the rows, ``_along_rows``. Releases the GIL,
-    so threads run bands side by side.
+    the band, each input row read once; along the rows, ``_along_rows``. The same sums in
+    the same order as the numpy loops of ``matching._WindowEnergy`` (whose bands are also
+    whole blocks), so both give the same bits. Releases the GIL, so threads run bands side
+    by side.
     """
     cols_in = plane.shape[1]
     rows_out, cols_out = out.shape
@@ -248,26 +264,23 @@ def energy_band(plane, centre, height, width, own_mean, flat, r0, out):  # type:
     for i in range(height - 1, -1, -1):  # block A, backward: suffix sums
         _add_row(plane[r0 + i], centre, own_mean, running)
         suffix[i] = running
-    down = np.empty(span)
-    line_prefix, line_suffix = np.empty(cols_in), np.empty(cols_in)
-    terms = height * width
+    one, two = np.empty(cols_in), np.empty(cols_in)
     across = np.empty((powers, cols_out))
+    scale = -1.0 / (height * width)
     running[:] = 0.0
     for i in range(count):  # block B, forward: prefix sums, each window's column sums
+        down = suffix[i]
         if i > 0:
             _add_row(plane[r0 + height + i - 1], centre, own_mean, running)
             for j in range(span):
-                down[j] = suffix[i, j] + running[j]
-        else:
-            down[:] = suffix[0]
-        for p in range(powers):
-            line = down[p * cols_in : (p + 1) * cols_in]
-            _along_rows(line, width, across[p], line_prefix, line_suffix)
+                down[j] += running[j]
         target = out[r0 + i]
         if not own_mean:
-            target[:] = across[0]
+            _along_rows(down, width, one, two, target)
             continue
-        for x in range(cols_out):
-            raw = across[1, x]
-            energy = raw - across[0, x] * across[0, x] / terms
-            target[x] = 0.0 if energy <= raw * flat else energy
+        ones, squares = across[0], across[1]
+        _along_rows(down[:cols_in], width, one, two, ones)
+        _along_rows(down[cols_in:], width, one, two, squares)
+        for x in range(cols_out):  # as the numpy loops: S1² · (-1/n) + S2, then flat -> 0
+            energy = ones[x] * ones[x] * scale + squares[x]
+            target[x] = 0.0 if energy <= squares[x] * flat else energy

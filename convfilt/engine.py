@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache, partial
 from itertools import pairwise
@@ -414,10 +415,19 @@ def _kernel_spectra(problem: Problem, shape: tuple[int, int]) -> list[NDArray[np
 def _kernel_spectra_soon(
     problem: Problem, shape: tuple[int, int]
 ) -> Callable[[], list[NDArray[np.complexfloating]]]:
-    """``_kernel_spectra``, started on a second thread where ``cost.concurrent_spectra`` says
-    so (the caller transforms the image meanwhile), else computed now; call the result to
-    have them. The thread transforms under the caller's scipy.fft backend (``set_backend``),
-    so both transforms come from one backend."""
+    """``_kernel_spectra``, started on a second thread (the caller transforms the image
+    meanwhile): the thread of the caller's side work, ahead of that work, where there is one
+    (``correlate_valid``'s ``beside``) and a second core; else a thread of its own where
+    ``cost.concurrent_spectra`` says so; else computed now. Call the result to have them. The
+    thread transforms under the caller's scipy.fft backend (``set_backend``), so both
+    transforms come from one backend."""
+    side = _side_work.get()
+    if side is not None and cost.available_cores() >= 2:
+        backend = _fft_backend_state()
+        if backend is not None:
+            ready = side.start(partial(_kernel_spectra_under, backend, problem, shape))
+            if ready is not None:
+                return ready
     pending = None
     if cost.concurrent_spectra(shape[0] * shape[1]):
         backend = _fft_backend_state()
@@ -430,6 +440,9 @@ def _kernel_spectra_soon(
 
 
 _spectra_pool = pools.LazyPool("convfilt-spectra", cost.available_cores)
+# The caller's side work while ``correlate_valid`` prepares its road (``beside``): the FFT
+# road makes its kernel spectra on that work's thread, ahead of it.
+_side_work: ContextVar[pools.SideWork | None] = ContextVar("side_work", default=None)
 
 
 def _fft_backend_state() -> Any:
@@ -1586,6 +1599,7 @@ def correlate_valid(
     dtype: np.dtype | type | str = np.float64,
     largest: float | None = None,
     method: str | None = None,
+    beside: pools.SideWork | None = None,
 ) -> list[NDArray[np.floating]]:
     """Valid-mode correlation of one 2-D image with several kernels of one shape.
 
@@ -1595,8 +1609,11 @@ def correlate_valid(
     float64 (default) or float32, which halves the transforms' cost for callers that accept
     float32 rounding (about 1e-7 of ``max|x|·Σ|k|``), such as matching a float32 scene.
     ``largest``: max|image|, from a caller that has measured it (and so knows the image
-    finite); it spares the engine its own passes over the image. ``method`` is the
-    deprecated spelling of ``strategy``.
+    finite); it spares the engine its own passes over the image. ``beside``: the caller's
+    work for a second core, started before the correlation runs; the FFT road makes its
+    kernel spectra on that thread first, while the caller's thread transforms the image
+    (matching's window energies: docs/performance.md, §14). ``method`` is the deprecated
+    spelling of ``strategy``.
 
     Examples
     --------
@@ -1635,5 +1652,12 @@ def correlate_valid(
     outs = [np.empty((h, w), dtype=work) for _ in ks]
     every_row = np.arange(x.shape[0], dtype=np.intp)
     every_col = np.arange(x.shape[1], dtype=np.intp)
-    road.prepare(problem, constants)(Source(x, every_row, every_col, 0, 0.0), outs)
+    token = _side_work.set(beside)
+    try:
+        run = road.prepare(problem, constants)
+    finally:
+        _side_work.reset(token)
+    if beside is not None:
+        beside.start()  # where the road has not started it behind its spectra
+    run(Source(x, every_row, every_col, 0, 0.0), outs)
     return outs

@@ -21,7 +21,6 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
@@ -866,21 +865,22 @@ class _Sums:
             shifted -= float(np.sum(w * shifted)) / self.weight
         masked_mean = spec.energy == "centred" and not self.uniform
         kernels = [w * shifted, w] if masked_mean else [w * shifted]
-        running = None
+        running, side = None, None
         transforms: AbstractContextManager[None] = nullcontext()
         if self.uniform and spec.energy != "none":
-            # the window sums (serial numpy loops) start on one core while the transforms
-            # run on the others; whoever finishes first helps with the sums' remaining bands
+            # the window sums run on one core (after the probe's spectrum, which the engine
+            # puts ahead of them there) while the transforms run on the others; the caller
+            # then helps with whatever bands of the sums are left
             own_mean = spec.energy == "centred"
             running = _WindowEnergy(plane, scene_mean, probe_h, probe_w, own_mean=own_mean)
-            running.start(_pool)
+            side = pools.SideWork(running.work, _pool)
             transforms = cost.transform_threads(cost.available_cores() - 1)
         largest = max(float(np.max(centred)), -float(np.min(centred)))
         known = largest if np.isfinite(largest) else None  # inf: float32 overflowed, see above
         with transforms:
             correlations = engine.correlate_valid(
                 centred, kernels, strategy=self.strategy, on_plan=self.seen, dtype=work,
-                largest=known,
+                largest=known, beside=side,
             )  # fmt: skip
         self.means.append(scene_mean)
         self.offsets.append(offset)
@@ -895,7 +895,7 @@ class _Sums:
             return
         window: NDArray[np.floating]
         if running is not None:
-            window = running.result()
+            window = running.result(side)
         else:
             sum1 = correlations[1] if masked_mean else None
             window = self._window(centred, sum1)
@@ -1104,19 +1104,21 @@ _ENERGY_BAND_BYTES = 2**22  # fewer rows per ``_WindowEnergy`` band when a row b
 
 # Seconds the compiled window energies save per window and power (sum of d, of d²) over the
 # numpy loops: what a call offers toward the compiled road's one-time cost (docs/performance.md,
-# §10). A round figure at the low end of the measured range: the rental should not pay early.
-_COMPILED_ENERGY_SAVING = 2e-9
+# §10, §14). A round figure at the low end of the measured range: the rental should not pay early.
+_COMPILED_ENERGY_SAVING = 4e-9
 
 
 class _WindowEnergy:
     """The window energies of one plane (see ``_window_energy``), computed band by band of
-    output rows by every thread that calls ``work``: typically a pool worker from the start,
-    then the caller too once its own share (the transforms) is done, so neither core idles.
+    output rows by every thread that calls ``work``: typically a pool worker from the start
+    (a ``pools.SideWork`` the engine starts), then the caller too once its own share (the
+    transforms) is done, so neither core idles.
 
     Each band's input rows are converted to float64 in its thread's scratch (in cache):
     ``_block_sums`` down the columns, then ``_sliding_sums`` along the rows. Or, once the
     compiled road's one-time cost is paid in this process (``engine.rent_compiled_kernel``),
-    the same sums by ``compiled.window_energy_band`` (bands of the window's height, aligned).
+    the same sums in the same order by ``compiled.window_energy_band`` (bands of the window's
+    height, aligned), so the road taken changes no bit of the result.
     """
 
     def __init__(
@@ -1133,26 +1135,22 @@ class _WindowEnergy:
             self.plane = np.ascontiguousarray(plane)  # a channel of a colour scene is strided
             self.band = height
         else:
-            # 64 output rows per band (fewer for very wide planes), or the window's height: the
-            # band's height - 1 extra input rows cost less than a working set out of L2
-            # (docs/performance.md, §5)
+            # up to 64 output rows per band (fewer for very wide planes), or the window's
+            # height: the band's height - 1 extra input rows cost less than a working set out
+            # of L2 (docs/performance.md, §5). Whole blocks of the window's height, as the
+            # compiled kernel's bands, so both roads add the same values in the same order.
             row_bytes = 8 * self.powers * cols
-            self.band = min(out_rows, max(height, min(64, _ENERGY_BAND_BYTES // row_bytes)))
+            rows = min(64, _ENERGY_BAND_BYTES // row_bytes)
+            self.band = min(out_rows, max(height, rows // height * height))
         self._starts = iter(range(0, out_rows, self.band))
         self._lock = threading.Lock()
-        self._helper: Future[None] | None = None
 
-    def start(self, pool: pools.LazyPool) -> _WindowEnergy:
-        """Let a worker of ``pool`` start on the bands (none once the interpreter is shutting
-        down: the caller then computes them all in ``result``)."""
-        self._helper = pool.submit(self.work)
-        return self
-
-    def result(self) -> FloatArray:
-        """The energies, once the caller has helped with whatever bands are left."""
+    def result(self, side: pools.SideWork | None = None) -> FloatArray:
+        """The energies, once the caller has helped with whatever bands are left (and the
+        ``side`` work calling ``work`` on a pool thread, if any, is done)."""
         self.work()
-        if self._helper is not None and not self._helper.cancel():  # not started: no wait
-            self._helper.result()
+        if side is not None:
+            side.wait()
         return self.energy
 
     def work(self) -> None:

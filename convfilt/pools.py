@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -57,3 +58,53 @@ class LazyPool:
             work(item) if future is None else future.result()
             for future, item in zip(pending, items, strict=True)
         ]
+
+
+class SideWork:
+    """A caller's work for a second core while its own thread computes (matching's window
+    energies beside the engine's transforms), started once on a pool thread; the starter may
+    put one task of its own ahead of it on that thread (the engine's kernel spectra).
+
+    A task whose thread has not begun when it is wanted is taken back and done by whoever
+    wants it, so no thread ever waits on a queued task (a caller that is itself a pool
+    thread cannot deadlock the pool).
+    """
+
+    def __init__(self, work: Callable[[], object], pool: LazyPool) -> None:
+        self._work, self._pool = work, pool
+        self._future: Future[None] | None = None
+        self._started = False
+
+    def start(self, first: Callable[[], T] | None = None) -> Callable[[], T] | None:
+        """Start the work on the pool, after ``first``; return a function giving ``first``'s
+        result as soon as it is ready (computed by the caller if the thread has not begun).
+        Only the first call starts anything; later calls, a pool that takes no more work
+        (interpreter shutdown), and a call without ``first`` return None."""
+        if self._started:
+            return None
+        self._started = True
+        ahead: Future[T] = Future()
+
+        def run() -> None:
+            if first is not None and ahead.set_running_or_notify_cancel():
+                try:
+                    ahead.set_result(first())
+                except BaseException as error:  # handed to whoever wants the result
+                    ahead.set_exception(error)
+            self._work()
+
+        self._future = self._pool.submit(run)
+        if first is None or self._future is None:
+            return None
+        return partial(_result_or_run, ahead, first)
+
+    def wait(self) -> None:
+        """Wait until the pool thread is done with the work; if it has not begun, take it
+        back (the caller has done the work's share itself)."""
+        if self._future is not None and not self._future.cancel():
+            self._future.result()
+
+
+def _result_or_run(ahead: Future[T], task: Callable[[], T]) -> T:
+    """``ahead``'s result, or ``task()`` run here if ``ahead`` had not begun (then cancelled)."""
+    return task() if ahead.cancel() else ahead.result()

@@ -16,7 +16,7 @@ import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convfilt import compiled, cost, engine
+from convfilt import compiled, cost, engine, pools
 from convfilt.errors import UsageError
 from convfilt.kernels import gaussian_1d, separate
 
@@ -556,6 +556,46 @@ def test_kernel_spectra_beside_the_image_change_no_bit(
         np.testing.assert_array_equal(a, b)
     truth = ndi.correlate(x.astype(np.float64), k.astype(np.float64), mode=mode)
     assert_close(beside[0], truth, x, k)
+
+
+@pytest.mark.parametrize("strategy", ["fft", "direct"])
+def test_a_callers_side_work_runs_behind_the_kernel_spectra_on_its_thread(
+    monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    """``beside``: the FFT road makes its kernel spectra on the side work's pool thread,
+    ahead of that work; any other road starts the work as it begins. No bit changes."""
+    if cost.available_cores() < 2:
+        pytest.skip("one core here: the spectra stay on the caller's thread")
+    rng = np.random.default_rng(23)
+    x = rng.random((200, 190), dtype=np.float32)
+    kernels = [rng.standard_normal((31, 26)).astype(np.float32) for _ in range(2)]
+    alone = engine.correlate_valid(x, kernels, strategy=strategy, dtype=np.float32)
+    events: list[tuple[str, str]] = []
+    spectra, image_spectrum = engine._kernel_spectra, engine._image_spectrum
+    begun = threading.Event()
+
+    def spy(*args: object) -> object:
+        events.append(("spectra", threading.current_thread().name))
+        begun.set()
+        return spectra(*args)  # type: ignore[arg-type]
+
+    def image_spectrum_once_begun(*args: object) -> object:
+        # the caller's own transform waits until the pool thread has begun the spectra, so
+        # the caller never takes them back (as it does when the thread is slow to wake)
+        assert begun.wait(timeout=10)
+        return image_spectrum(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_kernel_spectra", spy)
+    monkeypatch.setattr(engine, "_image_spectrum", image_spectrum_once_begun)
+    pool = pools.LazyPool("convfilt-side", lambda: 1)
+    side = pools.SideWork(lambda: events.append(("work", threading.current_thread().name)), pool)
+    beside = engine.correlate_valid(x, kernels, strategy=strategy, dtype=np.float32, beside=side)
+    side.wait()
+    for a, b in zip(beside, alone, strict=True):
+        np.testing.assert_array_equal(a, b)
+    expected = ["spectra", "work"] if strategy == "fft" else ["work"]
+    assert [what for what, _ in events] == expected
+    assert all(name.startswith("convfilt-side") for _, name in events)
 
 
 def _fft_in_child(x: np.ndarray, k: np.ndarray, queue: object) -> None:
