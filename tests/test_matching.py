@@ -580,9 +580,9 @@ def test_both_energy_roads_give_the_same_bits(
     of whole blocks, doubling along the rows): the road taken changes no bit."""
     height, width = data.draw(st.integers(1, rows)), data.draw(st.integers(1, cols))
     rng = np.random.default_rng(seed)
-    plane = (60000.0 * rng.integers(0, 2) + rng.random((rows, cols)) ** 3).astype(dtype)
+    plane: np.ndarray = (60000.0 * rng.integers(0, 2) + rng.random((rows, cols)) ** 3).astype(dtype)
     centre = float(plane.mean())
-    energies = {}
+    energies: dict[bool, np.ndarray] = {}
     for road in (False, True):
         monkeypatch.setattr(engine, "rent_compiled_kernel", lambda *args, road=road: road)
         energies[road] = _window_energy(plane, centre, height, width, own_mean=own_mean)
