@@ -83,10 +83,24 @@ def fft_workers(points: int) -> int:
     The estimates use the same number: the work they divide among the threads, and the
     serial share they do not (``Constants.transform_seconds``).
     """
-    return 1 if points < PARALLEL_FFT_SIZE else min(available_cores(), _thread_cap.get())
+    return 1 if points < PARALLEL_FFT_SIZE else min(available_cores(), _thread_cap.get().now())
 
 
-_thread_cap: ContextVar[int] = ContextVar("thread_cap", default=1 << 30)
+@dataclass(frozen=True)
+class _Cap:
+    """A ``transform_threads`` block's cap: ``limit`` threads, or once ``until()`` is true,
+    ``after`` (the cap of the enclosing block)."""
+
+    limit: int
+    until: Callable[[], bool] | None = None
+    after: int = 1 << 30
+
+    def now(self) -> int:
+        return self.after if self.until is not None and self.until() else self.limit
+
+
+_UNCAPPED = _Cap(1 << 30)
+_thread_cap: ContextVar[_Cap] = ContextVar("thread_cap", default=_UNCAPPED)
 
 
 _spectra_beside: ContextVar[bool] = ContextVar("spectra_beside", default=True)
@@ -115,19 +129,22 @@ def concurrent_spectra(points: int) -> bool:
     they already put the road at 0.70-0.95 of its measured time in this range, and taking a
     whole transform off (a third) sent a fresh grid's cells to the FFT where the compiled
     road was 1.5-1.8x faster (docs/performance.md, §12)."""
-    free = min(available_cores(), _thread_cap.get())
+    free = min(available_cores(), _thread_cap.get().now())
     wanted = _spectra_beside.get()
     return wanted and CONCURRENT_SPECTRA_SIZE <= points < PARALLEL_FFT_SIZE and free >= 2
 
 
 @contextmanager
-def transform_threads(cap: int) -> Iterator[None]:
-    """Within the block (and this thread or task), transforms use at most ``cap`` threads.
+def transform_threads(cap: int, until: Callable[[], bool] | None = None) -> Iterator[None]:
+    """Within the block (and this thread or task), transforms use at most ``cap`` threads;
+    with ``until``, only until it returns true (then as many as outside the block).
 
     For a caller that keeps the other cores busy itself: ``match_template`` sums its windows
-    on one core while the engine transforms on another. The estimates see the cap too.
+    on one core while the engine transforms on another, and hands that core back to the
+    transforms once its sums are done (``until``). The estimates see the cap in force when
+    they are made.
     """
-    token = _thread_cap.set(max(1, cap))
+    token = _thread_cap.set(_Cap(max(1, cap), until, _thread_cap.get().now()))
     try:
         yield
     finally:
@@ -331,7 +348,7 @@ def overlap_cost(s: Shape, c: Constants, dtype: np.dtype | type | str, th: int, 
 def overlap_tile(s: Shape, c: Constants, dtype: np.dtype | type | str) -> tuple[int, int, float]:
     """The cheapest output tile ``(th, tw)`` for overlap-add and its estimated seconds
     (remembered per job and thread cap: a plan asks for it twice, estimate and bound)."""
-    return _overlap_tile(s, c, _rate_dtype(dtype), _thread_cap.get())
+    return _overlap_tile(s, c, _rate_dtype(dtype), _thread_cap.get().now())
 
 
 @lru_cache(maxsize=64)
@@ -344,7 +361,7 @@ def _overlap_tile(s: Shape, c: Constants, dtype: str, cap: int) -> tuple[int, in
 def estimate(strategy: str, s: Shape, dtype: np.dtype | type | str, c: Constants) -> float:
     """Predicted seconds of ``strategy`` for ``s`` in ``dtype`` (under the current
     ``transform_threads`` cap)."""
-    return _estimate(strategy, s, dtype, c, _thread_cap.get())
+    return _estimate(strategy, s, dtype, c, _thread_cap.get().now())
 
 
 @lru_cache(maxsize=1024)

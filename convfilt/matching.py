@@ -869,12 +869,13 @@ class _Sums:
         transforms: AbstractContextManager[None] = nullcontext()
         if self.uniform and spec.energy != "none":
             # the window sums run on one core (after the probe's spectrum, which the engine
-            # puts ahead of them there) while the transforms run on the others; the caller
-            # then helps with whatever bands of the sums are left
+            # puts ahead of them there) while the transforms run on the others, and on all
+            # once the sums are done; the caller then helps with any bands of the sums left
             own_mean = spec.energy == "centred"
             running = _WindowEnergy(plane, scene_mean, probe_h, probe_w, own_mean=own_mean)
             side = pools.SideWork(running.work, _pool)
-            transforms = cost.transform_threads(cost.available_cores() - 1)
+            cap = cost.available_cores() - 1
+            transforms = cost.transform_threads(cap, until=side.finished)
         largest = max(float(np.max(centred)), -float(np.min(centred)))
         known = largest if np.isfinite(largest) else None  # inf: float32 overflowed, see above
         with transforms:

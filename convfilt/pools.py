@@ -98,6 +98,10 @@ class SideWork:
             return None
         return partial(_result_or_run, ahead, first)
 
+    def finished(self) -> bool:
+        """Whether the pool thread is done with the work (False until it has started)."""
+        return self._future is not None and self._future.done()
+
     def wait(self) -> None:
         """Wait until the pool thread is done with the work; if it has not begun, take it
         back (the caller has done the work's share itself)."""

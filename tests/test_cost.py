@@ -124,6 +124,22 @@ def test_transform_threads_caps_workers_and_the_estimates_see_it() -> None:
     assert cost.estimate("fft", big, np.float32, c) == free
 
 
+def test_a_cap_with_until_lifts_when_until_turns_true_to_the_enclosing_cap() -> None:
+    """``until``: the cap holds while the caller's side work runs, then the transforms get
+    what they had outside the block; a block inside keeps its own cap regardless."""
+    done = [False]
+    everyone = cost.available_cores()
+    with cost.transform_threads(1, until=lambda: done[0]):
+        assert cost.fft_workers(2**22) == 1
+        done[0] = True
+        assert cost.fft_workers(2**22) == everyone
+        with cost.transform_threads(1):
+            assert cost.fft_workers(2**22) == 1
+    with cost.transform_threads(1), cost.transform_threads(2, until=lambda: True):
+        assert cost.fft_workers(2**22) == 1  # lifted to the enclosing cap, not beyond it
+    assert cost.fft_workers(2**22) == everyone
+
+
 def test_estimates_grow_with_the_work() -> None:
     c = calibration.default_constants()
 

@@ -24,11 +24,20 @@ def test_the_first_task_runs_on_the_pool_thread_ahead_of_the_work() -> None:
         order.append((what, threading.current_thread().name))
         return what
 
+    begun = threading.Event()
+
+    def first() -> str:
+        begun.set()
+        return note("first")
+
     side = pools.SideWork(lambda: note("work"), pools.LazyPool("convfilt-test", lambda: 1))
-    ready = side.start(lambda: note("first"))
+    assert not side.finished()
+    ready = side.start(first)
     assert ready is not None
+    assert begun.wait(timeout=10)  # else the caller would take the task back (tested below)
     assert ready() == "first"
     side.wait()
+    assert side.finished()
     assert [what for what, _ in order] == ["first", "work"]
     assert all(name.startswith("convfilt-test") for _, name in order)
     assert side.start(lambda: note("again")) is None  # started once only
