@@ -2,8 +2,8 @@
 
 Run ``.venv/bin/python -m benchmarks.match`` (a few minutes; give it a quiet machine) or
 ``--quick`` for a smoke subset. Grey float32 scenes N x N (1024, 2048, and 4096 once) and
-square probes (16, 64, 256) cut from the scene; for each cell the median of ``--repeat`` runs
-after a warm-up, in one run, of:
+square probes (16, 64, 256) cut from the scene; for each cell the median of ``--repeat``
+rounds (default 9) after a warm-up, each round one call of each of these in turn:
 
 - convfilt: ``match_template(scene, probe)`` (zero-mean NCC, float64 inside, auto strategy);
 - skimage: ``skimage.feature.match_template(scene, probe)``;
@@ -13,8 +13,9 @@ All three return the valid-mode map. Printed per cell: the three medians (ms), s
 (issue 4's target >= 3) and convfilt/opencv (issue 11's target <= 1.2), and the largest
 difference of each peer from convfilt's map (to show they compute the same thing). The timings
 are wall times on a shared machine: compare ratios within one run, not absolute numbers across
-runs. The compiled road's one-time cost (numba's import, the window energies' machine code) is
-paid before the cells, as in any process after its first large scenes: the steady state.
+runs. The compiled road's one-time cost (numba's import, the machine code of the window energies
+and of the scores) is paid before the cells, as in any process after its first large scenes:
+the steady state.
 
 ``--energies`` times instead, per cell, the window energies alone (the compiled kernel on one
 thread, as the pool worker runs it beside the transforms).
@@ -25,7 +26,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import numpy as np
@@ -51,6 +52,21 @@ def wall_times(run: Callable[[], object], repeat: int) -> list[float]:
 def median_ms(run: Callable[[], object], repeat: int) -> float:
     """Median wall time (ms) of ``repeat`` calls after one warm-up call."""
     return statistics.median(wall_times(run, repeat)) * 1e3
+
+
+def interleaved_ms(runs: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median wall time (ms) of each call over ``repeat`` rounds of one call of each (after
+    a warm-up of each): a burst of load on the shared machine falls on all of them alike,
+    not on whichever was being timed."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():
+        run()
+    for _ in range(repeat):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(each) * 1e3 for name, each in times.items()}
 
 
 def contenders(scene: np.ndarray, probe: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:
@@ -96,10 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--energies", action="store_true", help="time the window energies")
     args = parser.parse_args(argv)
     cells = QUICK if args.quick else FULL
-    repeat = args.repeat or (3 if args.quick else 5)
+    repeat = args.repeat or (3 if args.quick else 9)
     rng = np.random.default_rng(0)
     warm = np.zeros((64, 64), np.float32)
     compiled.window_energy_band(warm, 0.0, (8, 8), True, 0.0, 0, np.empty((57, 57)))
+    compiled.ncc_band(warm, np.ones((64, 64)), 1.0, 0.0, np.empty((64, 64)))
     if args.energies:
         energies(cells, repeat)
         return
@@ -107,13 +124,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{'N':>5} {'probe':>5} {'convfilt':>9} {'skimage':>9} {'opencv':>9}"
         f" {'sk/cf':>6} {'cf/cv':>6} {'|sk-cf|':>8} {'|cv-cf|':>8}"
     )
-    print(f"median of {repeat} runs, ms; grey float32 scenes")
+    print(f"median of {repeat} interleaved rounds, ms; grey float32 scenes")
     print(header)
     sk_ratios, cv_ratios = [], []
     for size, probe_size in cells:
         scene, probe = scene_and_probe(rng, size, probe_size)
         runs = contenders(scene, probe)
-        ms = {name: median_ms(run, 1 if size >= 4096 else repeat) for name, run in runs.items()}
+        ms = interleaved_ms(runs, 1 if size >= 4096 else repeat)
         maps = {name: run() for name, run in runs.items()}
         diff_sk = float(np.abs(maps["skimage"] - maps["convfilt"]).max())
         diff_cv = float(np.abs(maps["opencv"] - maps["convfilt"]).max())

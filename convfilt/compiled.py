@@ -253,3 +253,27 @@ def window_energy_band(
 
 
 ENERGY = "energy_band"  # the form name of matching's window energies (``loaded``, ``code_cached``)
+
+
+def ncc_band(
+    cross: NDArray[np.floating],
+    energy: NDArray[np.floating],
+    root: float,
+    floor: float,
+    out: NDArray[np.float64],
+) -> None:
+    """Matching's NCC scores of one band into ``out`` (see ``compiled_kernels.ncc_band``):
+    ``cross``, ``energy`` and ``out`` of one shape, ``out`` C-contiguous. Releases the GIL, so
+    threads score bands side by side."""
+    jit = _kernels()
+    if not (cross.shape == energy.shape == out.shape and out.flags.c_contiguous):
+        # the kernel does not check its bounds: a shorter input would be read past its end
+        raise ValueError(
+            f"compiled.ncc_band: cross {cross.shape}, energy {energy.shape} and out "
+            f"{out.shape} must have one shape, out C-contiguous"
+        )
+    jit.ncc_band(cross.ravel(), energy.ravel(), float(root), float(floor), out.reshape(-1))
+    _loaded.add((cost.dtype_name(cross.dtype), "float64", SCORES))
+
+
+SCORES = "ncc_band"  # the form name of matching's NCC scores (``loaded``, ``code_cached``)

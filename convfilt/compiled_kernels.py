@@ -284,3 +284,18 @@ def energy_band(plane, centre, height, width, own_mean, flat, r0, out):  # type:
         for x in range(cols_out):  # as the numpy loops: S1² · (-1/n) + S2, then flat -> 0
             energy = ones[x] * ones[x] * scale + squares[x]
             target[x] = 0.0 if energy <= squares[x] * flat else energy
+
+
+@njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+def ncc_band(cross, energy, root, floor, out):  # type: ignore[no-untyped-def]
+    """Matching's NCC scores of one band, entry by entry: ``cross / (sqrt(energy) · root)``
+    clipped to [-1, 1], and 0 where ``energy <= floor`` (a flat window); the same operations
+    in the same order as the numpy bands of ``matching._ncc_map``, so the same bits (NaN
+    included). numpy's error model: a Python one checks every division for a zero divisor,
+    which keeps LLVM from vectorizing the loop (a flat window's quotient is discarded)."""
+    for i in range(out.shape[0]):
+        e = energy[i]
+        score = np.float64(cross[i]) / (np.sqrt(e) * root)
+        score = 1.0 if score > 1.0 else score
+        score = -1.0 if score < -1.0 else score
+        out[i] = 0.0 if e <= floor else score

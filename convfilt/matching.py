@@ -18,6 +18,7 @@ References
 
 from __future__ import annotations
 
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -995,19 +996,20 @@ def _ncc_map(
     per_row = max(1, scores[:1].size)
     step = max(1, _SCORE_BAND // per_row)
     bands = [slice(start, start + step) for start in range(0, len(scores), step)]
+    saving = _COMPILED_SCORE_SAVING * scores.size
+    fill = _compiled_band if _rent_scores(terms.cross.dtype, saving) else _numpy_band
+    root = float(np.sqrt(terms.probe_energy))
 
     def score(rows: slice) -> _Band | None:
-        denominator, flat = _ncc_denominator(terms, rows)
-        band = np.divide(terms.cross[rows], denominator, out=scores[rows])
-        if flat is not None:
-            np.putmask(band, flat, 0.0)  # not -0.0
-        np.clip(band, -1.0, 1.0, out=band)
+        assert terms.energy is not None
+        energy, band = terms.energy[rows], scores[rows]
+        fill(terms, rows, root, band)
         if cross_error is None:
             return None
         best = int(np.argmax(band))
         best_score = float(band.flat[best])
-        lower = best_score - cross_error / float(denominator.flat[best])
-        return _Band(lower, best_score, float(np.min(denominator)) * _SURE < cross_error)
+        lower = best_score - cross_error / _denominator(float(energy.flat[best]), root)
+        return _Band(lower, best_score, _least_denominator(energy, root) * _SURE < cross_error)
 
     seen = _pool.map(score, bands) if len(bands) > 1 else [score(bands[0])]
     found = [band for band in seen if band is not None]
@@ -1023,6 +1025,42 @@ def _ncc_map(
             hits = np.flatnonzero(np.add(scores[rows], error, out=error) >= threshold)
             candidates.append(rows.start * per_row + hits)
     return scores, np.concatenate(candidates)
+
+
+def _numpy_band(terms: _Terms, rows: slice, root: float, band: FloatArray) -> None:
+    """NCC scores of the windows in ``rows`` into ``band`` by numpy passes (see ``_ncc_map``)."""
+    denominator, flat = _ncc_denominator(terms, rows)
+    np.divide(terms.cross[rows], denominator, out=band)
+    if flat is not None:
+        np.putmask(band, flat, 0.0)  # not -0.0
+    np.clip(band, -1.0, 1.0, out=band)
+
+
+def _compiled_band(terms: _Terms, rows: slice, root: float, band: FloatArray) -> None:
+    """``_numpy_band`` in one compiled pass: the same bits (``compiled.ncc_band``)."""
+    assert terms.energy is not None
+    compiled.ncc_band(terms.cross[rows], terms.energy[rows], root, _FLAT_FLOOR, band)
+
+
+def _rent_scores(cross: np.dtype, saving: float) -> bool:
+    """Whether the compiled score pass runs (``engine.rent_compiled_kernel``)."""
+    return engine.rent_compiled_kernel(compiled.SCORES, cost.dtype_name(cross), saving)
+
+
+def _denominator(energy: float, root: float) -> float:
+    """One window's sqrt(E)·sqrt(Ep) (``root`` = sqrt(Ep)) as ``_ncc_denominator`` has it:
+    +inf for a flat window."""
+    return math.inf if energy <= _FLAT_FLOOR else float(np.sqrt(energy) * root)
+
+
+def _least_denominator(energy: NDArray[np.floating], root: float) -> float:
+    """The smallest of ``_ncc_denominator``'s entries, from the energies: the square root and
+    the product are monotonic (so are their roundings), so the smallest energy that is not
+    flat gives it; +inf if every window is flat, NaN if an energy is."""
+    least = float(np.min(energy))
+    if least <= _FLAT_FLOOR:
+        least = float(np.min(energy, where=energy > _FLAT_FLOOR, initial=math.inf))
+    return float(np.sqrt(least) * root)
 
 
 def _ncc_denominator(terms: _Terms, rows: slice) -> tuple[FloatArray, NDArray[np.bool_] | None]:
@@ -1102,6 +1140,10 @@ _SLIDING_BAND_BYTES = 2**18  # bands of ``_sliding_sums``: about 256 KB, cache-r
 _ENERGY_BAND_BYTES = 2**22  # fewer rows per ``_WindowEnergy`` band when a row band of 64 rows
 # would take more bytes per value array than this (never fewer than the window's height)
 
+
+# Seconds the compiled score pass saves per window over the numpy bands (both on every core):
+# what a match offers toward its one-time cost (docs/performance.md, §14; measured 2-4 ns).
+_COMPILED_SCORE_SAVING = 1.5e-9
 
 # Seconds the compiled window energies save per window and power (sum of d, of d²) over the
 # numpy loops: what a call offers toward the compiled road's one-time cost (docs/performance.md,

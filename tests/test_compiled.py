@@ -298,6 +298,17 @@ def test_the_energy_kernel_refuses_a_wrong_band_or_output() -> None:
             compiled.window_energy_band(plane, 0.0, (8, 5), True, 0.0, start, out)
 
 
+def test_the_score_kernel_refuses_arrays_of_other_shapes_or_a_strided_output() -> None:
+    """The kernel does not check its bounds: its wrapper refuses what would read past them."""
+    cross, energy = np.ones((4, 6), np.float32), np.ones((4, 6))
+    good = np.empty((4, 6))
+    compiled.ncc_band(cross, energy, 2.0, 0.0, good)
+    np.testing.assert_array_equal(good, np.full((4, 6), 0.5))
+    for args in ((cross, energy[:, :5], good), (cross, energy, np.empty((4, 12))[:, ::2])):
+        with pytest.raises(ValueError, match="ncc_band"):
+            compiled.ncc_band(args[0], args[1], 2.0, 0.0, args[2])
+
+
 def test_wide_rows_get_bands_of_several_rows_within_the_per_core_share() -> None:
     wide = (12288 + 16) * 3  # one extended row: 147 KiB of float32, over BAND_BYTES alone
     assert compiled.band_rows(wide, 4, 10_000, 17) == 16  # kh - 1

@@ -16,6 +16,9 @@ from convfilt.errors import ConvfiltError, UsageError
 from convfilt.matching import (
     _FLAT_ULPS,
     Match,
+    _denominator,
+    _least_denominator,
+    _ncc_denominator,
     _ncc_map,
     _Terms,
     _window_energy,
@@ -443,6 +446,65 @@ def test_window_energy_shared_by_threads_equals_one_thread(energy_road: str) -> 
     assert worker_started.wait(timeout=10)
     np.testing.assert_array_equal(job.result(side), alone)
     assert any(name != threading.main_thread().name for name in takers)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.integers(1, 300),
+    cols=st.integers(1, 700),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    listed=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_both_score_roads_give_the_same_bits(
+    rows: int,
+    cols: int,
+    dtype: type,
+    listed: bool,
+    seed: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compiled score pass and the numpy bands give the same map, and the same candidates
+    for the float64 re-check: flat windows (0, not -0), scores rounded past +-1 (clipped),
+    negative zeros, an overflowing denominator; bands of one row to several hundred."""
+    rng = np.random.default_rng(seed)
+    energy = rng.random((rows, cols)) * 10.0 ** rng.integers(-3, 4, (rows, cols))
+    energy[rng.random((rows, cols)) < 0.05] = 0.0  # flat
+    probe_energy = float(rng.random() * 50 + 1e-3)
+    bound = np.sqrt(energy) * np.sqrt(probe_energy)
+    cross = bound * rng.uniform(-1.0, 1.0, (rows, cols))
+    edge = rng.random((rows, cols)) < 0.05
+    cross[edge] = bound[edge] * rng.choice([-1.0, 1.0], int(edge.sum())) * (1 + 1e-15)
+    cross[rng.random((rows, cols)) < 0.02] = -0.0
+    energy.flat[0] = 1e300  # sqrt(E)·sqrt(Ep) still finite; its score 0 or -0
+    terms = _Terms(
+        cross=cross.astype(dtype),
+        energy=energy,
+        probe_energy=probe_energy,
+        probe_dot_mean=0.0,
+        weight=float(rows * cols),
+        scene_means=(0.0,),
+        probe_offsets=(0.0,),
+        cross_error=0.0,
+    )
+    error = 1e-6 if listed else None
+    maps = {}
+    for road in (False, True):
+        monkeypatch.setattr(engine, "rent_compiled_kernel", lambda *args, road=road: road)
+        maps[road] = _ncc_map(terms, cross_error=error)
+    np.testing.assert_array_equal(maps[True][0], maps[False][0])
+    assert np.signbit(maps[True][0]).tolist() == np.signbit(maps[False][0]).tolist()
+    np.testing.assert_array_equal(maps[True][1], maps[False][1])
+    assert (maps[True][0][energy == 0.0] == 0.0).all()
+    assert np.abs(maps[True][0]).max() <= 1.0
+    # the bands' error facts come from the energies: the same as from the denominators
+    denominator, _ = _ncc_denominator(terms, slice(None))
+    root = float(np.sqrt(probe_energy))
+    assert _least_denominator(energy, root) == np.min(denominator)
+    for i in rng.integers(0, energy.size, 20):
+        assert _denominator(float(energy.flat[i]), root) == denominator.flat[i]
 
 
 def test_matching_leaves_no_window_energies_to_the_garbage_collector() -> None:
