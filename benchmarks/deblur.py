@@ -34,7 +34,6 @@ import argparse
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from benchmarks.match import interleaved_times
 from convfilt import deconvolve, engine, kernels, names
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -249,18 +249,12 @@ def speed(size: int, iterations: int, repeat: int) -> None:
         ),
         "skimage": lambda: restoration.richardson_lucy(image, kernel, num_iter=iterations),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    # warm-up: each contender's imports, and the compiled road's one-time cost (numba's import
-    # and machine code), paid as in any process after its first large images (the planner
-    # weighs it against a first call's 60 convolutions, and takes the road once paid)
+    # warm-up: the compiled road's one-time cost (numba's import and machine code), paid as in
+    # any process after its first large images (the planner weighs it against a first call's
+    # 60 convolutions, and takes the road once paid); each contender's own warm-up call (its
+    # imports) is ``interleaved_times``'
     engine.convolve(image, kernel, mode="wrap", strategy=names.COMPILED)
-    for run in runs.values():
-        run()
-    for _ in range(repeat):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_times(runs, repeat)
     ratios = sorted(s / c for s, c in zip(times["skimage"], times["convfilt"], strict=True))
     median = {name: statistics.median(t) for name, t in times.items()}
     print(f"\nRichardson-Lucy, {iterations} iterations, {size}x{size} float64, gaussian:2 PSF, "

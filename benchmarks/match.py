@@ -54,10 +54,12 @@ def median_ms(run: Callable[[], object], repeat: int) -> float:
     return statistics.median(wall_times(run, repeat)) * 1e3
 
 
-def interleaved_ms(runs: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Median wall time (ms) of each call over ``repeat`` rounds of one call of each (after
-    a warm-up of each): a burst of load on the shared machine falls on all of them alike,
-    not on whichever was being timed."""
+def interleaved_times(
+    runs: Mapping[str, Callable[[], object]], repeat: int
+) -> dict[str, list[float]]:
+    """Wall times (s) of each call in ``repeat`` rounds of one call of each (after a warm-up
+    of each): a burst of load on the shared machine falls on all of them alike, not on
+    whichever was being timed."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for run in runs.values():
         run()
@@ -66,6 +68,12 @@ def interleaved_ms(runs: Mapping[str, Callable[[], object]], repeat: int) -> dic
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_ms(runs: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median wall time (ms) of each call over ``interleaved_times``' rounds."""
+    times = interleaved_times(runs, repeat)
     return {name: statistics.median(each) * 1e3 for name, each in times.items()}
 
 
