@@ -353,6 +353,11 @@ def overlap_tile(s: Shape, c: Constants, dtype: np.dtype | type | str) -> tuple[
 
 @lru_cache(maxsize=64)
 def _overlap_tile(s: Shape, c: Constants, dtype: str, cap: int) -> tuple[int, int, float]:
+    with transform_threads(cap):  # priced under the cap it is remembered for
+        return _cheapest_tile(s, c, dtype)
+
+
+def _cheapest_tile(s: Shape, c: Constants, dtype: str) -> tuple[int, int, float]:
     options = {(min(t, s.height), min(t, s.width)) for t in TILE_CANDIDATES}
     costs = [(th, tw, overlap_cost(s, c, dtype, th, tw)) for th, tw in sorted(options)]
     return min(costs, key=lambda option: option[2])
@@ -366,11 +371,18 @@ def estimate(strategy: str, s: Shape, dtype: np.dtype | type | str, c: Constants
 
 @lru_cache(maxsize=1024)
 def _estimate(
-    strategy: str, s: Shape, dtype: np.dtype | type | str, c: Constants, _cap: int
+    strategy: str, s: Shape, dtype: np.dtype | type | str, c: Constants, cap: int
 ) -> float:
     """``estimate``, a pure function of its (hashable) arguments, memoised: planning the same
     shapes again (channels, batches of images, benchmarks) costs a lookup, not a computation.
-    ``_cap`` (the thread cap, read by ``fft_workers``) is part of the key."""
+    ``cap`` (the thread cap, read by ``fft_workers``) is part of the key, and the estimate is
+    made under it (a cap lifted by ``until`` meanwhile does not leak into the cache)."""
+    with transform_threads(cap):
+        return _priced(strategy, s, dtype, c)
+
+
+def _priced(strategy: str, s: Shape, dtype: np.dtype | type | str, c: Constants) -> float:
+    """``_estimate``'s computation, under the thread cap in force."""
     if strategy == names.OVERLAP_ADD:
         return overlap_tile(s, c, dtype)[2]
     model = ESTIMATORS[strategy]

@@ -1000,10 +1000,12 @@ def _ncc_map(
     fill = _compiled_band if _rent_scores(terms.cross.dtype, saving) else _numpy_band
     root = float(np.sqrt(terms.probe_energy))
 
+    energies = terms.energy
+    assert energies is not None
+
     def score(rows: slice) -> _Band | None:
-        assert terms.energy is not None
-        energy, band = terms.energy[rows], scores[rows]
-        fill(terms, rows, root, band)
+        energy, band = energies[rows], scores[rows]
+        fill(terms.cross[rows], energy, root, band)
         if cross_error is None:
             return None
         best = int(np.argmax(band))
@@ -1020,26 +1022,30 @@ def _ncc_map(
     candidates = [none]
     for rows, band in zip(bands, found, strict=True):
         if band.unsure or band.best + _SURE >= threshold:
-            denominator, _ = _ncc_denominator(terms, rows)
+            denominator, _ = _ncc_denominator(energies[rows], root)
             error = np.divide(cross_error, denominator, out=denominator)
             hits = np.flatnonzero(np.add(scores[rows], error, out=error) >= threshold)
             candidates.append(rows.start * per_row + hits)
     return scores, np.concatenate(candidates)
 
 
-def _numpy_band(terms: _Terms, rows: slice, root: float, band: FloatArray) -> None:
-    """NCC scores of the windows in ``rows`` into ``band`` by numpy passes (see ``_ncc_map``)."""
-    denominator, flat = _ncc_denominator(terms, rows)
-    np.divide(terms.cross[rows], denominator, out=band)
+def _numpy_band(
+    cross: NDArray[np.floating], energy: NDArray[np.floating], root: float, band: FloatArray
+) -> None:
+    """NCC scores of one band of windows into ``band`` by numpy passes (see ``_ncc_map``;
+    ``root`` = sqrt(Ep))."""
+    denominator, flat = _ncc_denominator(energy, root)
+    np.divide(cross, denominator, out=band)
     if flat is not None:
         np.putmask(band, flat, 0.0)  # not -0.0
     np.clip(band, -1.0, 1.0, out=band)
 
 
-def _compiled_band(terms: _Terms, rows: slice, root: float, band: FloatArray) -> None:
+def _compiled_band(
+    cross: NDArray[np.floating], energy: NDArray[np.floating], root: float, band: FloatArray
+) -> None:
     """``_numpy_band`` in one compiled pass: the same bits (``compiled.ncc_band``)."""
-    assert terms.energy is not None
-    compiled.ncc_band(terms.cross[rows], terms.energy[rows], root, _FLAT_FLOOR, band)
+    compiled.ncc_band(cross, energy, root, _FLAT_FLOOR, band)
 
 
 def _rent_scores(cross: np.dtype, saving: float) -> bool:
@@ -1063,14 +1069,16 @@ def _least_denominator(energy: NDArray[np.floating], root: float) -> float:
     return float(np.sqrt(least) * root)
 
 
-def _ncc_denominator(terms: _Terms, rows: slice) -> tuple[FloatArray, NDArray[np.bool_] | None]:
-    """sqrt(E·Ep) for the windows in ``rows``, +inf for flat ones (so their error bound is
-    0), and the flat windows' mask (None when there are none)."""
-    assert terms.energy is not None
-    energy = terms.energy[rows]
+def _ncc_denominator(
+    energy: NDArray[np.floating], root: float
+) -> tuple[FloatArray, NDArray[np.bool_] | None]:
+    """sqrt(E·Ep) for the windows of ``energy`` (``root`` = sqrt(Ep)), +inf for flat ones (so
+    their error bound is 0), and the flat windows' mask (None when there are none)."""
     denominator = np.sqrt(energy)  # sqrt(E)·sqrt(Ep): E·Ep could underflow (values ~1e-100)
-    denominator *= np.sqrt(terms.probe_energy)
-    flat = energy <= _FLAT_FLOOR if float(np.min(energy)) <= _FLAT_FLOOR else None
+    denominator *= root
+    # the mask is skipped only when every energy is above the floor (a NaN among them hides
+    # any flat window from ``min``: then it is made too)
+    flat = None if float(np.min(energy)) > _FLAT_FLOOR else energy <= _FLAT_FLOOR
     if flat is not None:
         np.putmask(denominator, flat, np.inf)
     return denominator, flat
@@ -1142,8 +1150,9 @@ _ENERGY_BAND_BYTES = 2**22  # fewer rows per ``_WindowEnergy`` band when a row b
 
 
 # Seconds the compiled score pass saves per window over the numpy bands (both on every core):
-# what a match offers toward its one-time cost (docs/performance.md, §14; measured 2-4 ns).
-_COMPILED_SCORE_SAVING = 1.5e-9
+# what a match offers toward its one-time cost (docs/performance.md, §14; measured 0.6-1.9 ns,
+# so a round figure at the low end, as for the energies: the rental should not pay early).
+_COMPILED_SCORE_SAVING = 6e-10
 
 # Seconds the compiled window energies save per window and power (sum of d, of d²) over the
 # numpy loops: what a call offers toward the compiled road's one-time cost (docs/performance.md,

@@ -140,6 +140,31 @@ def test_a_cap_with_until_lifts_when_until_turns_true_to_the_enclosing_cap() -> 
     assert cost.fft_workers(2**22) == everyone
 
 
+def test_an_estimate_is_made_under_the_cap_it_is_remembered_for() -> None:
+    """The cap can lift mid-call (``until``): an estimate keyed by the cap in force when it was
+    asked for is priced under that cap, not under one lifted while it was being made."""
+    if cost.available_cores() < 2:
+        pytest.skip("one core here: every cap prices one thread")
+    big = cost.Shape(2000, 2000, 1, 1, 9, 9)
+    c = calibration.default_constants()
+    asked = [0]
+
+    def lifts_once_asked() -> bool:  # false for the key, true from then on
+        asked[0] += 1
+        return asked[0] > 1
+
+    for strategy in ("fft", "overlap-add"):
+        cost._estimate.cache_clear()
+        cost._overlap_tile.cache_clear()
+        asked[0] = 0
+        with cost.transform_threads(1, until=lifts_once_asked):
+            remembered = cost.estimate(strategy, big, np.float32, c)
+        cost._estimate.cache_clear()
+        cost._overlap_tile.cache_clear()
+        with cost.transform_threads(1):
+            assert remembered == cost.estimate(strategy, big, np.float32, c), strategy
+
+
 def test_estimates_grow_with_the_work() -> None:
     c = calibration.default_constants()
 

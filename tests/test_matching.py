@@ -14,6 +14,7 @@ from PIL import Image
 from convfilt import compiled, engine, matching, pools
 from convfilt.errors import ConvfiltError, UsageError
 from convfilt.matching import (
+    _FLAT_FLOOR,
     _FLAT_ULPS,
     Match,
     _denominator,
@@ -456,6 +457,7 @@ def test_window_energy_shared_by_threads_equals_one_thread(energy_road: str) -> 
     cols=st.integers(1, 700),
     dtype=st.sampled_from([np.float32, np.float64]),
     listed=st.booleans(),
+    nan=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_both_score_roads_give_the_same_bits(
@@ -463,15 +465,19 @@ def test_both_score_roads_give_the_same_bits(
     cols: int,
     dtype: type,
     listed: bool,
+    nan: bool,
     seed: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The compiled score pass and the numpy bands give the same map, and the same candidates
-    for the float64 re-check: flat windows (0, not -0), scores rounded past +-1 (clipped),
-    negative zeros, an overflowing denominator; bands of one row to several hundred."""
+    for the float64 re-check: flat windows (0, not -0; an energy at the flat floor too),
+    scores rounded past +-1 (clipped), negative zeros, an overflowing denominator, NaN
+    energies beside flat ones; bands of one row to several hundred."""
     rng = np.random.default_rng(seed)
     energy = rng.random((rows, cols)) * 10.0 ** rng.integers(-3, 4, (rows, cols))
     energy[rng.random((rows, cols)) < 0.05] = 0.0  # flat
+    energy[rng.random((rows, cols)) < 0.01] = _FLAT_FLOOR  # flat, just
+    energy[rng.random((rows, cols)) < 0.01] = np.nextafter(_FLAT_FLOOR, 1.0)  # not flat
     probe_energy = float(rng.random() * 50 + 1e-3)
     bound = np.sqrt(energy) * np.sqrt(probe_energy)
     cross = bound * rng.uniform(-1.0, 1.0, (rows, cols))
@@ -479,6 +485,8 @@ def test_both_score_roads_give_the_same_bits(
     cross[edge] = bound[edge] * rng.choice([-1.0, 1.0], int(edge.sum())) * (1 + 1e-15)
     cross[rng.random((rows, cols)) < 0.02] = -0.0
     energy.flat[0] = 1e300  # sqrt(E)·sqrt(Ep) still finite; its score 0 or -0
+    if nan:
+        energy[rng.random((rows, cols)) < 0.02] = np.nan
     terms = _Terms(
         cross=cross.astype(dtype),
         energy=energy,
@@ -497,14 +505,38 @@ def test_both_score_roads_give_the_same_bits(
     np.testing.assert_array_equal(maps[True][0], maps[False][0])
     assert np.signbit(maps[True][0]).tolist() == np.signbit(maps[False][0]).tolist()
     np.testing.assert_array_equal(maps[True][1], maps[False][1])
-    assert (maps[True][0][energy == 0.0] == 0.0).all()
-    assert np.abs(maps[True][0]).max() <= 1.0
+    assert (maps[True][0][energy <= _FLAT_FLOOR] == 0.0).all()
+    assert np.isnan(maps[True][0][np.isnan(energy)]).all()
+    assert not np.nanmax(np.abs(maps[True][0]), initial=0.0) > 1.0
     # the bands' error facts come from the energies: the same as from the denominators
-    denominator, _ = _ncc_denominator(terms, slice(None))
     root = float(np.sqrt(probe_energy))
-    assert _least_denominator(energy, root) == np.min(denominator)
+    denominator, _ = _ncc_denominator(energy, root)
+    np.testing.assert_equal(_least_denominator(energy, root), np.min(denominator))
     for i in rng.integers(0, energy.size, 20):
-        assert _denominator(float(energy.flat[i]), root) == denominator.flat[i]
+        np.testing.assert_equal(_denominator(float(energy.flat[i]), root), denominator.flat[i])
+
+
+def test_matching_hands_the_energies_core_back_to_the_transforms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The transforms are capped to the cores the window energies leave free only until the
+    energies are done (``until``), then may use every core."""
+    from convfilt import cost
+
+    caps: list[tuple[int, object]] = []
+    cap_transforms = cost.transform_threads
+
+    def spy(cap: int, until: object = None) -> object:
+        caps.append((cap, until))
+        return cap_transforms(cap, until)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cost, "transform_threads", spy)
+    scene = np.random.default_rng(7).random((300, 280)).astype(np.float32)
+    match_template(scene, scene[40:90, 60:120].copy())
+    handed_back = [(cap, until) for cap, until in caps if until is not None]
+    assert [cap for cap, _ in handed_back] == [cost.available_cores() - 1]  # one channel
+    until = handed_back[0][1]
+    assert callable(until) and until()  # the energies are done once the call returns
 
 
 def test_matching_leaves_no_window_energies_to_the_garbage_collector() -> None:

@@ -89,3 +89,14 @@ def test_an_error_in_the_first_task_reaches_its_caller_and_the_work_still_runs()
         ready()
     side.wait()
     assert ran == ["work"]
+
+
+def test_an_error_in_the_work_reaches_whoever_waits() -> None:
+    def fail() -> None:
+        raise RuntimeError("the sums failed")
+
+    side = pools.SideWork(fail, pools.LazyPool("convfilt-test", lambda: 1))
+    assert side.start() is None
+    with pytest.raises(RuntimeError, match="the sums failed"):
+        side.wait()
+    assert side.finished()
