@@ -40,13 +40,7 @@ QUICK = [(512, 16), (1024, 64)]
 
 def wall_times(run: Callable[[], object], repeat: int) -> list[float]:
     """Wall times (s) of ``repeat`` calls after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times
+    return interleaved_times({"run": run}, repeat)["run"]
 
 
 def median_ms(run: Callable[[], object], repeat: int) -> float:
